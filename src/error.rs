@@ -1,0 +1,141 @@
+//! Every way doltgate refuses or fails a request, and the one place where each
+//! maps to a gRPC status (for RPCs) or an HTTP status (for table-file requests).
+//!
+//! The codes matter beyond taste: Dolt's client stops at once on
+//! INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION,
+//! UNIMPLEMENTED, OUT_OF_RANGE and UNAUTHENTICATED, and retries everything
+//! else (remotestorage/retry.go), so a permanent condition must use one of the
+//! former and a transient one UNAVAILABLE.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use tonic::Code;
+
+use crate::remotesapi::wire::WireError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("unknown gRPC method {0}: doltgate serves dolt.services.remotesapi.v1alpha1.ChunkStoreService")]
+    UnknownMethod(String),
+    #[error("bad request message: {0}")]
+    BadMessage(#[from] WireError),
+    #[error("request names no database: set repo_path (the remote URL's path)")]
+    NoDatabase,
+    #[error("gRPC message of {size} bytes exceeds the {limit}-byte limit")]
+    MessageTooLarge { size: usize, limit: usize },
+    #[error("gRPC message compression is not supported; send uncompressed messages")]
+    CompressedMessage,
+    #[error("gRPC stream ended in the middle of a message")]
+    TruncatedMessage,
+    #[error("unary RPC {0} carried more than one request message")]
+    TooManyMessages(String),
+    #[error("database {database:?} not found on the upstream")]
+    DatabaseNotFound { database: String },
+    #[error("upstream {address} is unreachable: {reason}")]
+    UpstreamUnreachable { address: String, reason: String },
+    #[error("upstream {address} did not answer within {}", humantime_secs(*.after))]
+    UpstreamTimeout { address: String, after: Duration },
+    #[error("upstream {address} failed: {reason}")]
+    UpstreamFailed { address: String, reason: String },
+    #[error("reading the client's request failed: {0}")]
+    ClientBody(String),
+    #[error("not a doltgate table-file URL: {0}")]
+    NotAFileUrl(String),
+    #[error("method {0} is not allowed on table files (use GET, PUT or POST)")]
+    FileMethodNotAllowed(String),
+    #[error("gRPC needs HTTP/2; this request arrived over {0:?}")]
+    GrpcNeedsHttp2(http::Version),
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+impl GatewayError {
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            GatewayError::Unauthenticated(_) => Code::Unauthenticated,
+            GatewayError::UnknownMethod(_) => Code::Unimplemented,
+            GatewayError::CompressedMessage => Code::Unimplemented,
+            GatewayError::BadMessage(_)
+            | GatewayError::NoDatabase
+            | GatewayError::TruncatedMessage
+            | GatewayError::TooManyMessages(_) => Code::InvalidArgument,
+            GatewayError::MessageTooLarge { .. } => Code::ResourceExhausted,
+            GatewayError::DatabaseNotFound { .. } => Code::NotFound,
+            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => Code::Unavailable,
+            GatewayError::UpstreamTimeout { .. } => Code::DeadlineExceeded,
+            GatewayError::ClientBody(_) => Code::Cancelled,
+            GatewayError::NotAFileUrl(_) => Code::NotFound,
+            GatewayError::FileMethodNotAllowed(_) | GatewayError::GrpcNeedsHttp2(_) => Code::InvalidArgument,
+        }
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::NotAFileUrl(_) | GatewayError::DatabaseNotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::FileMethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::GrpcNeedsHttp2(_) => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UnknownMethod(_) | GatewayError::CompressedMessage => StatusCode::NOT_IMPLEMENTED,
+            GatewayError::BadMessage(_)
+            | GatewayError::NoDatabase
+            | GatewayError::TruncatedMessage
+            | GatewayError::TooManyMessages(_)
+            | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The status a gRPC client sees.
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::new(self.grpc_code(), format!("doltgate: {self}"))
+    }
+
+    /// A plain-text HTTP answer for table-file requests.
+    pub fn to_http_response(&self) -> http::Response<Bytes> {
+        let mut response = http::Response::new(Bytes::from(format!("doltgate: {self}\n")));
+        *response.status_mut() = self.http_status();
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanent_conditions_use_codes_dolt_does_not_retry() {
+        let permanent = [
+            GatewayError::Unauthenticated("x".into()),
+            GatewayError::DatabaseNotFound { database: "db".into() },
+            GatewayError::UnknownMethod("/a/b".into()),
+            GatewayError::NoDatabase,
+        ];
+        let not_retried = [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::FailedPrecondition,
+            Code::Unimplemented,
+            Code::OutOfRange,
+            Code::Unauthenticated,
+        ];
+        for err in permanent {
+            assert!(not_retried.contains(&err.grpc_code()), "{err} maps to a retried code");
+        }
+        let down = GatewayError::UpstreamUnreachable { address: "127.0.0.1:1".into(), reason: "refused".into() };
+        assert_eq!(down.grpc_code(), Code::Unavailable);
+        assert!(down.to_status().message().contains("127.0.0.1:1"));
+    }
+}

@@ -1,0 +1,102 @@
+//! Forwarding of table-file HTTP requests (GET with or without `Range`,
+//! PUT/POST uploads) to the upstream endpoint whose sealed URL they carry.
+//!
+//! Bodies stream in both directions, so a multi-gigabyte upload or download
+//! passes through holding only hyper's buffers. Only the headers the upstream
+//! needs are forwarded: a credential helper may add its own headers to these
+//! requests, and they must not leak upstream.
+
+use http::{HeaderMap, Method, Request, Response, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+
+use crate::error::GatewayError;
+use crate::file_url;
+use crate::gateway::{full_body, remove_hop_by_hop, Gateway, ResponseBody};
+
+/// Request headers a table-file request may carry upstream.
+const FORWARDED_REQUEST_HEADERS: [&str; 9] = [
+    "range",
+    "if-range",
+    "content-length",
+    "content-type",
+    "content-md5",
+    "content-encoding",
+    "accept",
+    "accept-encoding",
+    "user-agent",
+];
+
+pub async fn proxy(gateway: &Gateway, request: Request<Incoming>) -> Response<ResponseBody> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    match forward(gateway, request).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::info!(%method, %path, status = err.http_status().as_u16(), error = %err, "refused table-file request");
+            err.to_http_response().map(full_body)
+        }
+    }
+}
+
+async fn forward(gateway: &Gateway, request: Request<Incoming>) -> Result<Response<ResponseBody>, GatewayError> {
+    let has_body = match *request.method() {
+        Method::GET | Method::HEAD => false,
+        Method::PUT | Method::POST => true,
+        ref other => return Err(GatewayError::FileMethodNotAllowed(other.to_string())),
+    };
+    let path_and_query = request.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+    let target = file_url::from_client_path(path_and_query)?;
+    let upstream = &gateway.upstream;
+    if target.endpoint != upstream.name() {
+        return Err(GatewayError::NotAFileUrl(format!("unknown upstream endpoint {:?}", target.endpoint)));
+    }
+    let uri = upstream.uri(target.upstream_path_and_query)?;
+
+    let (parts, client_body) = request.into_parts();
+    let body = if has_body {
+        client_body.map_err(Into::into).boxed_unsync()
+    } else {
+        Empty::new().map_err(|never| match never {}).boxed_unsync()
+    };
+    let mut upstream_request = Request::new(body);
+    *upstream_request.method_mut() = parts.method;
+    *upstream_request.uri_mut() = uri;
+    *upstream_request.version_mut() = Version::HTTP_11;
+    *upstream_request.headers_mut() = forwarded_request_headers(&parts.headers);
+
+    let response = upstream.send_file(upstream_request).await?;
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
+}
+
+fn forwarded_request_headers(client: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(FORWARDED_REQUEST_HEADERS.len());
+    for name in FORWARDED_REQUEST_HEADERS {
+        for value in client.get_all(name) {
+            headers.append(http::HeaderName::from_static(name), value.clone());
+        }
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn only_transfer_headers_go_upstream() {
+        let mut client = HeaderMap::new();
+        client.insert("range", HeaderValue::from_static("bytes=0-9"));
+        client.insert("content-length", HeaderValue::from_static("10"));
+        client.insert("authorization", HeaderValue::from_static("Bearer secret"));
+        client.insert("x-proxy-token", HeaderValue::from_static("secret"));
+        client.insert("cookie", HeaderValue::from_static("a=b"));
+        let up = forwarded_request_headers(&client);
+        assert_eq!(up.get("range").unwrap(), "bytes=0-9");
+        assert_eq!(up.get("content-length").unwrap(), "10");
+        assert_eq!(up.len(), 2);
+    }
+}

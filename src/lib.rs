@@ -1,0 +1,78 @@
+//! doltgate: a protocol-aware reverse proxy for Dolt's remotesapi.
+//!
+//! A request travels through these modules, in order:
+//!
+//! | module        | owns                                                               |
+//! |---------------|--------------------------------------------------------------------|
+//! | [`listener`]  | TCP/TLS accept, HTTP/1.1 + HTTP/2 on one port, graceful drain      |
+//! | [`gateway`]   | telling gRPC from table-file traffic                               |
+//! | [`authn`]     | the caller's credentials                                           |
+//! | [`grpc`]      | forwarding calls message by message, URL rewriting, statuses       |
+//! | [`files`]     | forwarding table-file GET/PUT/POST to the endpoint that sealed them|
+//! | [`upstream`]  | pooled connections to a Dolt remotesapi endpoint                   |
+//!
+//! Beside them: [`config`] (the file and its validation), [`remotesapi`]
+//! (what the protocol's messages look like), [`file_url`] (doltgate's own
+//! table-file URLs), [`error`] (every refusal and its gRPC/HTTP status).
+
+pub mod authn;
+pub mod config;
+pub mod error;
+pub mod file_url;
+pub mod files;
+pub mod gateway;
+pub mod grpc;
+pub mod listener;
+pub mod remotesapi;
+pub mod tls;
+pub mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long open requests may run on after a shutdown signal.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("upstream: {0}")]
+    Upstream(String),
+}
+
+/// A configured gateway, bound to its port and ready to serve.
+pub struct Server {
+    listener: listener::Listener,
+}
+
+impl Server {
+    /// Validates `config`, builds the gateway and binds the listener.
+    pub async fn bind(config: &config::Config) -> Result<Server, StartError> {
+        config.validate()?;
+        let gateway = Arc::new(gateway::Gateway::new(config).map_err(StartError::Upstream)?);
+        let listener = listener::Listener::bind(config, gateway).await?;
+        Ok(Server { listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.listener.is_tls()
+    }
+
+    /// Serves until `shutdown` resolves, then drains for up to `drain`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>, drain: Duration) {
+        self.listener.serve(shutdown, drain).await
+    }
+}

@@ -1,0 +1,129 @@
+//! The `doltgate` command: run the gateway, or check a configuration file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use doltgate::config::{Config, LogFormat, UpstreamConfig};
+use doltgate::{Server, DEFAULT_DRAIN};
+
+#[derive(Parser, Debug)]
+#[command(name = "doltgate", version, about = "A protocol-aware reverse proxy for Dolt remotes")]
+struct Cli {
+    /// Configuration file (TOML). Flags override what it says.
+    #[arg(long, short = 'c', global = true, env = "DOLTGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address for gRPC and table-file traffic, e.g. 0.0.0.0:50051.
+    #[arg(long, global = true)]
+    listen: Option<std::net::SocketAddr>,
+    /// The Dolt remotesapi endpoint (`dolt sql-server --remotesapi-port`), host:port.
+    #[arg(long, global = true)]
+    upstream: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate a configuration file (and any flags) and exit: 0 when valid.
+    CheckConfig {
+        /// The file to check; defaults to --config.
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { ref file }) => check_config(&cli, file.clone().or(cli.config.clone())),
+        Some(Command::Run) | None => run(&cli),
+    }
+}
+
+fn load(cli: &Cli, file: Option<PathBuf>) -> Result<Config, String> {
+    let mut config = match &file {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(listen) = cli.listen {
+        config.listener.address = listen;
+    }
+    if let Some(address) = &cli.upstream {
+        match config.upstream.as_mut() {
+            Some(upstream) => upstream.address = address.clone(),
+            None => config.upstream = Some(UpstreamConfig::at(address.clone())),
+        }
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn check_config(cli: &Cli, file: Option<PathBuf>) -> ExitCode {
+    let label = file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(flags only)".into());
+    match load(cli, file) {
+        Ok(_) => {
+            println!("{label}: ok");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{label}: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> ExitCode {
+    let config = match load(cli, cli.config.clone()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("doltgate: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(async move {
+        let server = match Server::bind(&config).await {
+            Ok(server) => server,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        let upstream = config.upstream.as_ref().expect("validated");
+        tracing::info!(
+            listen = %server.local_addr(),
+            tls = server.is_tls(),
+            upstream = %upstream.address,
+            "doltgate listening"
+        );
+        server.run(shutdown_signal(), DEFAULT_DRAIN).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
