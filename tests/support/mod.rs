@@ -1,0 +1,268 @@
+//! Test harness: real `dolt` processes and doltgate, each on 127.0.0.1 with
+//! ports chosen at run time, each killed when its guard drops (on failure too).
+//!
+//! Peers come from `$DOLT` (set by `scripts/test`, which installs them), else
+//! from `dolt` on PATH. A missing peer fails the test: it is never skipped.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The real `dolt` binary, or a test failure that says how to install it.
+pub fn dolt_binary() -> PathBuf {
+    find_peer("DOLT", "dolt")
+}
+
+fn find_peer(env: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "${env} points at {}, which does not exist", path.display());
+        return path;
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()));
+    on_path.flatten().unwrap_or_else(|| {
+        panic!(
+            "real peer `{name}` not found: set ${env} or run scripts/install-peers (the README's test command does). \
+             Tests with real peers are never skipped."
+        )
+    })
+}
+
+/// A port free at the time of asking on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status} before listening; log:\n{}", read_log(log));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within 60s; log:\n{}", read_log(log));
+}
+
+pub fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"))
+}
+
+/// Kills the process (and waits for it) when dropped.
+pub struct ChildGuard {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        read_log(&self.log)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_logged(mut command: Command, log: &Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    command.stdin(Stdio::null()).stdout(out).stderr(err);
+    command.spawn().unwrap_or_else(|e| panic!("cannot start {:?}: {e}", command.get_program()))
+}
+
+/// An isolated place for dolt to keep its global config, with a user set and
+/// metrics off so nothing tries to reach the network.
+pub struct DoltEnv {
+    pub dir: TempDir,
+    dolt: PathBuf,
+}
+
+impl DoltEnv {
+    pub fn new() -> DoltEnv {
+        let env = DoltEnv { dir: tempfile::tempdir().unwrap(), dolt: dolt_binary() };
+        std::fs::create_dir_all(env.home()).unwrap();
+        for (key, value) in [("user.name", "doltgate test"), ("user.email", "test@example.com"), ("metrics.disabled", "true")] {
+            env.ok(env.path(), &["config", "--global", "--add", key, value]);
+        }
+        env
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn command(&self, cwd: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.dolt);
+        command
+            .args(args)
+            .current_dir(cwd)
+            .env("HOME", self.home())
+            .env("DOLT_ROOT_PATH", self.home())
+            .env("NO_COLOR", "1")
+            .env_remove("DOLT_REMOTE_PASSWORD")
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn run(&self, cwd: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+        let mut command = self.command(cwd, args);
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        command.output().unwrap_or_else(|e| panic!("cannot run dolt {args:?}: {e}"))
+    }
+
+    /// Runs dolt and returns stdout, failing the test with dolt's output if it fails.
+    pub fn ok(&self, cwd: &Path, args: &[&str]) -> String {
+        self.ok_with(cwd, args, &[])
+    }
+
+    pub fn ok_with(&self, cwd: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> String {
+        let out = self.run(cwd, args, extra_env);
+        assert!(
+            out.status.success(),
+            "dolt {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs dolt expecting failure; returns stdout + stderr.
+    pub fn fails(&self, cwd: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> String {
+        let out = self.run(cwd, args, extra_env);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "dolt {args:?} should have failed; output:\n{text}");
+        text
+    }
+
+    /// Commit hashes of `branch`, newest first.
+    pub fn log_hashes(&self, repo: &Path, branch: &str) -> Vec<String> {
+        self.ok(repo, &["log", "--oneline", branch])
+            .lines()
+            .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+            .collect()
+    }
+
+    /// Rows of a query as CSV.
+    pub fn query_csv(&self, repo: &Path, query: &str) -> String {
+        self.ok(repo, &["sql", "-r", "csv", "-q", query])
+    }
+
+    /// Creates a database directory with `dolt init`.
+    pub fn init_repo(&self, dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        self.ok(dir, &["init"]);
+    }
+}
+
+pub const USER: &str = "alice";
+pub const PASSWORD: &str = "s3cret-pw";
+
+/// `dolt sql-server` with a remotesapi port over a data directory of databases.
+pub struct DoltServer {
+    pub process: ChildGuard,
+    pub sql_port: u16,
+    pub remotesapi_port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl DoltServer {
+    /// Creates the SQL user tests push and clone as, with the grants sql-server's
+    /// remotesapi wants (CLONE_ADMIN to read, SUPER to write), then starts the server.
+    pub fn start(env: &DoltEnv, data_dir: &Path) -> DoltServer {
+        let grants = format!(
+            "CREATE USER IF NOT EXISTS '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT CLONE_ADMIN, SUPER ON *.* TO '{USER}'@'%';"
+        );
+        env.ok(data_dir, &["sql", "-q", &grants]);
+        let sql_port = free_port();
+        let remotesapi_port = free_port();
+        let log = env.path().join(format!("dolt-sql-server-{remotesapi_port}.log"));
+        let mut command = env.command(
+            data_dir,
+            &[
+                "sql-server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &sql_port.to_string(),
+                "--remotesapi-port",
+                &remotesapi_port.to_string(),
+            ],
+        );
+        command.stdin(Stdio::null());
+        let mut child = spawn_logged(command, &log);
+        wait_for_port(remotesapi_port, &mut child, "dolt sql-server", &log);
+        DoltServer { process: ChildGuard { child, log }, sql_port, remotesapi_port, data_dir: data_dir.to_owned() }
+    }
+
+    pub fn remotesapi_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.remotesapi_port)
+    }
+}
+
+/// A doltgate process.
+pub struct Doltgate {
+    pub process: ChildGuard,
+    pub port: u16,
+}
+
+impl Doltgate {
+    /// Starts doltgate in front of `upstream`, logging into `log_dir`.
+    pub fn start(log_dir: &Path, upstream: &str, extra_args: &[&str]) -> Doltgate {
+        let port = free_port();
+        let log = log_dir.join(format!("doltgate-{port}.log"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_doltgate"));
+        command.args(["--listen", &format!("127.0.0.1:{port}"), "--upstream", upstream]).args(extra_args);
+        command.env("RUST_LOG", "doltgate=debug,info");
+        let mut child = spawn_logged(command, &log);
+        wait_for_port(port, &mut child, "doltgate", &log);
+        Doltgate { process: ChildGuard { child, log }, port }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// Peak resident memory of the doltgate process so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+}
+
+/// Environment for dolt commands that authenticate as the test user.
+pub fn password_env() -> [(&'static str, &'static str); 1] {
+    [("DOLT_REMOTE_PASSWORD", PASSWORD)]
+}
