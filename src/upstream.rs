@@ -57,7 +57,13 @@ impl Upstream {
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Ok(Upstream { name: config.name.clone(), authority, grpc, files, request_timeout: config.request_timeout })
+        Ok(Upstream {
+            name: config.name.clone(),
+            authority,
+            grpc,
+            files,
+            request_timeout: config.request_timeout,
+        })
     }
 
     /// The configured name, as it appears in table-file URLs.
@@ -81,14 +87,21 @@ impl Upstream {
 
     /// Sends a gRPC call. Unary calls get the response-header timeout; streams
     /// run as long as the client keeps them open.
-    pub async fn send_grpc(&self, request: Request<UpstreamBody>, unary: bool) -> Result<Response<Incoming>, GatewayError> {
+    pub async fn send_grpc(
+        &self,
+        request: Request<UpstreamBody>,
+        unary: bool,
+    ) -> Result<Response<Incoming>, GatewayError> {
         let timeout = unary.then_some(self.request_timeout);
         self.send(&self.grpc, request, timeout).await
     }
 
     /// Sends a table-file request. Uploads are not timed: their answer comes
     /// only after the whole body, which may be gigabytes.
-    pub async fn send_file(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, GatewayError> {
+    pub async fn send_file(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, GatewayError> {
         let timeout = (request.method() == http::Method::GET).then_some(self.request_timeout);
         self.send(&self.files, request, timeout).await
     }
@@ -101,9 +114,12 @@ impl Upstream {
     ) -> Result<Response<Incoming>, GatewayError> {
         let call = client.request(request);
         let result = match timeout {
-            Some(after) => tokio::time::timeout(after, call)
-                .await
-                .map_err(|_| GatewayError::UpstreamTimeout { address: self.address().to_owned(), after })?,
+            Some(after) => tokio::time::timeout(after, call).await.map_err(|_| {
+                GatewayError::UpstreamTimeout {
+                    address: self.address().to_owned(),
+                    after,
+                }
+            })?,
             None => call.await,
         };
         result.map_err(|err| self.transport_error(&err))
@@ -112,9 +128,15 @@ impl Upstream {
     fn transport_error(&self, err: &hyper_util::client::legacy::Error) -> GatewayError {
         let reason = root_cause(err);
         if err.is_connect() {
-            GatewayError::UpstreamUnreachable { address: self.address().to_owned(), reason }
+            GatewayError::UpstreamUnreachable {
+                address: self.address().to_owned(),
+                reason,
+            }
         } else {
-            GatewayError::UpstreamFailed { address: self.address().to_owned(), reason }
+            GatewayError::UpstreamFailed {
+                address: self.address().to_owned(),
+                reason,
+            }
         }
     }
 }
@@ -130,6 +152,9 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("name", &self.name).field("address", &self.address()).finish()
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("address", &self.address())
+            .finish()
     }
 }

@@ -46,7 +46,10 @@ pub enum Direction {
     Request,
     /// Upstream -> client: a failure (or a recorded fault) ends the body with
     /// trailers carrying the status, so the client always learns why.
-    Response { on_trailers: Option<OnTrailers>, upstream: String },
+    Response {
+        on_trailers: Option<OnTrailers>,
+        upstream: String,
+    },
 }
 
 pin_project_lite::pin_project! {
@@ -69,7 +72,14 @@ impl<B> MessageBody<B> {
         direction: Direction,
         fault: Arc<CallFault>,
     ) -> Self {
-        Self { inner, decoder: FrameDecoder::new(max_message), on_message, direction, fault, done: false }
+        Self {
+            inner,
+            decoder: FrameDecoder::new(max_message),
+            on_message,
+            direction,
+            fault,
+            done: false,
+        }
     }
 }
 
@@ -81,7 +91,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         loop {
             if *this.done {
@@ -90,15 +103,25 @@ where
             match next_message(this.decoder, this.on_message) {
                 Ok(Some(bytes)) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
                 Ok(None) => {}
-                Err(err) => return Poll::Ready(Some(fail(this.direction, this.fault, this.done, err))),
+                Err(err) => {
+                    return Poll::Ready(Some(fail(this.direction, this.fault, this.done, err)))
+                }
             }
             let polled = ready!(this.inner.as_mut().poll_frame(cx));
             match polled {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => this.decoder.push(data),
                     Err(frame) => {
-                        let Ok(trailers) = frame.into_trailers() else { continue };
-                        let end = finish(this.direction, this.fault, this.done, this.decoder, Some(trailers));
+                        let Ok(trailers) = frame.into_trailers() else {
+                            continue;
+                        };
+                        let end = finish(
+                            this.direction,
+                            this.fault,
+                            this.done,
+                            this.decoder,
+                            Some(trailers),
+                        );
                         return Poll::Ready(end.transpose());
                     }
                 },
@@ -111,9 +134,19 @@ where
                             reason: format!("stream broke mid-call: {err}"),
                         },
                     };
-                    return Poll::Ready(Some(fail(this.direction, this.fault, this.done, gateway_err)));
+                    return Poll::Ready(Some(fail(
+                        this.direction,
+                        this.fault,
+                        this.done,
+                        gateway_err,
+                    )));
                 }
-                None => return Poll::Ready(finish(this.direction, this.fault, this.done, this.decoder, None).transpose()),
+                None => {
+                    return Poll::Ready(
+                        finish(this.direction, this.fault, this.done, this.decoder, None)
+                            .transpose(),
+                    )
+                }
             }
         }
     }
@@ -127,16 +160,28 @@ where
     }
 }
 
-fn next_message(decoder: &mut FrameDecoder, on_message: &mut Option<OnMessage>) -> Result<Option<Bytes>, GatewayError> {
-    let Some(framed) = decoder.next_message()? else { return Ok(None) };
-    let Some(callback) = on_message.as_mut() else { return Ok(Some(framed.into_bytes())) };
+fn next_message(
+    decoder: &mut FrameDecoder,
+    on_message: &mut Option<OnMessage>,
+) -> Result<Option<Bytes>, GatewayError> {
+    let Some(framed) = decoder.next_message()? else {
+        return Ok(None);
+    };
+    let Some(callback) = on_message.as_mut() else {
+        return Ok(Some(framed.into_bytes()));
+    };
     Ok(Some(match callback(framed.message())? {
         None => framed.into_bytes(),
         Some(rewritten) => Framed::encode(&rewritten).into_bytes(),
     }))
 }
 
-fn fail(direction: &mut Direction, fault: &CallFault, done: &mut bool, err: GatewayError) -> Result<Frame<Bytes>, BoxError> {
+fn fail(
+    direction: &mut Direction,
+    fault: &CallFault,
+    done: &mut bool,
+    err: GatewayError,
+) -> Result<Frame<Bytes>, BoxError> {
     *done = true;
     match direction {
         Direction::Request => {
@@ -166,7 +211,10 @@ fn finish(
     *done = true;
     match direction {
         Direction::Request => Ok(trailers.map(Frame::trailers)),
-        Direction::Response { on_trailers, upstream } => {
+        Direction::Response {
+            on_trailers,
+            upstream,
+        } => {
             if let Some(err) = fault.take() {
                 return Ok(Some(Frame::trailers(status::trailers(&err.to_status()))));
             }

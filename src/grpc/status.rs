@@ -46,7 +46,10 @@ pub fn read_status(map: &HeaderMap) -> Option<(Code, String)> {
 pub fn error_response(err: &GatewayError) -> http::Response<bytes::Bytes> {
     let mut response = http::Response::new(bytes::Bytes::new());
     let headers = response.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     headers.extend(trailers(&err.to_status()));
     response
 }
@@ -57,9 +60,13 @@ pub fn error_response(err: &GatewayError) -> http::Response<bytes::Bytes> {
 /// client as UNKNOWN and is retried five times; doltgate answers NOT_FOUND
 /// naming the database so the client stops at once with a clear message.
 pub fn translate_upstream_status(map: &mut HeaderMap, repo: &RepoName) {
-    let Some((code, message)) = read_status(map) else { return };
+    let Some((code, message)) = read_status(map) else {
+        return;
+    };
     if code == Code::Unknown && is_database_not_found(&message) {
-        let err = GatewayError::DatabaseNotFound { database: repo.database().to_owned() };
+        let err = GatewayError::DatabaseNotFound {
+            database: repo.database().to_owned(),
+        };
         write_status(map, err.grpc_code(), &err.to_status().message().to_owned());
     }
 }
@@ -76,13 +83,24 @@ mod tests {
     fn status_round_trips_with_escaping() {
         let status = tonic::Status::new(Code::NotFound, "100% gone\nreally");
         let map = trailers(&status);
-        assert_eq!(read_status(&map), Some((Code::NotFound, "100% gone\nreally".to_owned())));
+        assert_eq!(
+            read_status(&map),
+            Some((Code::NotFound, "100% gone\nreally".to_owned()))
+        );
     }
 
     #[test]
     fn unknown_database_becomes_not_found() {
-        let mut map = trailers(&tonic::Status::new(Code::Unknown, "database not found: nosuch"));
-        translate_upstream_status(&mut map, &RepoName { path: "nosuch".into() });
+        let mut map = trailers(&tonic::Status::new(
+            Code::Unknown,
+            "database not found: nosuch",
+        ));
+        translate_upstream_status(
+            &mut map,
+            &RepoName {
+                path: "nosuch".into(),
+            },
+        );
         let (code, message) = read_status(&map).unwrap();
         assert_eq!(code, Code::NotFound);
         assert!(message.contains("\"nosuch\""), "{message}");
