@@ -32,18 +32,12 @@ pub fn authenticate(headers: &HeaderMap) -> Result<Credentials, GatewayError> {
         ));
     };
     if values.next().is_some() {
-        return Err(GatewayError::Unauthenticated(
-            "more than one authorization header; send exactly one".into(),
-        ));
+        return Err(GatewayError::Unauthenticated("more than one authorization header; send exactly one".into()));
     }
     if first.is_empty() {
-        return Err(GatewayError::Unauthenticated(
-            "empty authorization header".into(),
-        ));
+        return Err(GatewayError::Unauthenticated("empty authorization header".into()));
     }
-    Ok(Credentials {
-        authorization: first.clone(),
-    })
+    Ok(Credentials { authorization: first.clone() })
 }
 
 #[cfg(test)]
@@ -56,22 +50,10 @@ mod tests {
         let err = authenticate(&headers).unwrap_err();
         assert!(err.to_string().contains("--user"), "{err}");
 
-        headers.append(
-            http::header::AUTHORIZATION,
-            HeaderValue::from_static("Basic YTpi"),
-        );
-        assert_eq!(
-            authenticate(&headers).unwrap().authorization(),
-            "Basic YTpi"
-        );
+        headers.append(http::header::AUTHORIZATION, HeaderValue::from_static("Basic YTpi"));
+        assert_eq!(authenticate(&headers).unwrap().authorization(), "Basic YTpi");
 
-        headers.append(
-            http::header::AUTHORIZATION,
-            HeaderValue::from_static("Basic Yzpk"),
-        );
-        assert!(matches!(
-            authenticate(&headers),
-            Err(GatewayError::Unauthenticated(_))
-        ));
+        headers.append(http::header::AUTHORIZATION, HeaderValue::from_static("Basic Yzpk"));
+        assert!(matches!(authenticate(&headers), Err(GatewayError::Unauthenticated(_))));
     }
 }

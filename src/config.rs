@@ -39,11 +39,7 @@ pub struct ListenerConfig {
 
 impl Default for ListenerConfig {
     fn default() -> Self {
-        Self {
-            address: default_listen(),
-            public_url: None,
-            tls: None,
-        }
+        Self { address: default_listen(), public_url: None, tls: None }
     }
 }
 
@@ -157,10 +153,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::default(),
-            level: default_log_level(),
-        }
+        Self { format: LogFormat::default(), level: default_log_level() }
     }
 }
 
@@ -179,106 +172,67 @@ pub enum LogFormat {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("{key}: {reason}")]
     Invalid { key: &'static str, reason: String },
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { key, reason: reason.into() }
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text).map_err(|err| match err {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                source,
-            },
+            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.to_owned(), source },
             other => other,
         })
     }
 
     /// Parses without validating: flags may still fill in what the file leaves out.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: PathBuf::new(),
-            source: Box::new(source),
-        })
+        toml::from_str(text).map_err(|source| ConfigError::Parse { path: PathBuf::new(), source: Box::new(source) })
     }
 
     /// Checks everything a running gateway relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let upstream = self.upstream.as_ref().ok_or_else(|| {
-            invalid(
-                "upstream",
-                "missing: set [upstream] address, or pass --upstream HOST:PORT",
-            )
-        })?;
+        let upstream = self
+            .upstream
+            .as_ref()
+            .ok_or_else(|| invalid("upstream", "missing: set [upstream] address, or pass --upstream HOST:PORT"))?;
         validate_name(&upstream.name).map_err(|reason| invalid("upstream.name", reason))?;
         parse_authority(&upstream.address).map_err(|reason| invalid("upstream.address", reason))?;
         if upstream.connect_timeout.is_zero() {
-            return Err(invalid(
-                "upstream.connect_timeout",
-                "must be greater than zero",
-            ));
+            return Err(invalid("upstream.connect_timeout", "must be greater than zero"));
         }
         if upstream.request_timeout.is_zero() {
-            return Err(invalid(
-                "upstream.request_timeout",
-                "must be greater than zero",
-            ));
+            return Err(invalid("upstream.request_timeout", "must be greater than zero"));
         }
         if let Some(url) = &self.listener.public_url {
             validate_public_url(url).map_err(|reason| invalid("listener.public_url", reason))?;
         }
         if let Some(tls) = &self.listener.tls {
-            for (key, path) in [
-                ("listener.tls.cert", &tls.cert),
-                ("listener.tls.key", &tls.key),
-            ] {
+            for (key, path) in [("listener.tls.cert", &tls.cert), ("listener.tls.key", &tls.key)] {
                 if !path.is_file() {
-                    return Err(invalid(
-                        key,
-                        format!("{} is not a readable file", path.display()),
-                    ));
+                    return Err(invalid(key, format!("{} is not a readable file", path.display())));
                 }
             }
         }
         if self.limits.max_message_bytes < DOLT_MAX_MESSAGE_BYTES {
             return Err(invalid(
                 "limits.max_message_bytes",
-                format!(
-                    "must be at least {DOLT_MAX_MESSAGE_BYTES} (Dolt sends messages up to 128 MiB)"
-                ),
+                format!("must be at least {DOLT_MAX_MESSAGE_BYTES} (Dolt sends messages up to 128 MiB)"),
             ));
         }
         if self.limits.max_message_bytes > u32::MAX as usize {
-            return Err(invalid(
-                "limits.max_message_bytes",
-                "must fit the 4-byte gRPC length prefix",
-            ));
+            return Err(invalid("limits.max_message_bytes", "must fit the 4-byte gRPC length prefix"));
         }
         if self.limits.max_concurrent_streams == 0 {
-            return Err(invalid(
-                "limits.max_concurrent_streams",
-                "must be greater than zero",
-            ));
+            return Err(invalid("limits.max_concurrent_streams", "must be greater than zero"));
         }
         if self.limits.max_header_bytes < 8 * 1024 {
             return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
@@ -292,32 +246,21 @@ impl Config {
 fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{name:?} must be 1-64 letters, digits, '.', '_' or '-'"
-        ))
+        Err(format!("{name:?} must be 1-64 letters, digits, '.', '_' or '-'"))
     }
 }
 
 /// Accepts `host:port`, optionally written as `http://host:port`.
 pub fn parse_authority(address: &str) -> Result<http::uri::Authority, String> {
-    let bare = address
-        .strip_prefix("http://")
-        .unwrap_or(address)
-        .trim_end_matches('/');
+    let bare = address.strip_prefix("http://").unwrap_or(address).trim_end_matches('/');
     if bare.contains('/') || address.starts_with("https://") {
-        return Err(format!(
-            "{address:?} must be host:port (TLS upstreams are not supported yet)"
-        ));
+        return Err(format!("{address:?} must be host:port (TLS upstreams are not supported yet)"));
     }
-    let authority: http::uri::Authority = bare
-        .parse()
-        .map_err(|e| format!("{address:?} is not host:port: {e}"))?;
+    let authority: http::uri::Authority = bare.parse().map_err(|e| format!("{address:?} is not host:port: {e}"))?;
     if authority.port_u16().is_none() {
         return Err(format!("{address:?} has no port"));
     }
@@ -325,9 +268,7 @@ pub fn parse_authority(address: &str) -> Result<http::uri::Authority, String> {
 }
 
 fn validate_public_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         _ => return Err(format!("{url:?} must start with http:// or https://")),
@@ -360,9 +301,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = Config::parse("[upstream]\nadress = \"x:1\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse("[upstream]\nadress = \"x:1\"\n").unwrap_err().to_string();
         assert!(err.contains("adress"), "{err}");
     }
 
@@ -371,22 +310,10 @@ mod tests {
         let cases = [
             ("", "upstream"),
             ("[upstream]\naddress = \"nohost\"\n", "upstream.address"),
-            (
-                "[upstream]\naddress = \"h:1\"\nname = \"a/b\"\n",
-                "upstream.name",
-            ),
-            (
-                "[upstream]\naddress = \"h:1\"\n[limits]\nmax_message_bytes = 1024\n",
-                "limits.max_message_bytes",
-            ),
-            (
-                "[upstream]\naddress = \"h:1\"\n[listener]\npublic_url = \"ftp://x\"\n",
-                "listener.public_url",
-            ),
-            (
-                "[upstream]\naddress = \"h:1\"\n[log]\nlevel = \"=[\"\n",
-                "log.level",
-            ),
+            ("[upstream]\naddress = \"h:1\"\nname = \"a/b\"\n", "upstream.name"),
+            ("[upstream]\naddress = \"h:1\"\n[limits]\nmax_message_bytes = 1024\n", "limits.max_message_bytes"),
+            ("[upstream]\naddress = \"h:1\"\n[listener]\npublic_url = \"ftp://x\"\n", "listener.public_url"),
+            ("[upstream]\naddress = \"h:1\"\n[log]\nlevel = \"=[\"\n", "log.level"),
         ];
         for (text, key) in cases {
             let err = Config::parse(text).unwrap().validate().unwrap_err();
@@ -396,14 +323,8 @@ mod tests {
 
     #[test]
     fn authority_forms() {
-        assert_eq!(
-            parse_authority("127.0.0.1:50051").unwrap().as_str(),
-            "127.0.0.1:50051"
-        );
-        assert_eq!(
-            parse_authority("http://dolt:50051/").unwrap().as_str(),
-            "dolt:50051"
-        );
+        assert_eq!(parse_authority("127.0.0.1:50051").unwrap().as_str(), "127.0.0.1:50051");
+        assert_eq!(parse_authority("http://dolt:50051/").unwrap().as_str(), "dolt:50051");
         assert!(parse_authority("https://dolt:1").is_err());
         assert!(parse_authority("dolt").is_err());
     }

@@ -67,34 +67,24 @@ impl GatewayError {
             | GatewayError::TooManyMessages(_) => Code::InvalidArgument,
             GatewayError::MessageTooLarge { .. } => Code::ResourceExhausted,
             GatewayError::DatabaseNotFound { .. } => Code::NotFound,
-            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => {
-                Code::Unavailable
-            }
+            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => Code::Unavailable,
             GatewayError::UpstreamTimeout { .. } => Code::DeadlineExceeded,
             GatewayError::ClientBody(_) => Code::Cancelled,
             GatewayError::NotAFileUrl(_) => Code::NotFound,
-            GatewayError::FileMethodNotAllowed(_) | GatewayError::GrpcNeedsHttp2(_) => {
-                Code::InvalidArgument
-            }
+            GatewayError::FileMethodNotAllowed(_) | GatewayError::GrpcNeedsHttp2(_) => Code::InvalidArgument,
         }
     }
 
     pub fn http_status(&self) -> StatusCode {
         match self {
             GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            GatewayError::NotAFileUrl(_) | GatewayError::DatabaseNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            GatewayError::NotAFileUrl(_) | GatewayError::DatabaseNotFound { .. } => StatusCode::NOT_FOUND,
             GatewayError::FileMethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::GrpcNeedsHttp2(_) => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::UnknownMethod(_) | GatewayError::CompressedMessage => {
-                StatusCode::NOT_IMPLEMENTED
-            }
+            GatewayError::UnknownMethod(_) | GatewayError::CompressedMessage => StatusCode::NOT_IMPLEMENTED,
             GatewayError::BadMessage(_)
             | GatewayError::NoDatabase
             | GatewayError::TruncatedMessage
@@ -112,10 +102,9 @@ impl GatewayError {
     pub fn to_http_response(&self) -> http::Response<Bytes> {
         let mut response = http::Response::new(Bytes::from(format!("doltgate: {self}\n")));
         *response.status_mut() = self.http_status();
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         response
     }
 }
@@ -128,9 +117,7 @@ mod tests {
     fn permanent_conditions_use_codes_dolt_does_not_retry() {
         let permanent = [
             GatewayError::Unauthenticated("x".into()),
-            GatewayError::DatabaseNotFound {
-                database: "db".into(),
-            },
+            GatewayError::DatabaseNotFound { database: "db".into() },
             GatewayError::UnknownMethod("/a/b".into()),
             GatewayError::NoDatabase,
         ];
@@ -145,15 +132,9 @@ mod tests {
             Code::Unauthenticated,
         ];
         for err in permanent {
-            assert!(
-                not_retried.contains(&err.grpc_code()),
-                "{err} maps to a retried code"
-            );
+            assert!(not_retried.contains(&err.grpc_code()), "{err} maps to a retried code");
         }
-        let down = GatewayError::UpstreamUnreachable {
-            address: "127.0.0.1:1".into(),
-            reason: "refused".into(),
-        };
+        let down = GatewayError::UpstreamUnreachable { address: "127.0.0.1:1".into(), reason: "refused".into() };
         assert_eq!(down.grpc_code(), Code::Unavailable);
         assert!(down.to_status().message().contains("127.0.0.1:1"));
     }

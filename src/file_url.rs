@@ -27,21 +27,14 @@ pub struct FileTarget<'a> {
 
 /// Turns a URL issued by `endpoint` into one that leads back through doltgate.
 /// `origin` is `scheme://authority` as the client reaches doltgate.
-pub fn to_client_url(
-    upstream_url: &str,
-    endpoint: &str,
-    origin: &str,
-) -> Result<String, GatewayError> {
+pub fn to_client_url(upstream_url: &str, endpoint: &str, origin: &str) -> Result<String, GatewayError> {
     let after_scheme = upstream_url
         .strip_prefix("http://")
         .or_else(|| upstream_url.strip_prefix("https://"))
         .ok_or_else(|| upstream_url_error(upstream_url, "scheme is not http or https"))?;
-    let path_start = after_scheme
-        .find('/')
-        .ok_or_else(|| upstream_url_error(upstream_url, "it has no path"))?;
+    let path_start = after_scheme.find('/').ok_or_else(|| upstream_url_error(upstream_url, "it has no path"))?;
     let path_and_query = &after_scheme[path_start..];
-    let mut url =
-        String::with_capacity(origin.len() + PREFIX.len() + endpoint.len() + path_and_query.len());
+    let mut url = String::with_capacity(origin.len() + PREFIX.len() + endpoint.len() + path_and_query.len());
     url.push_str(origin);
     url.push_str(PREFIX);
     url.push_str(endpoint);
@@ -52,9 +45,7 @@ pub fn to_client_url(
 fn upstream_url_error(url: &str, why: &str) -> GatewayError {
     GatewayError::UpstreamFailed {
         address: "(table-file URL)".into(),
-        reason: format!(
-            "upstream issued a table-file URL doltgate cannot route ({why}): {url:.120}"
-        ),
+        reason: format!("upstream issued a table-file URL doltgate cannot route ({why}): {url:.120}"),
     }
 }
 
@@ -67,17 +58,15 @@ pub fn from_client_path(path_and_query: &str) -> Result<FileTarget<'_>, GatewayE
         .find('/')
         .filter(|&i| i > 0)
         .ok_or_else(|| GatewayError::NotAFileUrl("no upstream endpoint in the path".into()))?;
-    Ok(FileTarget {
-        endpoint: &rest[..slash],
-        upstream_path_and_query: &rest[slash..],
-    })
+    Ok(FileTarget { endpoint: &rest[..slash], upstream_path_and_query: &rest[slash..] })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const SEALED: &str = "http://127.0.0.1:4001/single_symmetric_key_sealed_request/db/.dolt/noms/abc?exp=1&nbf=0&nonce=n%2B&req=x_y-z";
+    const SEALED: &str =
+        "http://127.0.0.1:4001/single_symmetric_key_sealed_request/db/.dolt/noms/abc?exp=1&nbf=0&nonce=n%2B&req=x_y-z";
 
     #[test]
     fn url_round_trips_byte_exact() {
@@ -97,16 +86,8 @@ mod tests {
 
     #[test]
     fn foreign_paths_are_refused() {
-        for path in [
-            "/single_symmetric_key_sealed_request/db/x",
-            "/_doltgate/files/",
-            "/_doltgate/files//x",
-            "/",
-        ] {
-            assert!(
-                matches!(from_client_path(path), Err(GatewayError::NotAFileUrl(_))),
-                "{path}"
-            );
+        for path in ["/single_symmetric_key_sealed_request/db/x", "/_doltgate/files/", "/_doltgate/files//x", "/"] {
+            assert!(matches!(from_client_path(path), Err(GatewayError::NotAFileUrl(_))), "{path}");
         }
     }
 

@@ -31,11 +31,7 @@ pub async fn proxy(gateway: &Gateway, request: Request<Incoming>) -> Response<Re
     let method = request.method().clone();
     // The path only: the query is what makes a sealed URL usable, so it stays out of logs.
     let path = request.uri().path().to_owned();
-    let range = request
-        .headers()
-        .get(http::header::RANGE)
-        .and_then(|r| r.to_str().ok())
-        .map(str::to_owned);
+    let range = request.headers().get(http::header::RANGE).and_then(|r| r.to_str().ok()).map(str::to_owned);
     match forward(gateway, request).await {
         Ok(response) => {
             tracing::debug!(
@@ -54,27 +50,17 @@ pub async fn proxy(gateway: &Gateway, request: Request<Incoming>) -> Response<Re
     }
 }
 
-async fn forward(
-    gateway: &Gateway,
-    request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, GatewayError> {
+async fn forward(gateway: &Gateway, request: Request<Incoming>) -> Result<Response<ResponseBody>, GatewayError> {
     let has_body = match *request.method() {
         Method::GET | Method::HEAD => false,
         Method::PUT | Method::POST => true,
         ref other => return Err(GatewayError::FileMethodNotAllowed(other.to_string())),
     };
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+    let path_and_query = request.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let target = file_url::from_client_path(path_and_query)?;
     let upstream = &gateway.upstream;
     if target.endpoint != upstream.name() {
-        return Err(GatewayError::NotAFileUrl(format!(
-            "unknown upstream endpoint {:?}",
-            target.endpoint
-        )));
+        return Err(GatewayError::NotAFileUrl(format!("unknown upstream endpoint {:?}", target.endpoint)));
     }
     let uri = upstream.uri(target.upstream_path_and_query)?;
 
@@ -93,10 +79,7 @@ async fn forward(
     let response = upstream.send_file(upstream_request).await?;
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(Into::into).boxed_unsync(),
-    ))
+    Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
 }
 
 fn forwarded_request_headers(client: &HeaderMap) -> HeaderMap {

@@ -39,11 +39,7 @@ impl Gateway {
         let upstream_config = config.upstream.as_ref().ok_or("no upstream configured")?;
         Ok(Gateway {
             upstream: Upstream::new(upstream_config)?,
-            public_url: config
-                .listener
-                .public_url
-                .as_ref()
-                .map(|u| u.trim_end_matches('/').to_owned()),
+            public_url: config.listener.public_url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
             max_message_bytes: config.limits.max_message_bytes,
         })
     }
@@ -58,9 +54,7 @@ impl Gateway {
                 let origin = self.client_origin(&request, connection);
                 grpc::proxy(&self, request, origin).await
             } else {
-                GatewayError::GrpcNeedsHttp2(request.version())
-                    .to_http_response()
-                    .map(full_body)
+                GatewayError::GrpcNeedsHttp2(request.version()).to_http_response().map(full_body)
             }
         } else {
             files::proxy(&self, request).await
@@ -79,13 +73,7 @@ impl Gateway {
             .uri()
             .authority()
             .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
+            .or_else(|| request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
             .unwrap_or_else(|| "localhost".to_owned());
         format!("{scheme}://{authority}")
     }
@@ -93,40 +81,24 @@ impl Gateway {
 
 /// A response body that is all there in memory.
 pub(crate) fn full_body(bytes: Bytes) -> ResponseBody {
-    http_body_util::Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
 }
 
 fn is_grpc<B>(request: &Request<B>) -> bool {
-    request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+    request.headers().get(http::header::CONTENT_TYPE).is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Headers that describe one hop of a connection and must not be forwarded.
 pub(crate) fn is_hop_by_hop(name: &http::HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "upgrade"
-            | "te"
-            | "host"
-            | "trailer"
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" | "te" | "host" | "trailer"
     )
 }
 
 /// Removes the hop-by-hop headers of a message about to be forwarded.
 pub(crate) fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
-    let hop: Vec<_> = headers
-        .keys()
-        .filter(|name| is_hop_by_hop(name))
-        .cloned()
-        .collect();
+    let hop: Vec<_> = headers.keys().filter(|name| is_hop_by_hop(name)).cloned().collect();
     for name in hop {
         headers.remove(name);
     }

@@ -32,30 +32,18 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub async fn bind(
-        config: &Config,
-        gateway: Arc<Gateway>,
-    ) -> Result<Listener, crate::StartError> {
+    pub async fn bind(config: &Config, gateway: Arc<Gateway>) -> Result<Listener, crate::StartError> {
         let address = config.listener.address;
-        let tcp = TcpListener::bind(address)
-            .await
-            .map_err(|source| crate::StartError::Bind { address, source })?;
+        let tcp = TcpListener::bind(address).await.map_err(|source| crate::StartError::Bind { address, source })?;
         let tls = match &config.listener.tls {
             Some(tls) => Some(TlsAcceptor::from(crate::tls::server_config(tls)?)),
             None => None,
         };
-        Ok(Listener {
-            tcp,
-            tls,
-            http: http_builder(&config.limits),
-            gateway,
-        })
+        Ok(Listener { tcp, tls, http: http_builder(&config.limits), gateway })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.tcp
-            .local_addr()
-            .expect("bound listener has an address")
+        self.tcp.local_addr().expect("bound listener has an address")
     }
 
     pub fn is_tls(&self) -> bool {
@@ -82,20 +70,12 @@ impl Listener {
             }
         }
         tracing::info!(deadline = ?drain, "shutting down: no new connections, draining open ones");
-        if tokio::time::timeout(drain, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
             tracing::warn!("drain deadline passed with connections still open");
         }
     }
 
-    fn spawn_connection(
-        self: Arc<Self>,
-        stream: TcpStream,
-        remote: SocketAddr,
-        graceful: &GracefulShutdown,
-    ) {
+    fn spawn_connection(self: Arc<Self>, stream: TcpStream, remote: SocketAddr, graceful: &GracefulShutdown) {
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -109,16 +89,9 @@ impl Listener {
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(
-                        TLS_HANDSHAKE_TIMEOUT,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
+                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => stream,
-                        Ok(Err(err)) => {
-                            return tracing::debug!(%remote, error = %err, "TLS handshake failed")
-                        }
+                        Ok(Err(err)) => return tracing::debug!(%remote, error = %err, "TLS handshake failed"),
                         Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
                     };
                     let conn = self.http.serve_connection(TokioIo::new(stream), service);
@@ -134,11 +107,7 @@ impl Listener {
 
 fn http_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())

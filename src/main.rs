@@ -8,11 +8,7 @@ use doltgate::config::{Config, LogFormat, UpstreamConfig};
 use doltgate::{Server, DEFAULT_DRAIN};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "doltgate",
-    version,
-    about = "A protocol-aware reverse proxy for Dolt remotes"
-)]
+#[command(name = "doltgate", version, about = "A protocol-aware reverse proxy for Dolt remotes")]
 struct Cli {
     /// Configuration file (TOML). Flags override what it says.
     #[arg(long, short = 'c', global = true, env = "DOLTGATE_CONFIG")]
@@ -41,9 +37,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::CheckConfig { ref file }) => {
-            check_config(&cli, file.clone().or(cli.config.clone()))
-        }
+        Some(Command::CheckConfig { ref file }) => check_config(&cli, file.clone().or(cli.config.clone())),
         Some(Command::Run) | None => run(&cli),
     }
 }
@@ -67,10 +61,7 @@ fn load(cli: &Cli, file: Option<PathBuf>) -> Result<Config, String> {
 }
 
 fn check_config(cli: &Cli, file: Option<PathBuf>) -> ExitCode {
-    let label = file
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "(flags only)".into());
+    let label = file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(flags only)".into());
     match load(cli, file) {
         Ok(_) => {
             println!("{label}: ok");
@@ -92,10 +83,7 @@ fn run(cli: &Cli) -> ExitCode {
         }
     };
     init_logging(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
         let server = match Server::bind(&config).await {
             Ok(server) => server,
@@ -120,10 +108,7 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -134,8 +119,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

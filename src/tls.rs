@@ -23,26 +23,20 @@ pub enum TlsError {
 
 pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(&config.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| TlsError::Key {
-        path: config.key.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let mut server =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(TlsError::Pair)?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(TlsError::Pair)?;
+    let key = PrivateKeyDer::from_pem_file(&config.key)
+        .map_err(|e| TlsError::Key { path: config.key.display().to_string(), reason: e.to_string() })?;
+    let mut server = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Pair)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(TlsError::Pair)?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(server))
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |reason: String| TlsError::Cert {
-        path: path.display().to_string(),
-        reason,
-    };
+    let err = |reason: String| TlsError::Cert { path: path.display().to_string(), reason };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| err(e.to_string()))?
         .collect::<Result<Vec<_>, _>>()

@@ -57,13 +57,7 @@ impl Upstream {
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Ok(Upstream {
-            name: config.name.clone(),
-            authority,
-            grpc,
-            files,
-            request_timeout: config.request_timeout,
-        })
+        Ok(Upstream { name: config.name.clone(), authority, grpc, files, request_timeout: config.request_timeout })
     }
 
     /// The configured name, as it appears in table-file URLs.
@@ -98,10 +92,7 @@ impl Upstream {
 
     /// Sends a table-file request. Uploads are not timed: their answer comes
     /// only after the whole body, which may be gigabytes.
-    pub async fn send_file(
-        &self,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    pub async fn send_file(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, GatewayError> {
         let timeout = (request.method() == http::Method::GET).then_some(self.request_timeout);
         self.send(&self.files, request, timeout).await
     }
@@ -114,12 +105,9 @@ impl Upstream {
     ) -> Result<Response<Incoming>, GatewayError> {
         let call = client.request(request);
         let result = match timeout {
-            Some(after) => tokio::time::timeout(after, call).await.map_err(|_| {
-                GatewayError::UpstreamTimeout {
-                    address: self.address().to_owned(),
-                    after,
-                }
-            })?,
+            Some(after) => tokio::time::timeout(after, call)
+                .await
+                .map_err(|_| GatewayError::UpstreamTimeout { address: self.address().to_owned(), after })?,
             None => call.await,
         };
         result.map_err(|err| self.transport_error(&err))
@@ -128,15 +116,9 @@ impl Upstream {
     fn transport_error(&self, err: &hyper_util::client::legacy::Error) -> GatewayError {
         let reason = root_cause(err);
         if err.is_connect() {
-            GatewayError::UpstreamUnreachable {
-                address: self.address().to_owned(),
-                reason,
-            }
+            GatewayError::UpstreamUnreachable { address: self.address().to_owned(), reason }
         } else {
-            GatewayError::UpstreamFailed {
-                address: self.address().to_owned(),
-                reason,
-            }
+            GatewayError::UpstreamFailed { address: self.address().to_owned(), reason }
         }
     }
 }
@@ -152,9 +134,6 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream")
-            .field("name", &self.name)
-            .field("address", &self.address())
-            .finish()
+        f.debug_struct("Upstream").field("name", &self.name).field("address", &self.address()).finish()
     }
 }

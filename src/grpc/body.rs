@@ -46,10 +46,7 @@ pub enum Direction {
     Request,
     /// Upstream -> client: a failure (or a recorded fault) ends the body with
     /// trailers carrying the status, so the client always learns why.
-    Response {
-        on_trailers: Option<OnTrailers>,
-        upstream: String,
-    },
+    Response { on_trailers: Option<OnTrailers>, upstream: String },
 }
 
 pin_project_lite::pin_project! {
@@ -72,14 +69,7 @@ impl<B> MessageBody<B> {
         direction: Direction,
         fault: Arc<CallFault>,
     ) -> Self {
-        Self {
-            inner,
-            decoder: FrameDecoder::new(max_message),
-            on_message,
-            direction,
-            fault,
-            done: false,
-        }
+        Self { inner, decoder: FrameDecoder::new(max_message), on_message, direction, fault, done: false }
     }
 }
 
@@ -91,10 +81,7 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         loop {
             if *this.done {
@@ -103,9 +90,7 @@ where
             match next_message(this.decoder, this.on_message) {
                 Ok(Some(bytes)) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
                 Ok(None) => {}
-                Err(err) => {
-                    return Poll::Ready(Some(fail(this.direction, this.fault, this.done, err)))
-                }
+                Err(err) => return Poll::Ready(Some(fail(this.direction, this.fault, this.done, err))),
             }
             let polled = ready!(this.inner.as_mut().poll_frame(cx));
             match polled {
@@ -115,13 +100,7 @@ where
                         let Ok(trailers) = frame.into_trailers() else {
                             continue;
                         };
-                        let end = finish(
-                            this.direction,
-                            this.fault,
-                            this.done,
-                            this.decoder,
-                            Some(trailers),
-                        );
+                        let end = finish(this.direction, this.fault, this.done, this.decoder, Some(trailers));
                         return Poll::Ready(end.transpose());
                     }
                 },
@@ -134,18 +113,10 @@ where
                             reason: format!("stream broke mid-call: {err}"),
                         },
                     };
-                    return Poll::Ready(Some(fail(
-                        this.direction,
-                        this.fault,
-                        this.done,
-                        gateway_err,
-                    )));
+                    return Poll::Ready(Some(fail(this.direction, this.fault, this.done, gateway_err)));
                 }
                 None => {
-                    return Poll::Ready(
-                        finish(this.direction, this.fault, this.done, this.decoder, None)
-                            .transpose(),
-                    )
+                    return Poll::Ready(finish(this.direction, this.fault, this.done, this.decoder, None).transpose())
                 }
             }
         }
@@ -160,10 +131,7 @@ where
     }
 }
 
-fn next_message(
-    decoder: &mut FrameDecoder,
-    on_message: &mut Option<OnMessage>,
-) -> Result<Option<Bytes>, GatewayError> {
+fn next_message(decoder: &mut FrameDecoder, on_message: &mut Option<OnMessage>) -> Result<Option<Bytes>, GatewayError> {
     let Some(framed) = decoder.next_message()? else {
         return Ok(None);
     };
@@ -211,10 +179,7 @@ fn finish(
     *done = true;
     match direction {
         Direction::Request => Ok(trailers.map(Frame::trailers)),
-        Direction::Response {
-            on_trailers,
-            upstream,
-        } => {
+        Direction::Response { on_trailers, upstream } => {
             if let Some(err) = fault.take() {
                 return Ok(Some(Frame::trailers(status::trailers(&err.to_status()))));
             }

@@ -41,10 +41,7 @@ pub struct FrameDecoder {
 
 impl FrameDecoder {
     pub fn new(max_message: usize) -> Self {
-        Self {
-            buf: BytesMut::new(),
-            max_message,
-        }
+        Self { buf: BytesMut::new(), max_message }
     }
 
     pub fn push(&mut self, mut data: impl Buf) {
@@ -65,19 +62,14 @@ impl FrameDecoder {
             0 => {}
             1 => return Err(GatewayError::CompressedMessage),
             _ => {
-                return Err(GatewayError::BadMessage(
-                    crate::remotesapi::wire::WireError::Malformed(
-                        "gRPC frame flag is neither 0 nor 1",
-                    ),
-                ))
+                return Err(GatewayError::BadMessage(crate::remotesapi::wire::WireError::Malformed(
+                    "gRPC frame flag is neither 0 nor 1",
+                )))
             }
         }
         let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
         if len > self.max_message {
-            return Err(GatewayError::MessageTooLarge {
-                size: len,
-                limit: self.max_message,
-            });
+            return Err(GatewayError::MessageTooLarge { size: len, limit: self.max_message });
         }
         if self.buf.len() < HEADER_LEN + len {
             // Reserve once for the whole message instead of growing chunk by chunk.
@@ -124,19 +116,10 @@ mod tests {
     fn oversized_and_compressed_frames_are_refused_before_buffering() {
         let mut dec = FrameDecoder::new(10);
         dec.push(&[0u8, 0, 0, 0, 11][..]);
-        assert!(matches!(
-            dec.next_message(),
-            Err(GatewayError::MessageTooLarge {
-                size: 11,
-                limit: 10
-            })
-        ));
+        assert!(matches!(dec.next_message(), Err(GatewayError::MessageTooLarge { size: 11, limit: 10 })));
         let mut dec = FrameDecoder::new(10);
         dec.push(&[1u8, 0, 0, 0, 1, 0][..]);
-        assert!(matches!(
-            dec.next_message(),
-            Err(GatewayError::CompressedMessage)
-        ));
+        assert!(matches!(dec.next_message(), Err(GatewayError::CompressedMessage)));
     }
 
     #[test]

@@ -28,11 +28,7 @@ use body::{CallFault, Direction, MessageBody, OnMessage};
 use frame::{FrameDecoder, Framed};
 
 /// Proxies one gRPC call; every failure becomes a gRPC status for the client.
-pub async fn proxy(
-    gateway: &Gateway,
-    request: Request<Incoming>,
-    origin: String,
-) -> Response<ResponseBody> {
+pub async fn proxy(gateway: &Gateway, request: Request<Incoming>, origin: String) -> Response<ResponseBody> {
     let path = request.uri().path().to_owned();
     match forward(gateway, request, origin).await {
         Ok(response) => response,
@@ -54,29 +50,19 @@ async fn forward(
     let (parts, client_body) = request.into_parts();
 
     let mut headers = upstream_request_headers(&parts.headers);
-    headers.insert(
-        http::header::AUTHORIZATION,
-        credentials.authorization().clone(),
-    );
+    headers.insert(http::header::AUTHORIZATION, credentials.authorization().clone());
 
     let fault = Arc::new(CallFault::default());
     let repo = Arc::new(Mutex::new(RepoName::default()));
     let body = if rpc.is_streaming() {
         let inspect = inspect_stream_messages(rpc, repo.clone());
-        let stream = MessageBody::new(
-            client_body,
-            gateway.max_message_bytes,
-            Some(inspect),
-            Direction::Request,
-            fault.clone(),
-        );
+        let stream =
+            MessageBody::new(client_body, gateway.max_message_bytes, Some(inspect), Direction::Request, fault.clone());
         stream.boxed_unsync()
     } else {
         let message = read_unary_request(rpc, client_body, gateway.max_message_bytes).await?;
         *lock(&repo) = repo_of(rpc, &message.message())?;
-        Full::new(message.into_bytes())
-            .map_err(|never| match never {})
-            .boxed_unsync()
+        Full::new(message.into_bytes()).map_err(|never| match never {}).boxed_unsync()
     };
 
     let upstream = &gateway.upstream;
@@ -86,9 +72,7 @@ async fn forward(
     *upstream_request.version_mut() = Version::HTTP_2;
     *upstream_request.headers_mut() = headers;
 
-    let response = upstream
-        .send_grpc(upstream_request, !rpc.is_streaming())
-        .await?;
+    let response = upstream.send_grpc(upstream_request, !rpc.is_streaming()).await?;
     let (mut parts, upstream_body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     // The length no longer holds once messages are rewritten.
@@ -97,28 +81,14 @@ async fn forward(
     // A trailers-only answer carries its status in the headers and has no body.
     if status::read_status(&parts.headers).is_some() {
         status::translate_upstream_status(&mut parts.headers, &lock(&repo));
-        return Ok(Response::from_parts(
-            parts,
-            upstream_body.map_err(Into::into).boxed_unsync(),
-        ));
+        return Ok(Response::from_parts(parts, upstream_body.map_err(Into::into).boxed_unsync()));
     }
-    let rewrite_urls = rpc
-        .response_url_schema()
-        .map(|schema| rewrite_response_urls(schema, upstream.name().to_owned(), origin));
-    let on_trailers = Box::new(move |trailers: &mut HeaderMap| {
-        status::translate_upstream_status(trailers, &lock(&repo))
-    });
-    let direction = Direction::Response {
-        on_trailers: Some(on_trailers),
-        upstream: upstream.address().to_owned(),
-    };
-    let body = MessageBody::new(
-        upstream_body,
-        gateway.max_message_bytes,
-        rewrite_urls,
-        direction,
-        fault,
-    );
+    let rewrite_urls =
+        rpc.response_url_schema().map(|schema| rewrite_response_urls(schema, upstream.name().to_owned(), origin));
+    let on_trailers =
+        Box::new(move |trailers: &mut HeaderMap| status::translate_upstream_status(trailers, &lock(&repo)));
+    let direction = Direction::Response { on_trailers: Some(on_trailers), upstream: upstream.address().to_owned() };
+    let body = MessageBody::new(upstream_body, gateway.max_message_bytes, rewrite_urls, direction, fault);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
@@ -135,11 +105,7 @@ fn repo_of(rpc: Rpc, message: &[u8]) -> Result<RepoName, GatewayError> {
 }
 
 /// Reads a unary call's one request message (bounded by `max_message`).
-async fn read_unary_request(
-    rpc: Rpc,
-    mut body: Incoming,
-    max_message: usize,
-) -> Result<Framed, GatewayError> {
+async fn read_unary_request(rpc: Rpc, mut body: Incoming, max_message: usize) -> Result<Framed, GatewayError> {
     let mut decoder = FrameDecoder::new(max_message);
     let mut message = None;
     while let Some(frame) = body.frame().await {
@@ -180,12 +146,9 @@ fn rewrite_response_urls(schema: wire::Schema, endpoint: String, origin: String)
             if label != Label::Url {
                 return Ok(Edit::Keep);
             }
-            let url = std::str::from_utf8(value).map_err(|_| {
-                GatewayError::BadMessage(wire::WireError::Malformed("table-file URL is not UTF-8"))
-            })?;
-            Ok(Edit::Replace(Bytes::from(file_url::to_client_url(
-                url, &endpoint, &origin,
-            )?)))
+            let url = std::str::from_utf8(value)
+                .map_err(|_| GatewayError::BadMessage(wire::WireError::Malformed("table-file URL is not UTF-8")))?;
+            Ok(Edit::Replace(Bytes::from(file_url::to_client_url(url, &endpoint, &origin)?)))
         })
     })
 }
@@ -228,12 +191,7 @@ mod tests {
         assert_eq!(up.get("content-type").unwrap(), "application/grpc");
         assert_eq!(up.get("grpc-timeout").unwrap(), "10S");
         assert_eq!(up.get("te").unwrap(), "trailers");
-        for gone in [
-            "authorization",
-            "connection",
-            "grpc-accept-encoding",
-            "x-forwarded-proto",
-        ] {
+        for gone in ["authorization", "connection", "grpc-accept-encoding", "x-forwarded-proto"] {
             assert!(up.get(gone).is_none(), "{gone}");
         }
     }

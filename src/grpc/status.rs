@@ -46,10 +46,7 @@ pub fn read_status(map: &HeaderMap) -> Option<(Code, String)> {
 pub fn error_response(err: &GatewayError) -> http::Response<bytes::Bytes> {
     let mut response = http::Response::new(bytes::Bytes::new());
     let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.extend(trailers(&err.to_status()));
     response
 }
@@ -64,9 +61,7 @@ pub fn translate_upstream_status(map: &mut HeaderMap, repo: &RepoName) {
         return;
     };
     if code == Code::Unknown && is_database_not_found(&message) {
-        let err = GatewayError::DatabaseNotFound {
-            database: repo.database().to_owned(),
-        };
+        let err = GatewayError::DatabaseNotFound { database: repo.database().to_owned() };
         write_status(map, err.grpc_code(), &err.to_status().message().to_owned());
     }
 }
@@ -83,24 +78,13 @@ mod tests {
     fn status_round_trips_with_escaping() {
         let status = tonic::Status::new(Code::NotFound, "100% gone\nreally");
         let map = trailers(&status);
-        assert_eq!(
-            read_status(&map),
-            Some((Code::NotFound, "100% gone\nreally".to_owned()))
-        );
+        assert_eq!(read_status(&map), Some((Code::NotFound, "100% gone\nreally".to_owned())));
     }
 
     #[test]
     fn unknown_database_becomes_not_found() {
-        let mut map = trailers(&tonic::Status::new(
-            Code::Unknown,
-            "database not found: nosuch",
-        ));
-        translate_upstream_status(
-            &mut map,
-            &RepoName {
-                path: "nosuch".into(),
-            },
-        );
+        let mut map = trailers(&tonic::Status::new(Code::Unknown, "database not found: nosuch"));
+        translate_upstream_status(&mut map, &RepoName { path: "nosuch".into() });
         let (code, message) = read_status(&map).unwrap();
         assert_eq!(code, Code::NotFound);
         assert!(message.contains("\"nosuch\""), "{message}");

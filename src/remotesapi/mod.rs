@@ -68,39 +68,26 @@ impl Rpc {
     /// Resolves a gRPC `:path` such as
     /// `/dolt.services.remotesapi.v1alpha1.ChunkStoreService/Root`.
     pub fn from_path(path: &str) -> Option<Rpc> {
-        let method = path
-            .strip_prefix('/')?
-            .strip_prefix(CHUNK_STORE_SERVICE)?
-            .strip_prefix('/')?;
+        let method = path.strip_prefix('/')?.strip_prefix(CHUNK_STORE_SERVICE)?.strip_prefix('/')?;
         Rpc::ALL.into_iter().find(|rpc| rpc.name() == method)
     }
 
     /// The RPCs that change the upstream's store; everything else only reads.
     pub fn is_write(self) -> bool {
-        matches!(
-            self,
-            Rpc::GetUploadLocations | Rpc::AddTableFiles | Rpc::Commit
-        )
+        matches!(self, Rpc::GetUploadLocations | Rpc::AddTableFiles | Rpc::Commit)
     }
 
     /// Bidirectional streams answer exactly one response per request, in order.
     pub fn is_streaming(self) -> bool {
-        matches!(
-            self,
-            Rpc::StreamDownloadLocations | Rpc::StreamChunkLocations
-        )
+        matches!(self, Rpc::StreamDownloadLocations | Rpc::StreamChunkLocations)
     }
 
     /// Where `repo_path` and `repo_id` sit in this RPC's request message.
     pub fn request_schema(self) -> Schema {
         match self {
-            Rpc::HasChunks | Rpc::GetDownloadLocations | Rpc::StreamDownloadLocations => {
-                REPO_PATH_4
-            }
+            Rpc::HasChunks | Rpc::GetDownloadLocations | Rpc::StreamDownloadLocations => REPO_PATH_4,
             Rpc::ListTableFiles | Rpc::RefreshTableFileUrl => REPO_PATH_4,
-            Rpc::StreamChunkLocations | Rpc::Rebase | Rpc::Root | Rpc::GetRepoMetadata => {
-                REPO_PATH_3
-            }
+            Rpc::StreamChunkLocations | Rpc::Rebase | Rpc::Root | Rpc::GetRepoMetadata => REPO_PATH_3,
             Rpc::GetUploadLocations | Rpc::Commit => REPO_PATH_5,
             Rpc::AddTableFiles => REPO_PATH_6,
         }
@@ -109,9 +96,7 @@ impl Rpc {
     /// Where the table-file URLs sit in this RPC's response message, if it has any.
     pub fn response_url_schema(self) -> Option<Schema> {
         match self {
-            Rpc::GetDownloadLocations | Rpc::StreamDownloadLocations => {
-                Some(GET_DOWNLOAD_LOCS_RESPONSE)
-            }
+            Rpc::GetDownloadLocations | Rpc::StreamDownloadLocations => Some(GET_DOWNLOAD_LOCS_RESPONSE),
             Rpc::StreamChunkLocations => Some(STREAM_CHUNK_LOCATIONS_RESPONSE),
             Rpc::GetUploadLocations => Some(GET_UPLOAD_LOCS_RESPONSE),
             Rpc::ListTableFiles => Some(LIST_TABLE_FILES_RESPONSE),
@@ -128,38 +113,22 @@ impl std::fmt::Display for Rpc {
 }
 
 // `repo_id` is field 1 of every request; `repo_path` moves with the message.
-const REPO_PATH_3: Schema = &[
-    (1, Field::Leaf(Label::RepoId)),
-    (3, Field::Leaf(Label::RepoPath)),
-];
-const REPO_PATH_4: Schema = &[
-    (1, Field::Leaf(Label::RepoId)),
-    (4, Field::Leaf(Label::RepoPath)),
-];
-const REPO_PATH_5: Schema = &[
-    (1, Field::Leaf(Label::RepoId)),
-    (5, Field::Leaf(Label::RepoPath)),
-];
-const REPO_PATH_6: Schema = &[
-    (1, Field::Leaf(Label::RepoId)),
-    (6, Field::Leaf(Label::RepoPath)),
-];
+const REPO_PATH_3: Schema = &[(1, Field::Leaf(Label::RepoId)), (3, Field::Leaf(Label::RepoPath))];
+const REPO_PATH_4: Schema = &[(1, Field::Leaf(Label::RepoId)), (4, Field::Leaf(Label::RepoPath))];
+const REPO_PATH_5: Schema = &[(1, Field::Leaf(Label::RepoId)), (5, Field::Leaf(Label::RepoPath))];
+const REPO_PATH_6: Schema = &[(1, Field::Leaf(Label::RepoId)), (6, Field::Leaf(Label::RepoPath))];
 
 const URL_1: Schema = &[(1, Field::Leaf(Label::Url))];
 // DownloadLoc: http_get = 1 { url = 1 }, http_get_range = 2 { url = 1 }.
 const DOWNLOAD_LOC: Schema = &[(1, Field::Message(URL_1)), (2, Field::Message(URL_1))];
 const GET_DOWNLOAD_LOCS_RESPONSE: Schema = &[(1, Field::Message(DOWNLOAD_LOC))];
 // table_files = 2 { url = 2 }.
-const STREAM_CHUNK_LOCATIONS_RESPONSE: Schema =
-    &[(2, Field::Message(&[(2, Field::Leaf(Label::Url))]))];
+const STREAM_CHUNK_LOCATIONS_RESPONSE: Schema = &[(2, Field::Message(&[(2, Field::Leaf(Label::Url))]))];
 // locs = 1 { http_post = 2 { url = 1 } }.
 const GET_UPLOAD_LOCS_RESPONSE: Schema = &[(1, Field::Message(&[(2, Field::Message(URL_1))]))];
 // table_file_info = 2 { url = 3 }, appendix_table_file_info = 3 { url = 3 }.
 const TABLE_FILE_INFO: Schema = &[(3, Field::Leaf(Label::Url))];
-const LIST_TABLE_FILES_RESPONSE: Schema = &[
-    (2, Field::Message(TABLE_FILE_INFO)),
-    (3, Field::Message(TABLE_FILE_INFO)),
-];
+const LIST_TABLE_FILES_RESPONSE: Schema = &[(2, Field::Message(TABLE_FILE_INFO)), (3, Field::Message(TABLE_FILE_INFO))];
 const REFRESH_TABLE_FILE_URL_RESPONSE: Schema = URL_1;
 
 /// The database a request names, as sql-server reads it: `repo_path` when set,
@@ -204,9 +173,7 @@ pub fn read_repo_name(rpc: Rpc, message: &[u8]) -> Result<RepoName, wire::WireEr
     if id.org.is_empty() || id.repo_name.is_empty() {
         return Ok(RepoName::default());
     }
-    Ok(RepoName {
-        path: format!("{}/{}", id.org, id.repo_name),
-    })
+    Ok(RepoName { path: format!("{}/{}", id.org, id.repo_name) })
 }
 
 #[cfg(test)]
@@ -221,54 +188,18 @@ mod tests {
             let path = format!("/{CHUNK_STORE_SERVICE}/{}", rpc.name());
             assert_eq!(Rpc::from_path(&path), Some(rpc));
         }
-        assert_eq!(
-            Rpc::from_path("/dolt.services.remotesapi.v1alpha1.CredentialsService/WhoAmI"),
-            None
-        );
+        assert_eq!(Rpc::from_path("/dolt.services.remotesapi.v1alpha1.CredentialsService/WhoAmI"), None);
         assert_eq!(Rpc::from_path("/x/Root"), None);
     }
 
     #[test]
     fn repo_name_comes_from_the_right_field_of_each_request() {
-        let id = || {
-            Some(RepoId {
-                org: "org".into(),
-                repo_name: "repo".into(),
-            })
-        };
+        let id = || Some(RepoId { org: "org".into(), repo_name: "repo".into() });
         let cases: Vec<(Rpc, Vec<u8>)> = vec![
-            (
-                Rpc::HasChunks,
-                HasChunksRequest {
-                    repo_path: "db".into(),
-                    ..Default::default()
-                }
-                .encode_to_vec(),
-            ),
-            (
-                Rpc::Root,
-                RootRequest {
-                    repo_path: "db".into(),
-                    ..Default::default()
-                }
-                .encode_to_vec(),
-            ),
-            (
-                Rpc::Commit,
-                CommitRequest {
-                    repo_path: "db".into(),
-                    ..Default::default()
-                }
-                .encode_to_vec(),
-            ),
-            (
-                Rpc::AddTableFiles,
-                AddTableFilesRequest {
-                    repo_path: "db".into(),
-                    ..Default::default()
-                }
-                .encode_to_vec(),
-            ),
+            (Rpc::HasChunks, HasChunksRequest { repo_path: "db".into(), ..Default::default() }.encode_to_vec()),
+            (Rpc::Root, RootRequest { repo_path: "db".into(), ..Default::default() }.encode_to_vec()),
+            (Rpc::Commit, CommitRequest { repo_path: "db".into(), ..Default::default() }.encode_to_vec()),
+            (Rpc::AddTableFiles, AddTableFilesRequest { repo_path: "db".into(), ..Default::default() }.encode_to_vec()),
             (
                 Rpc::StreamChunkLocations,
                 StreamChunkLocationsRequest {
@@ -280,40 +211,23 @@ mod tests {
             ),
             (
                 Rpc::GetUploadLocations,
-                GetUploadLocsRequest {
-                    repo_path: "db".into(),
-                    ..Default::default()
-                }
-                .encode_to_vec(),
+                GetUploadLocsRequest { repo_path: "db".into(), ..Default::default() }.encode_to_vec(),
             ),
             (
                 Rpc::ListTableFiles,
-                ListTableFilesRequest {
-                    repo_path: "db".into(),
-                    ..Default::default()
-                }
-                .encode_to_vec(),
+                ListTableFilesRequest { repo_path: "db".into(), ..Default::default() }.encode_to_vec(),
             ),
         ];
         for (rpc, msg) in cases {
             assert_eq!(read_repo_name(rpc, &msg).unwrap().path, "db", "{rpc}");
         }
-        let by_id = RootRequest {
-            repo_id: id(),
-            ..Default::default()
-        }
-        .encode_to_vec();
+        let by_id = RootRequest { repo_id: id(), ..Default::default() }.encode_to_vec();
         assert_eq!(read_repo_name(Rpc::Root, &by_id).unwrap().path, "org/repo");
     }
 
     #[test]
     fn database_strips_the_revision() {
-        for (path, db) in [
-            ("db", "db"),
-            ("db/feature", "db"),
-            ("db@abc", "db"),
-            ("", ""),
-        ] {
+        for (path, db) in [("db", "db"), ("db/feature", "db"), ("db@abc", "db"), ("", "")] {
             assert_eq!(RepoName { path: path.into() }.database(), db);
         }
     }

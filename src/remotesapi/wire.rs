@@ -80,13 +80,11 @@ impl<'a> Fields<'a> {
         let start = self.rest;
         let mut cursor = self.rest;
         let key = decode_varint(&mut cursor).map_err(|_| WireError::Malformed("bad field key"))?;
-        let number = u32::try_from(key >> 3)
-            .map_err(|_| WireError::Malformed("field number out of range"))?;
+        let number = u32::try_from(key >> 3).map_err(|_| WireError::Malformed("field number out of range"))?;
         if number == 0 {
             return Err(WireError::Malformed("field number 0"));
         }
-        let wire_type =
-            WireType::try_from(key & 0x7).map_err(|_| WireError::Malformed("unknown wire type"))?;
+        let wire_type = WireType::try_from(key & 0x7).map_err(|_| WireError::Malformed("unknown wire type"))?;
         let mut payload: &[u8] = &[];
         match wire_type {
             WireType::Varint => {
@@ -95,10 +93,8 @@ impl<'a> Fields<'a> {
             WireType::SixtyFourBit => cursor = skip(cursor, 8)?,
             WireType::ThirtyTwoBit => cursor = skip(cursor, 4)?,
             WireType::LengthDelimited => {
-                let len =
-                    decode_varint(&mut cursor).map_err(|_| WireError::Malformed("bad length"))?;
-                let len = usize::try_from(len)
-                    .map_err(|_| WireError::Malformed("length out of range"))?;
+                let len = decode_varint(&mut cursor).map_err(|_| WireError::Malformed("bad length"))?;
+                let len = usize::try_from(len).map_err(|_| WireError::Malformed("length out of range"))?;
                 if len > cursor.len() {
                     return Err(WireError::Malformed("length past end of message"));
                 }
@@ -111,12 +107,7 @@ impl<'a> Fields<'a> {
         }
         let used = start.len() - cursor.len();
         self.rest = cursor;
-        Ok(RawField {
-            number,
-            wire_type,
-            encoded: &start[..used],
-            payload,
-        })
+        Ok(RawField { number, wire_type, encoded: &start[..used], payload })
     }
 }
 
@@ -136,9 +127,7 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 fn skip(buf: &[u8], n: usize) -> Result<&[u8], WireError> {
-    buf.get(n..).ok_or(WireError::Malformed(
-        "fixed-width value past end of message",
-    ))
+    buf.get(n..).ok_or(WireError::Malformed("fixed-width value past end of message"))
 }
 
 fn lookup(schema: Schema, number: u32) -> Option<&'static Field> {
@@ -149,10 +138,7 @@ fn expect_length_delimited(field: &RawField<'_>) -> Result<(), WireError> {
     if field.wire_type == WireType::LengthDelimited {
         Ok(())
     } else {
-        Err(WireError::WrongWireType {
-            field: field.number,
-            found: field.wire_type as u8,
-        })
+        Err(WireError::WrongWireType { field: field.number, found: field.wire_type as u8 })
     }
 }
 
@@ -242,10 +228,7 @@ fn rewrite_at<E: From<WireError>>(
         buf.put_slice(&message[copied_upto..field_start]);
         copied_upto = offset;
         if let Some(value) = replacement {
-            encode_varint(
-                u64::from(field.number) << 3 | WireType::LengthDelimited as u64,
-                buf,
-            );
+            encode_varint(u64::from(field.number) << 3 | WireType::LengthDelimited as u64, buf);
             encode_varint(value.len() as u64, buf);
             buf.put_slice(&value);
         }
@@ -300,9 +283,7 @@ mod tests {
         let out = rewrite::<WireError>(&encoded, URLS, &mut |label, value| {
             assert_eq!(label, Label::Url);
             let url = std::str::from_utf8(value).unwrap();
-            Ok(Edit::Replace(Bytes::from(
-                url.replace("http://up:1", "https://gw"),
-            )))
+            Ok(Edit::Replace(Bytes::from(url.replace("http://up:1", "https://gw"))))
         })
         .unwrap()
         .expect("changed");
@@ -326,29 +307,22 @@ mod tests {
         // Field 99, varint 5, and field 100, bytes "xyz": unknown to our schema.
         encoded.extend_from_slice(&[0x98, 0x06, 0x05, 0xa2, 0x06, 0x03, b'x', b'y', b'z']);
         let encoded = Bytes::from(encoded);
-        let out = rewrite::<WireError>(&encoded, URLS, &mut |_, _| {
-            Ok(Edit::Replace(Bytes::from_static(b"u")))
-        })
-        .unwrap()
-        .unwrap();
+        let out = rewrite::<WireError>(&encoded, URLS, &mut |_, _| Ok(Edit::Replace(Bytes::from_static(b"u"))))
+            .unwrap()
+            .unwrap();
         assert!(out.ends_with(&[0x98, 0x06, 0x05, 0xa2, 0x06, 0x03, b'x', b'y', b'z']));
     }
 
     #[test]
     fn remove_drops_the_field() {
         let req = RootRequest {
-            repo_id: Some(RepoId {
-                org: "o".into(),
-                repo_name: "r".into(),
-            }),
+            repo_id: Some(RepoId { org: "o".into(), repo_name: "r".into() }),
             repo_token: String::new(),
             repo_path: "o/r".into(),
         };
         let schema: Schema = &[(1, Field::Leaf(Label::RepoId))];
         let encoded = Bytes::from(req.encode_to_vec());
-        let out = rewrite::<WireError>(&encoded, schema, &mut |_, _| Ok(Edit::Remove))
-            .unwrap()
-            .unwrap();
+        let out = rewrite::<WireError>(&encoded, schema, &mut |_, _| Ok(Edit::Remove)).unwrap().unwrap();
         let decoded = RootRequest::decode(out).unwrap();
         assert_eq!(decoded.repo_id, None);
         assert_eq!(decoded.repo_path, "o/r");

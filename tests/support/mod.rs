@@ -21,18 +21,11 @@ pub fn dolt_binary() -> PathBuf {
 fn find_peer(env: &str, name: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "${env} points at {}, which does not exist",
-            path.display()
-        );
+        assert!(path.is_file(), "${env} points at {}, which does not exist", path.display());
         return path;
     }
-    let on_path = std::env::var_os("PATH").map(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    });
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()));
     on_path.flatten().unwrap_or_else(|| {
         panic!(
             "real peer `{name}` not found: set ${env} or run scripts/install-peers (the README's test command does). \
@@ -43,11 +36,7 @@ fn find_peer(env: &str, name: &str) -> PathBuf {
 
 /// A port free at the time of asking on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
@@ -58,17 +47,11 @@ pub fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "{what} exited with {status} before listening; log:\n{}",
-                read_log(log)
-            );
+            panic!("{what} exited with {status} before listening; log:\n{}", read_log(log));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!(
-        "{what} did not listen on 127.0.0.1:{port} within 60s; log:\n{}",
-        read_log(log)
-    );
+    panic!("{what} did not listen on 127.0.0.1:{port} within 60s; log:\n{}", read_log(log));
 }
 
 pub fn read_log(path: &Path) -> String {
@@ -106,9 +89,7 @@ fn spawn_logged(mut command: Command, log: &Path) -> Child {
     let out = std::fs::File::create(log).unwrap();
     let err = out.try_clone().unwrap();
     command.stdin(Stdio::null()).stdout(out).stderr(err);
-    command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", command.get_program()))
+    command.spawn().unwrap_or_else(|e| panic!("cannot start {:?}: {e}", command.get_program()))
 }
 
 /// An isolated place for dolt to keep its global config, with a user set and
@@ -120,16 +101,11 @@ pub struct DoltEnv {
 
 impl DoltEnv {
     pub fn new() -> DoltEnv {
-        let env = DoltEnv {
-            dir: tempfile::tempdir().unwrap(),
-            dolt: dolt_binary(),
-        };
+        let env = DoltEnv { dir: tempfile::tempdir().unwrap(), dolt: dolt_binary() };
         std::fs::create_dir_all(env.home()).unwrap();
-        for (key, value) in [
-            ("user.name", "doltgate test"),
-            ("user.email", "test@example.com"),
-            ("metrics.disabled", "true"),
-        ] {
+        for (key, value) in
+            [("user.name", "doltgate test"), ("user.email", "test@example.com"), ("metrics.disabled", "true")]
+        {
             env.ok(env.path(), &["config", "--global", "--add", key, value]);
         }
         env
@@ -161,9 +137,7 @@ impl DoltEnv {
         for (k, v) in extra_env {
             command.env(k, v);
         }
-        command
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run dolt {args:?}: {e}"))
+        command.output().unwrap_or_else(|e| panic!("cannot run dolt {args:?}: {e}"))
     }
 
     /// Runs dolt and returns stdout, failing the test with dolt's output if it fails.
@@ -186,15 +160,8 @@ impl DoltEnv {
     /// Runs dolt expecting failure; returns stdout + stderr.
     pub fn fails(&self, cwd: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> String {
         let out = self.run(cwd, args, extra_env);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            !out.status.success(),
-            "dolt {args:?} should have failed; output:\n{text}"
-        );
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "dolt {args:?} should have failed; output:\n{text}");
         text
     }
 
@@ -239,9 +206,7 @@ impl DoltServer {
         env.ok(data_dir, &["sql", "-q", &grants]);
         let sql_port = free_port();
         let remotesapi_port = free_port();
-        let log = env
-            .path()
-            .join(format!("dolt-sql-server-{remotesapi_port}.log"));
+        let log = env.path().join(format!("dolt-sql-server-{remotesapi_port}.log"));
         let mut command = env.command(
             data_dir,
             &[
@@ -257,12 +222,7 @@ impl DoltServer {
         command.stdin(Stdio::null());
         let mut child = spawn_logged(command, &log);
         wait_for_port(remotesapi_port, &mut child, "dolt sql-server", &log);
-        DoltServer {
-            process: ChildGuard { child, log },
-            sql_port,
-            remotesapi_port,
-            data_dir: data_dir.to_owned(),
-        }
+        DoltServer { process: ChildGuard { child, log }, sql_port, remotesapi_port, data_dir: data_dir.to_owned() }
     }
 
     pub fn remotesapi_addr(&self) -> String {
@@ -282,21 +242,11 @@ impl Doltgate {
         let port = free_port();
         let log = log_dir.join(format!("doltgate-{port}.log"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_doltgate"));
-        command
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--upstream",
-                upstream,
-            ])
-            .args(extra_args);
+        command.args(["--listen", &format!("127.0.0.1:{port}"), "--upstream", upstream]).args(extra_args);
         command.env("RUST_LOG", "doltgate=debug,info");
         let mut child = spawn_logged(command, &log);
         wait_for_port(port, &mut child, "doltgate", &log);
-        Doltgate {
-            process: ChildGuard { child, log },
-            port,
-        }
+        Doltgate { process: ChildGuard { child, log }, port }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -305,8 +255,7 @@ impl Doltgate {
 
     /// Peak resident memory of the doltgate process so far, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
