@@ -167,10 +167,15 @@ impl DoltEnv {
 
     /// Commit hashes of `branch`, newest first.
     pub fn log_hashes(&self, repo: &Path, branch: &str) -> Vec<String> {
-        self.ok(repo, &["log", "--oneline", branch])
+        let hashes: Vec<String> = strip_ansi(&self.ok(repo, &["log", "--oneline", branch]))
             .lines()
             .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
-            .collect()
+            .collect();
+        for hash in &hashes {
+            let base32 = hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b));
+            assert!(base32, "not a commit hash: {hash:?}");
+        }
+        hashes
     }
 
     /// Rows of a query as CSV.
@@ -267,4 +272,22 @@ impl Doltgate {
 /// Environment for dolt commands that authenticate as the test user.
 pub fn password_env() -> [(&'static str, &'static str); 1] {
     [("DOLT_REMOTE_PASSWORD", PASSWORD)]
+}
+
+/// dolt colours `log` output even into a pipe.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for end in chars.by_ref() {
+                if end.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
