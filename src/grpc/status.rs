@@ -62,7 +62,7 @@ pub fn translate_upstream_status(map: &mut HeaderMap, repo: &RepoName) {
     };
     if code == Code::Unknown && is_database_not_found(&message) {
         let err = GatewayError::DatabaseNotFound { database: repo.database().to_owned() };
-        write_status(map, err.grpc_code(), &err.to_status().message().to_owned());
+        write_status(map, err.grpc_code(), err.to_status().message());
     }
 }
 

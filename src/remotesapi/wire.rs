@@ -51,6 +51,11 @@ pub enum WireError {
     TooDeep,
 }
 
+/// Sees each leaf the schema names: its label and raw value.
+pub type Visitor<'a, E> = dyn FnMut(Label, &[u8]) -> Result<(), E> + 'a;
+/// Decides what becomes of each leaf the schema names.
+pub type Editor<'a, E> = dyn FnMut(Label, &[u8]) -> Result<Edit, E> + 'a;
+
 /// Sub-message recursion bound; our schemas are at most three levels deep, so
 /// this only stops hostile input from exhausting the stack.
 const MAX_DEPTH: usize = 8;
@@ -144,18 +149,14 @@ fn expect_length_delimited(field: &RawField<'_>) -> Result<(), WireError> {
 
 /// Calls `visit` with every leaf the schema names, in wire order, without
 /// allocating. Returns the first error from the message or the visitor.
-pub fn read<E: From<WireError>>(
-    message: &[u8],
-    schema: Schema,
-    visit: &mut dyn FnMut(Label, &[u8]) -> Result<(), E>,
-) -> Result<(), E> {
+pub fn read<E: From<WireError>>(message: &[u8], schema: Schema, visit: &mut Visitor<'_, E>) -> Result<(), E> {
     read_at(message, schema, visit, 0)
 }
 
 fn read_at<E: From<WireError>>(
     message: &[u8],
     schema: Schema,
-    visit: &mut dyn FnMut(Label, &[u8]) -> Result<(), E>,
+    visit: &mut Visitor<'_, E>,
     depth: usize,
 ) -> Result<(), E> {
     if depth > MAX_DEPTH {
@@ -184,7 +185,7 @@ fn read_at<E: From<WireError>>(
 pub fn rewrite<E: From<WireError>>(
     message: &Bytes,
     schema: Schema,
-    edit: &mut dyn FnMut(Label, &[u8]) -> Result<Edit, E>,
+    edit: &mut Editor<'_, E>,
 ) -> Result<Option<Bytes>, E> {
     Ok(rewrite_at(message, schema, edit, 0)?.map(BytesMut::freeze))
 }
@@ -192,7 +193,7 @@ pub fn rewrite<E: From<WireError>>(
 fn rewrite_at<E: From<WireError>>(
     message: &[u8],
     schema: Schema,
-    edit: &mut dyn FnMut(Label, &[u8]) -> Result<Edit, E>,
+    edit: &mut Editor<'_, E>,
     depth: usize,
 ) -> Result<Option<BytesMut>, E> {
     if depth > MAX_DEPTH {
