@@ -1,0 +1,212 @@
+//! Table-file HTTP through the doltgate binary to an in-process fake upstream
+//! that records what reached it: Range and query passed byte for byte,
+//! 206 and Content-Range kept, credential headers stripped, a 1 GiB upload
+//! streamed with doltgate's memory far below the body size, and clear errors.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::{free_port, Doltgate};
+
+const FILE_LEN: usize = 1 << 20;
+const SEALED: &str = "/single_symmetric_key_sealed_request/db/.dolt/noms/0123456789abcdefghijklmnopqrstuv";
+const QUERY: &str = "exp=1700000000000&nbf=1699999999000&nonce=ab%2Bcd&req=x_Y-z%3D";
+
+fn file_bytes() -> Vec<u8> {
+    (0..FILE_LEN).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// What the fake upstream saw of the last request.
+#[derive(Default, Clone, Debug)]
+struct Seen {
+    path_and_query: String,
+    headers: http::HeaderMap,
+    body_len: u64,
+    body_sum: u64,
+}
+
+async fn fake_upstream(seen: Arc<Mutex<Seen>>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| handle(req, seen.clone()));
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn handle(req: Request<Incoming>, seen: Arc<Mutex<Seen>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path_and_query = req.uri().path_and_query().unwrap().as_str().to_owned();
+    let headers = req.headers().clone();
+    let method = req.method().clone();
+    let range = headers.get("range").map(|r| r.to_str().unwrap().to_owned());
+    let mut body = req.into_body();
+    let (mut len, mut sum) = (0u64, 0u64);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            len += data.len() as u64;
+            sum = data.iter().fold(sum, |s, b| s.wrapping_mul(31).wrapping_add(*b as u64));
+        }
+    }
+    *seen.lock().unwrap() = Seen { path_and_query, headers, body_len: len, body_sum: sum };
+    let file = file_bytes();
+    let response = match (method, range) {
+        (http::Method::GET, Some(range)) => {
+            let (start, end) = range.strip_prefix("bytes=").unwrap().split_once('-').unwrap();
+            let (start, end): (usize, usize) = (start.parse().unwrap(), end.parse().unwrap());
+            Response::builder()
+                .status(206)
+                .header("content-range", format!("bytes {start}-{end}/{FILE_LEN}"))
+                .header("accept-ranges", "bytes")
+                .body(Full::new(Bytes::copy_from_slice(&file[start..=end])))
+        }
+        (http::Method::GET, None) => Response::builder().status(200).body(Full::new(Bytes::from(file))),
+        _ => Response::builder().status(200).body(Full::new(Bytes::from(format!("received {len}")))),
+    };
+    Ok(response.unwrap())
+}
+
+fn client() -> Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>,
+> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn gateway_url(gateway: &Doltgate, endpoint: &str, path_and_query: &str) -> String {
+    format!("http://127.0.0.1:{}/_doltgate/files/{endpoint}{path_and_query}", gateway.port)
+}
+
+fn empty() -> http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error> {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+async fn body_bytes(response: Response<Incoming>) -> Bytes {
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    gateway: Doltgate,
+    seen: Arc<Mutex<Seen>>,
+}
+
+async fn setup() -> Setup {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let upstream = fake_upstream(seen.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Doltgate::start(dir.path(), &upstream.to_string(), &[]);
+    Setup { _dir: dir, gateway, seen }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranged_get_is_passed_exactly() {
+    let s = setup().await;
+    let path = format!("{SEALED}?{QUERY}");
+    let request = Request::get(gateway_url(&s.gateway, "dolt", &path))
+        .header("range", "bytes=1000-4999")
+        .header("x-proxy-token", "helper-secret")
+        .header("authorization", "Bearer not-for-upstream")
+        .body(empty())
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(response.headers()["content-range"], format!("bytes 1000-4999/{FILE_LEN}").as_str());
+    let body = body_bytes(response).await;
+    assert_eq!(&body[..], &file_bytes()[1000..5000]);
+
+    let seen = s.seen.lock().unwrap().clone();
+    assert_eq!(seen.path_and_query, path, "path and query reach the upstream byte for byte");
+    assert_eq!(seen.headers["range"], "bytes=1000-4999");
+    assert!(seen.headers.get("x-proxy-token").is_none(), "credential-helper headers stay behind");
+    assert!(seen.headers.get("authorization").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_file_get_streams_back() {
+    let s = setup().await;
+    let request = Request::get(gateway_url(&s.gateway, "dolt", &format!("{SEALED}?{QUERY}"))).body(empty()).unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_bytes(response).await, Bytes::from(file_bytes()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_upload_streams_with_bounded_memory() {
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 1024;
+    let s = setup().await;
+    let chunk = Bytes::from(vec![0x5Au8; CHUNK]);
+    let expected_sum = (0..CHUNKS * CHUNK).fold(0u64, |sum, _| sum.wrapping_mul(31).wrapping_add(0x5A));
+    let frames =
+        futures_util::stream::iter((0..CHUNKS).map(move |_| Ok::<_, std::io::Error>(Frame::data(chunk.clone()))));
+    let body = StreamBody::new(frames).boxed_unsync();
+    let upload = format!("/single_symmetric_key_sealed_request/db/0123456789abcdefghijklmnopqrstuv.darc?{QUERY}");
+    let request = Request::put(gateway_url(&s.gateway, "dolt", &upload))
+        .header("content-length", (CHUNK * CHUNKS).to_string())
+        .header("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg==")
+        .body(body)
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_bytes(response).await, format!("received {}", CHUNK * CHUNKS));
+    let seen = s.seen.lock().unwrap().clone();
+    assert_eq!(seen.body_len, (CHUNK * CHUNKS) as u64);
+    assert_eq!(seen.body_sum, expected_sum, "the upstream received the bytes in order, intact");
+    assert_eq!(seen.headers["content-md5"], "1B2M2Y8AsgTpgAmY7PhCfg==");
+
+    let peak_mib = s.gateway.peak_rss_kib() / 1024;
+    println!("doltgate peak RSS during a 1 GiB upload: {peak_mib} MiB");
+    assert!(peak_mib < 64, "doltgate held {peak_mib} MiB for a streamed 1 GiB upload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_http_errors() {
+    let s = setup().await;
+    let cases = [
+        (
+            "GET",
+            format!("http://127.0.0.1:{}{SEALED}?{QUERY}", s.gateway.port),
+            StatusCode::NOT_FOUND,
+            "/_doltgate/files/",
+        ),
+        ("GET", gateway_url(&s.gateway, "other", SEALED), StatusCode::NOT_FOUND, "unknown upstream endpoint \"other\""),
+        ("DELETE", gateway_url(&s.gateway, "dolt", SEALED), StatusCode::METHOD_NOT_ALLOWED, "DELETE"),
+    ];
+    for (method, url, status, needle) in cases {
+        let request = Request::builder().method(method).uri(&url).body(empty()).unwrap();
+        let response = client().request(request).await.unwrap();
+        assert_eq!(response.status(), status, "{method} {url}");
+        let text = String::from_utf8(body_bytes(response).await.to_vec()).unwrap();
+        assert!(text.contains(needle), "{method} {url}: {text}");
+    }
+    assert_eq!(s.seen.lock().unwrap().path_and_query, "", "none of them reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_bad_gateway_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let gateway = Doltgate::start(dir.path(), &dead, &[]);
+    let request = Request::get(gateway_url(&gateway, "dolt", SEALED)).body(empty()).unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let text = String::from_utf8(body_bytes(response).await.to_vec()).unwrap();
+    assert!(text.contains(&dead), "{text}");
+}
