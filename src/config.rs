@@ -4,6 +4,7 @@
 //! errors, and every semantic check names the key it is about, so
 //! `doltgate check-config FILE` tells an operator exactly what to fix.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,7 +19,16 @@ pub const DOLT_MAX_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
 pub struct Config {
     #[serde(default)]
     pub listener: ListenerConfig,
+    /// Shorthand for one Dolt server that is always the primary and serves
+    /// every database: a cluster named `default` with one endpoint and a
+    /// catch-all route. Not combinable with `clusters`.
     pub upstream: Option<UpstreamConfig>,
+    /// Named sets of Dolt endpoints (members of one Dolt cluster, or one server).
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    /// Database -> cluster, first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default)]
@@ -75,6 +85,14 @@ pub struct UpstreamConfig {
 }
 
 impl UpstreamConfig {
+    pub fn transport(&self) -> TransportConfig {
+        TransportConfig {
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            pool_idle_timeout: self.pool_idle_timeout,
+        }
+    }
+
     pub fn at(address: impl Into<String>) -> Self {
         Self {
             name: default_upstream_name(),
@@ -97,6 +115,125 @@ fn default_request_timeout() -> Duration {
 }
 fn default_pool_idle_timeout() -> Duration {
     Duration::from_secs(90)
+}
+
+/// One Dolt endpoint's transport settings, shared by `[upstream]` and cluster endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportConfig {
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait for response headers of a unary RPC or a table-file GET.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Idle pooled connections are closed after this long.
+    #[serde(default = "default_pool_idle_timeout", with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: default_connect_timeout(),
+            request_timeout: default_request_timeout(),
+            pool_idle_timeout: default_pool_idle_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Members of the cluster; table-file URLs name them, so names are unique across clusters.
+    pub endpoints: Vec<EndpointConfig>,
+    /// SQL user doltgate logs in as to ask each member for its cluster role.
+    pub sql_user: Option<String>,
+    /// Its password, inline (prefer `sql_password_env` or `sql_password_file`).
+    pub sql_password: Option<String>,
+    /// Name of an environment variable holding the password.
+    pub sql_password_env: Option<String>,
+    /// A file holding the password (trailing newline ignored).
+    pub sql_password_file: Option<PathBuf>,
+    /// How often each member's role is polled.
+    #[serde(default = "default_role_poll_interval", with = "humantime_serde")]
+    pub role_poll_interval: Duration,
+    /// How long a write waits for a primary when none is known (mid-failover),
+    /// before it is answered UNAVAILABLE.
+    #[serde(default = "default_write_wait", with = "humantime_serde")]
+    pub write_wait: Duration,
+    /// What a write meets when no member is primary: `hold` (wait `write_wait`,
+    /// then UNAVAILABLE) or `refuse` (FAILED_PRECONDITION at once, pointing at
+    /// `writes_url`): the sidecar setting.
+    #[serde(default)]
+    pub no_primary: NoPrimary,
+    /// Where writes should go instead, named in `refuse` answers (e.g. the ingress URL).
+    pub writes_url: Option<String>,
+    #[serde(default)]
+    pub transport: TransportConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Letters, digits, `.`, `_`, `-`; appears in table-file URLs.
+    pub name: String,
+    /// `host:port` of the member's user-facing remotesapi (`remotesapi.port`).
+    pub remotesapi: String,
+    /// `host:port` of the member's SQL port, polled for its cluster role.
+    pub sql: Option<String>,
+    /// A fixed role instead of polling, for servers not in a Dolt cluster.
+    pub role: Option<StaticRole>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StaticRole {
+    Primary,
+    Standby,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NoPrimary {
+    #[default]
+    Hold,
+    Refuse,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Exactly one of `database`, `database_prefix`, `database_glob` (case-insensitive).
+    pub database: Option<String>,
+    pub database_prefix: Option<String>,
+    /// `*` and `?` wildcards; `"*"` matches every database.
+    pub database_glob: Option<String>,
+    /// Clients reach these databases as `/<path_prefix>/<database>`; doltgate
+    /// strips the prefix before the upstream sees the name.
+    pub path_prefix: Option<String>,
+    pub cluster: String,
+    #[serde(default)]
+    pub read_policy: ReadPolicy,
+}
+
+/// Where reads go. Writes always go to the primary.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadPolicy {
+    /// The primary; standbys only while no primary is reachable.
+    #[default]
+    Primary,
+    /// A healthy standby (the same one for a client connection), else the primary.
+    PreferStandby,
+    /// Any healthy member, spread across client connections.
+    Any,
+}
+
+fn default_role_poll_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_write_wait() -> Duration {
+    Duration::from_secs(15)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,11 +313,11 @@ pub enum ConfigError {
     #[error("{path}: {source}")]
     Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("{key}: {reason}")]
-    Invalid { key: &'static str, reason: String },
+    Invalid { key: String, reason: String },
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, reason: reason.into() }
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
 }
 
 impl Config {
@@ -198,19 +335,62 @@ impl Config {
         toml::from_str(text).map_err(|source| ConfigError::Parse { path: PathBuf::new(), source: Box::new(source) })
     }
 
+    /// The clusters and routes in effect: `[upstream]` expands to a cluster
+    /// named `default` with one always-primary endpoint and a catch-all route.
+    pub fn topology(&self) -> (BTreeMap<String, ClusterConfig>, Vec<RouteConfig>) {
+        let Some(upstream) = &self.upstream else { return (self.clusters.clone(), self.routes.clone()) };
+        let cluster = ClusterConfig {
+            endpoints: vec![EndpointConfig {
+                name: upstream.name.clone(),
+                remotesapi: upstream.address.clone(),
+                sql: None,
+                role: Some(StaticRole::Primary),
+            }],
+            sql_user: None,
+            sql_password: None,
+            sql_password_env: None,
+            sql_password_file: None,
+            role_poll_interval: default_role_poll_interval(),
+            write_wait: default_write_wait(),
+            no_primary: NoPrimary::Hold,
+            writes_url: None,
+            transport: upstream.transport(),
+        };
+        let route = RouteConfig {
+            database: None,
+            database_prefix: None,
+            database_glob: Some("*".into()),
+            path_prefix: None,
+            cluster: "default".into(),
+            read_policy: ReadPolicy::Primary,
+        };
+        (BTreeMap::from([("default".to_owned(), cluster)]), vec![route])
+    }
+
     /// Checks everything a running gateway relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let upstream = self
-            .upstream
-            .as_ref()
-            .ok_or_else(|| invalid("upstream", "missing: set [upstream] address, or pass --upstream HOST:PORT"))?;
-        validate_name(&upstream.name).map_err(|reason| invalid("upstream.name", reason))?;
-        parse_authority(&upstream.address).map_err(|reason| invalid("upstream.address", reason))?;
-        if upstream.connect_timeout.is_zero() {
-            return Err(invalid("upstream.connect_timeout", "must be greater than zero"));
-        }
-        if upstream.request_timeout.is_zero() {
-            return Err(invalid("upstream.request_timeout", "must be greater than zero"));
+        match (&self.upstream, self.clusters.is_empty()) {
+            (None, true) => {
+                return Err(invalid(
+                    "upstream",
+                    "missing: set [upstream] address or [clusters.NAME], or pass --upstream HOST:PORT",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(invalid("upstream", "cannot be combined with [clusters]; describe it as a cluster instead"))
+            }
+            (Some(upstream), true) => {
+                if !self.routes.is_empty() {
+                    return Err(invalid("routes", "routes need [clusters]; [upstream] serves every database"));
+                }
+                validate_name(&upstream.name).map_err(|reason| invalid("upstream.name", reason))?;
+                parse_authority(&upstream.address).map_err(|reason| invalid("upstream.address", reason))?;
+                validate_transport("upstream", &upstream.transport())?;
+            }
+            (None, false) => {
+                validate_clusters(&self.clusters)?;
+                validate_routes(&self.routes, &self.clusters)?;
+            }
         }
         if let Some(url) = &self.listener.public_url {
             validate_public_url(url).map_err(|reason| invalid("listener.public_url", reason))?;
@@ -241,6 +421,116 @@ impl Config {
             .map_err(|e| invalid("log.level", format!("not a valid filter: {e}")))?;
         Ok(())
     }
+}
+
+fn validate_transport(key: &str, transport: &TransportConfig) -> Result<(), ConfigError> {
+    if transport.connect_timeout.is_zero() {
+        return Err(invalid(format!("{key}.connect_timeout"), "must be greater than zero"));
+    }
+    if transport.request_timeout.is_zero() {
+        return Err(invalid(format!("{key}.request_timeout"), "must be greater than zero"));
+    }
+    Ok(())
+}
+
+fn validate_clusters(clusters: &BTreeMap<String, ClusterConfig>) -> Result<(), ConfigError> {
+    let mut endpoint_names = std::collections::HashSet::new();
+    for (name, cluster) in clusters {
+        let key = format!("clusters.{name}");
+        validate_name(name).map_err(|reason| invalid(&key, reason))?;
+        if cluster.endpoints.is_empty() {
+            return Err(invalid(format!("{key}.endpoints"), "a cluster needs at least one endpoint"));
+        }
+        for (i, endpoint) in cluster.endpoints.iter().enumerate() {
+            let key = format!("{key}.endpoints[{i}]");
+            validate_name(&endpoint.name).map_err(|reason| invalid(format!("{key}.name"), reason))?;
+            if !endpoint_names.insert(endpoint.name.clone()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} is used twice; endpoint names are unique across clusters", endpoint.name),
+                ));
+            }
+            parse_authority(&endpoint.remotesapi).map_err(|reason| invalid(format!("{key}.remotesapi"), reason))?;
+            match (&endpoint.sql, endpoint.role) {
+                (Some(sql), _) => {
+                    parse_authority(sql).map_err(|reason| invalid(format!("{key}.sql"), reason))?;
+                }
+                (None, Some(_)) => {}
+                (None, None) => {
+                    return Err(invalid(
+                        &key,
+                        "set sql = \"HOST:PORT\" (to poll the member's cluster role) or a fixed role = \"primary\"",
+                    ))
+                }
+            }
+        }
+        let polls = cluster.endpoints.iter().any(|e| e.role.is_none());
+        if polls && cluster.sql_user.is_none() {
+            return Err(invalid(format!("{key}.sql_user"), "required to poll member roles over SQL"));
+        }
+        let password_sources =
+            [cluster.sql_password.is_some(), cluster.sql_password_env.is_some(), cluster.sql_password_file.is_some()];
+        if password_sources.iter().filter(|set| **set).count() > 1 {
+            return Err(invalid(
+                format!("{key}.sql_password"),
+                "set at most one of sql_password, sql_password_env, sql_password_file",
+            ));
+        }
+        if cluster.role_poll_interval.is_zero() {
+            return Err(invalid(format!("{key}.role_poll_interval"), "must be greater than zero"));
+        }
+        if let Some(url) = &cluster.writes_url {
+            validate_public_url(url).map_err(|reason| invalid(format!("{key}.writes_url"), reason))?;
+        }
+        validate_transport(&format!("{key}.transport"), &cluster.transport)?;
+    }
+    Ok(())
+}
+
+fn validate_routes(routes: &[RouteConfig], clusters: &BTreeMap<String, ClusterConfig>) -> Result<(), ConfigError> {
+    if routes.is_empty() {
+        return Err(invalid("routes", "no routes: add [[routes]] entries mapping databases to clusters"));
+    }
+    for (i, route) in routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let matchers = [&route.database, &route.database_prefix, &route.database_glob];
+        if matchers.iter().filter(|m| m.is_some()).count() != 1 {
+            return Err(invalid(&key, "set exactly one of database, database_prefix, database_glob"));
+        }
+        for (field, value) in [("database", &route.database), ("database_prefix", &route.database_prefix)] {
+            if let Some(value) = value {
+                if value.is_empty() || value.contains(['/', '@']) {
+                    return Err(invalid(
+                        format!("{key}.{field}"),
+                        format!("{value:?} must be non-empty, without '/' or '@'"),
+                    ));
+                }
+            }
+        }
+        if let Some(glob) = &route.database_glob {
+            glob::Pattern::new(glob).map_err(|e| invalid(format!("{key}.database_glob"), e.to_string()))?;
+        }
+        if let Some(prefix) = &route.path_prefix {
+            let ok =
+                !prefix.is_empty() && prefix.split('/').all(|segment| !segment.is_empty() && !segment.contains('@'));
+            if !ok {
+                return Err(invalid(
+                    format!("{key}.path_prefix"),
+                    format!("{prefix:?} must be one or more non-empty segments separated by '/', without '@'"),
+                ));
+            }
+        }
+        if !clusters.contains_key(&route.cluster) {
+            return Err(invalid(format!("{key}.cluster"), format!("no cluster named {:?}", route.cluster)));
+        }
+        if let Some(earlier) = routes[..i].iter().position(|e| crate::route::shadows(e, route)) {
+            return Err(invalid(
+                &key,
+                format!("can never match: routes[{earlier}] matches every database this route names"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_name(name: &str) -> Result<(), String> {
@@ -286,7 +576,7 @@ fn validate_public_url(url: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn key_of(err: ConfigError) -> &'static str {
+    fn key_of(err: ConfigError) -> String {
         match err {
             ConfigError::Invalid { key, .. } => key,
             other => panic!("expected Invalid, got {other}"),

@@ -35,6 +35,16 @@ pub enum GatewayError {
     TooManyMessages(String),
     #[error("database {database:?} not found on the upstream")]
     DatabaseNotFound { database: String },
+    #[error("no route for {repo_path:?}: this gateway serves no such database")]
+    NoRoute { repo_path: String },
+    #[error("a stream must name one database; it switched from {first:?} to {now:?}")]
+    StreamSwitchedDatabase { first: String, now: String },
+    #[error("cluster {cluster:?} has no primary (waited {}); writes resume when a member becomes primary", humantime_secs(*.waited))]
+    NoPrimary { cluster: String, waited: Duration },
+    #[error("{endpoint} is a standby and this gateway does not forward writes{}", .writes_url.as_ref().map(|u| format!("; push to {u}")).unwrap_or_default())]
+    StandbyRefusesWrites { endpoint: String, writes_url: Option<String> },
+    #[error("endpoint {endpoint} is no longer the primary; ask for a new upload location")]
+    NotPrimaryAnymore { endpoint: String },
     #[error("upstream {address} is unreachable: {reason}")]
     UpstreamUnreachable { address: String, reason: String },
     #[error("upstream {address} did not answer within {}", humantime_secs(*.after))]
@@ -66,7 +76,10 @@ impl GatewayError {
             | GatewayError::TruncatedMessage
             | GatewayError::TooManyMessages(_) => Code::InvalidArgument,
             GatewayError::MessageTooLarge { .. } => Code::ResourceExhausted,
-            GatewayError::DatabaseNotFound { .. } => Code::NotFound,
+            GatewayError::DatabaseNotFound { .. } | GatewayError::NoRoute { .. } => Code::NotFound,
+            GatewayError::StreamSwitchedDatabase { .. } => Code::InvalidArgument,
+            GatewayError::NoPrimary { .. } | GatewayError::NotPrimaryAnymore { .. } => Code::Unavailable,
+            GatewayError::StandbyRefusesWrites { .. } => Code::FailedPrecondition,
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => Code::Unavailable,
             GatewayError::UpstreamTimeout { .. } => Code::DeadlineExceeded,
             GatewayError::ClientBody(_) => Code::Cancelled,
@@ -78,7 +91,11 @@ impl GatewayError {
     pub fn http_status(&self) -> StatusCode {
         match self {
             GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            GatewayError::NotAFileUrl(_) | GatewayError::DatabaseNotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::NotAFileUrl(_) | GatewayError::DatabaseNotFound { .. } | GatewayError::NoRoute { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            GatewayError::NoPrimary { .. } | GatewayError::NotPrimaryAnymore { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::StandbyRefusesWrites { .. } => StatusCode::CONFLICT,
             GatewayError::FileMethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::GrpcNeedsHttp2(_) => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -89,6 +106,7 @@ impl GatewayError {
             | GatewayError::NoDatabase
             | GatewayError::TruncatedMessage
             | GatewayError::TooManyMessages(_)
+            | GatewayError::StreamSwitchedDatabase { .. }
             | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
     }

@@ -58,10 +58,15 @@ async fn forward(gateway: &Gateway, request: Request<Incoming>) -> Result<Respon
     };
     let path_and_query = request.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let target = file_url::from_client_path(path_and_query)?;
-    let upstream = &gateway.upstream;
-    if target.endpoint != upstream.name() {
-        return Err(GatewayError::NotAFileUrl(format!("unknown upstream endpoint {:?}", target.endpoint)));
+    let (cluster, index) = gateway
+        .endpoint(target.endpoint)
+        .ok_or_else(|| GatewayError::NotAFileUrl(format!("unknown upstream endpoint {:?}", target.endpoint)))?;
+    let endpoint = &cluster.endpoints[*index];
+    // Uploads are writes: only while their endpoint is still the primary.
+    if has_body && cluster.current_primary() != Some(*index) {
+        return Err(GatewayError::NotPrimaryAnymore { endpoint: endpoint.name.clone() });
     }
+    let upstream = &endpoint.upstream;
     let uri = upstream.uri(target.upstream_path_and_query)?;
 
     let (parts, client_body) = request.into_parts();

@@ -2,6 +2,7 @@
 //! own server does (HTTP/2 with `content-type: application/grpc*` is gRPC,
 //! everything else is a table file) and hands each to its proxy.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,36 +13,74 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::config::Config;
+use crate::cluster::{Cluster, ConnectionAffinity};
+use crate::config::{ClusterConfig, Config};
 use crate::error::GatewayError;
-use crate::upstream::Upstream;
+use crate::route::Router;
 use crate::{files, grpc, BoxError};
 
 pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// What the listener knows about the connection a request came in on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     pub remote: SocketAddr,
     pub tls: bool,
+    /// Which members this connection's reads stick to.
+    pub affinity: Arc<ConnectionAffinity>,
 }
 
 /// Everything a request needs, built once from the configuration.
 #[derive(Debug)]
 pub struct Gateway {
-    pub(crate) upstream: Upstream,
+    pub(crate) router: Router,
+    clusters: HashMap<String, Arc<Cluster>>,
+    /// Endpoint name (as in table-file URLs) -> its cluster and index there.
+    endpoints: HashMap<String, (Arc<Cluster>, usize)>,
     public_url: Option<String>,
     pub(crate) max_message_bytes: usize,
 }
 
 impl Gateway {
     pub fn new(config: &Config) -> Result<Gateway, String> {
-        let upstream_config = config.upstream.as_ref().ok_or("no upstream configured")?;
+        let (cluster_configs, routes) = config.topology();
+        let mut clusters = HashMap::new();
+        let mut endpoints = HashMap::new();
+        for (name, cluster_config) in &cluster_configs {
+            let password = sql_password(name, cluster_config)?;
+            let cluster = Arc::new(Cluster::new(name, cluster_config, password.as_deref())?);
+            for (index, endpoint) in cluster.endpoints.iter().enumerate() {
+                endpoints.insert(endpoint.name.clone(), (cluster.clone(), index));
+            }
+            clusters.insert(name.clone(), cluster);
+        }
         Ok(Gateway {
-            upstream: Upstream::new(upstream_config)?,
+            router: Router::new(&routes),
+            clusters,
+            endpoints,
             public_url: config.listener.public_url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
             max_message_bytes: config.limits.max_message_bytes,
         })
+    }
+
+    /// Starts polling member roles (needs a Tokio runtime).
+    pub fn start_discovery(&self) {
+        for cluster in self.clusters.values() {
+            crate::cluster::discovery::spawn_pollers(cluster);
+        }
+    }
+
+    pub fn cluster(&self, name: &str) -> &Arc<Cluster> {
+        self.clusters.get(name).expect("routes name configured clusters (validated)")
+    }
+
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.values()
+    }
+
+    /// The endpoint a table-file URL names.
+    pub fn endpoint(&self, name: &str) -> Option<&(Arc<Cluster>, usize)> {
+        self.endpoints.get(name)
     }
 
     pub async fn handle(
@@ -51,8 +90,8 @@ impl Gateway {
     ) -> Result<Response<ResponseBody>, Infallible> {
         let response = if is_grpc(&request) {
             if request.version() == Version::HTTP_2 {
-                let origin = self.client_origin(&request, connection);
-                grpc::proxy(&self, request, origin).await
+                let origin = self.client_origin(&request, &connection);
+                grpc::proxy(&self, request, &connection, origin).await
             } else {
                 GatewayError::GrpcNeedsHttp2(request.version()).to_http_response().map(full_body)
             }
@@ -64,7 +103,7 @@ impl Gateway {
 
     /// `scheme://authority` under which this client reaches doltgate, for the
     /// table-file URLs handed back to it.
-    fn client_origin<B>(&self, request: &Request<B>, connection: ConnectionInfo) -> String {
+    fn client_origin<B>(&self, request: &Request<B>, connection: &ConnectionInfo) -> String {
         if let Some(url) = &self.public_url {
             return url.clone();
         }
@@ -77,6 +116,21 @@ impl Gateway {
             .unwrap_or_else(|| "localhost".to_owned());
         format!("{scheme}://{authority}")
     }
+}
+
+/// The SQL password for role polling, from the file, the environment or inline.
+fn sql_password(cluster: &str, config: &ClusterConfig) -> Result<Option<String>, String> {
+    if let Some(var) = &config.sql_password_env {
+        let value = std::env::var(var)
+            .map_err(|_| format!("clusters.{cluster}.sql_password_env: environment variable {var} is not set"))?;
+        return Ok(Some(value));
+    }
+    if let Some(path) = &config.sql_password_file {
+        let value = std::fs::read_to_string(path)
+            .map_err(|e| format!("clusters.{cluster}.sql_password_file: cannot read {}: {e}", path.display()))?;
+        return Ok(Some(value.trim_end_matches(['\n', '\r']).to_owned()));
+    }
+    Ok(config.sql_password.clone())
 }
 
 /// A response body that is all there in memory.

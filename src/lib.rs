@@ -7,6 +7,8 @@
 //! | [`listener`]  | TCP/TLS accept, HTTP/1.1 + HTTP/2 on one port, graceful drain      |
 //! | [`gateway`]   | telling gRPC from table-file traffic                               |
 //! | [`authn`]     | the caller's credentials                                           |
+//! | [`route`]     | which cluster serves the database a request names                  |
+//! | [`cluster`]   | members' roles, which member a read or write goes to               |
 //! | [`grpc`]      | forwarding calls message by message, URL rewriting, statuses       |
 //! | [`files`]     | forwarding table-file GET/PUT/POST to the endpoint that sealed them|
 //! | [`upstream`]  | pooled connections to a Dolt remotesapi endpoint                   |
@@ -16,6 +18,7 @@
 //! table-file URLs), [`error`] (every refusal and its gRPC/HTTP status).
 
 pub mod authn;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod file_url;
@@ -24,6 +27,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod listener;
 pub mod remotesapi;
+pub mod route;
 pub mod tls;
 pub mod upstream;
 
@@ -59,6 +63,7 @@ impl Server {
     pub async fn bind(config: &config::Config) -> Result<Server, StartError> {
         config.validate()?;
         let gateway = Arc::new(gateway::Gateway::new(config).map_err(StartError::Upstream)?);
+        gateway.start_discovery();
         let listener = listener::Listener::bind(config, gateway).await?;
         Ok(Server { listener })
     }

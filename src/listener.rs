@@ -80,9 +80,9 @@ impl Listener {
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls = self.tls.is_some();
-            let info = ConnectionInfo { remote, tls };
+            let info = ConnectionInfo { remote, tls, affinity: Default::default() };
             let gateway = self.gateway.clone();
-            let service = service_fn(move |request| gateway.clone().handle(request, info));
+            let service = service_fn(move |request| gateway.clone().handle(request, info.clone()));
             let result = match &self.tls {
                 None => {
                     let conn = self.http.serve_connection(TokioIo::new(stream), service);

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::{parse_authority, UpstreamConfig};
+use crate::config::{parse_authority, TransportConfig};
 use crate::error::GatewayError;
 use crate::BoxError;
 
@@ -34,8 +34,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Result<Upstream, String> {
-        let authority = parse_authority(&config.address)?;
+    pub fn new(name: &str, address: &str, config: &TransportConfig) -> Result<Upstream, String> {
+        let authority = parse_authority(address)?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
@@ -57,7 +57,7 @@ impl Upstream {
             .pool_max_idle_per_host(256)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Ok(Upstream { name: config.name.clone(), authority, grpc, files, request_timeout: config.request_timeout })
+        Ok(Upstream { name: name.to_owned(), authority, grpc, files, request_timeout: config.request_timeout })
     }
 
     /// The configured name, as it appears in table-file URLs.

@@ -54,6 +54,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         decoder: FrameDecoder,
+        // A message already read (to route the call), sent before the rest.
+        first: Option<Bytes>,
         on_message: Option<OnMessage>,
         direction: Direction,
         fault: Arc<CallFault>,
@@ -69,7 +71,15 @@ impl<B> MessageBody<B> {
         direction: Direction,
         fault: Arc<CallFault>,
     ) -> Self {
-        Self { inner, decoder: FrameDecoder::new(max_message), on_message, direction, fault, done: false }
+        Self { inner, decoder: FrameDecoder::new(max_message), first: None, on_message, direction, fault, done: false }
+    }
+
+    /// Continues a stream whose first message (already framed) and any
+    /// bytes after it were read ahead to route the call.
+    pub fn after_first(mut self, first: Bytes, decoder: FrameDecoder) -> Self {
+        self.first = Some(first);
+        self.decoder = decoder;
+        self
     }
 }
 
@@ -83,6 +93,9 @@ where
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
         loop {
             if *this.done {
                 return Poll::Ready(None);
@@ -194,6 +207,50 @@ fn finish(
                 hook(&mut trailers);
             }
             Ok(Some(Frame::trailers(trailers)))
+        }
+    }
+}
+
+/// A response body whose source is still being found: it resolves the
+/// future first (routing, connecting upstream), then streams what that
+/// yields. If the future fails, the body is just trailers with its status.
+pub struct DeferredBody<B> {
+    state: Deferred<B>,
+}
+
+enum Deferred<B> {
+    Pending(futures_util::future::BoxFuture<'static, Result<B, GatewayError>>),
+    Ready(B),
+    Done,
+}
+
+impl<B> DeferredBody<B> {
+    pub fn new(source: futures_util::future::BoxFuture<'static, Result<B, GatewayError>>) -> Self {
+        Self { state: Deferred::Pending(source) }
+    }
+}
+
+impl<B> Body for DeferredBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            match &mut self.state {
+                Deferred::Pending(source) => match ready!(source.as_mut().poll(cx)) {
+                    Ok(body) => self.state = Deferred::Ready(body),
+                    Err(err) => {
+                        tracing::info!(code = ?err.grpc_code(), error = %err, "refused gRPC stream");
+                        self.state = Deferred::Done;
+                        return Poll::Ready(Some(Ok(Frame::trailers(status::trailers(&err.to_status())))));
+                    }
+                },
+                Deferred::Ready(body) => return Pin::new(body).poll_frame(cx),
+                Deferred::Done => return Poll::Ready(None),
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod body;
 pub mod frame;
 pub mod status;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, Version};
@@ -19,81 +19,265 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use crate::authn;
+use crate::cluster::{Cluster, Endpoint};
 use crate::error::GatewayError;
 use crate::file_url;
-use crate::gateway::{full_body, is_hop_by_hop, remove_hop_by_hop, Gateway, ResponseBody};
+use crate::gateway::{full_body, is_hop_by_hop, remove_hop_by_hop, ConnectionInfo, Gateway, ResponseBody};
 use crate::remotesapi::wire::{self, Edit, Label};
 use crate::remotesapi::{read_repo_name, RepoName, Rpc};
-use body::{CallFault, Direction, MessageBody, OnMessage};
+use crate::route::Destination;
+use crate::upstream::UpstreamBody;
+use body::{CallFault, DeferredBody, Direction, MessageBody, OnMessage};
 use frame::{FrameDecoder, Framed};
 
 /// Proxies one gRPC call; every failure becomes a gRPC status for the client.
-pub async fn proxy(gateway: &Gateway, request: Request<Incoming>, origin: String) -> Response<ResponseBody> {
+pub async fn proxy(
+    gateway: &Arc<Gateway>,
+    request: Request<Incoming>,
+    connection: &ConnectionInfo,
+    origin: String,
+) -> Response<ResponseBody> {
     let path = request.uri().path().to_owned();
-    match forward(gateway, request, origin).await {
-        Ok(response) => response,
-        Err(err) => {
-            tracing::info!(method = %path, code = ?err.grpc_code(), error = %err, "refused gRPC call");
-            status::error_response(&err).map(full_body)
-        }
-    }
+    let result = match accept(request) {
+        Ok(call) if call.rpc.is_streaming() => Ok(forward_stream(gateway.clone(), call, connection.clone(), origin)),
+        Ok(call) => forward_unary(gateway, call, connection, origin).await,
+        Err(err) => Err(err),
+    };
+    result.unwrap_or_else(|err| {
+        tracing::info!(method = %path, code = ?err.grpc_code(), error = %err, "refused gRPC call");
+        status::error_response(&err).map(full_body)
+    })
 }
 
-async fn forward(
-    gateway: &Gateway,
-    request: Request<Incoming>,
-    origin: String,
-) -> Result<Response<ResponseBody>, GatewayError> {
+/// A call that passed the checks needing only its headers.
+struct Call {
+    rpc: Rpc,
+    uri: http::Uri,
+    /// The headers to send upstream, credentials included.
+    headers: HeaderMap,
+    body: Incoming,
+}
+
+fn accept(request: Request<Incoming>) -> Result<Call, GatewayError> {
     let rpc = Rpc::from_path(request.uri().path())
         .ok_or_else(|| GatewayError::UnknownMethod(request.uri().path().to_owned()))?;
     let credentials = authn::authenticate(request.headers())?;
-    let (parts, client_body) = request.into_parts();
-
+    let (parts, body) = request.into_parts();
     let mut headers = upstream_request_headers(&parts.headers);
     headers.insert(http::header::AUTHORIZATION, credentials.authorization().clone());
+    Ok(Call { rpc, uri: parts.uri, headers, body })
+}
 
-    let fault = Arc::new(CallFault::default());
-    let repo = Arc::new(Mutex::new(RepoName::default()));
-    let body = if rpc.is_streaming() {
-        let inspect = inspect_stream_messages(rpc, repo.clone());
-        let stream =
-            MessageBody::new(client_body, gateway.max_message_bytes, Some(inspect), Direction::Request, fault.clone());
-        stream.boxed_unsync()
+/// A unary call: its one message is read (and routed) before anything is
+/// sent, so a refusal is a clean trailers-only answer.
+async fn forward_unary(
+    gateway: &Gateway,
+    call: Call,
+    connection: &ConnectionInfo,
+    origin: String,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let routed = read_and_route(gateway, call.rpc, call.body).await?;
+    let cluster = gateway.cluster(&routed.destination.cluster);
+    let (index, response) = if call.rpc.is_write() {
+        connection.affinity.pin_to_primary(&cluster.name);
+        send_write(cluster, &routed, &call.uri, &call.headers).await?
     } else {
-        let message = read_unary_request(rpc, client_body, gateway.max_message_bytes).await?;
-        *lock(&repo) = repo_of(rpc, &message.message())?;
-        Full::new(message.into_bytes()).map_err(|never| match never {}).boxed_unsync()
+        send_unary_read(cluster, &routed, &call.uri, &call.headers, &connection.affinity).await?
     };
-
-    let upstream = &gateway.upstream;
-    let mut upstream_request = Request::new(body);
-    *upstream_request.method_mut() = http::Method::POST;
-    *upstream_request.uri_mut() = upstream.uri(parts.uri.path())?;
-    *upstream_request.version_mut() = Version::HTTP_2;
-    *upstream_request.headers_mut() = headers;
-
-    let response = upstream.send_grpc(upstream_request, !rpc.is_streaming()).await?;
     let (mut parts, upstream_body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     // The length no longer holds once messages are rewritten.
     parts.headers.remove(http::header::CONTENT_LENGTH);
-
     // A trailers-only answer carries its status in the headers and has no body.
     if status::read_status(&parts.headers).is_some() {
-        status::translate_upstream_status(&mut parts.headers, &lock(&repo));
+        status::translate_upstream_status(&mut parts.headers, &routed.repo);
         return Ok(Response::from_parts(parts, upstream_body.map_err(Into::into).boxed_unsync()));
     }
-    let rewrite_urls =
-        rpc.response_url_schema().map(|schema| rewrite_response_urls(schema, upstream.name().to_owned(), origin));
-    let on_trailers =
-        Box::new(move |trailers: &mut HeaderMap| status::translate_upstream_status(trailers, &lock(&repo)));
-    let direction = Direction::Response { on_trailers: Some(on_trailers), upstream: upstream.address().to_owned() };
-    let body = MessageBody::new(upstream_body, gateway.max_message_bytes, rewrite_urls, direction, fault);
-    Ok(Response::from_parts(parts, body.boxed_unsync()))
+    let relay = ResponseRelay { rpc: call.rpc, origin, repo: routed.repo, fault: Arc::default() };
+    Ok(Response::from_parts(parts, relay.body(gateway, &cluster.endpoints[index], upstream_body)))
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// A stream: clients may wait for response headers before sending their
+/// first message, and that message is what names the database, so the
+/// headers go out at once and the upstream call happens as the body is read.
+fn forward_stream(
+    gateway: Arc<Gateway>,
+    call: Call,
+    connection: ConnectionInfo,
+    origin: String,
+) -> Response<ResponseBody> {
+    let upstream_call = async move {
+        let fault = Arc::new(CallFault::default());
+        let routed = read_and_route(&gateway, call.rpc, call.body).await?;
+        let cluster = gateway.cluster(&routed.destination.cluster);
+        let index = cluster.read_candidates(routed.destination.read_policy, &connection.affinity)[0];
+        let (rest, decoder) = routed.rest.expect("streams keep the rest of their body");
+        let inspect = inspect_stream_messages(&gateway, call.rpc, routed.repo.path.clone());
+        let body = MessageBody::new(rest, gateway.max_message_bytes, Some(inspect), Direction::Request, fault.clone())
+            .after_first(routed.first.clone(), decoder)
+            .boxed_unsync();
+        let request = upstream_request(cluster, index, &call.uri, &call.headers, body)?;
+        let response =
+            record_transport(cluster, index, cluster.endpoints[index].upstream.send_grpc(request, false).await)?;
+        let (parts, upstream_body) = response.into_parts();
+        if let Some(mut trailers) = status::read_status(&parts.headers).map(|_| parts.headers) {
+            // Trailers-only upstream answer: its status becomes our trailers.
+            status::translate_upstream_status(&mut trailers, &routed.repo);
+            return Ok(trailers_only_body(trailers));
+        }
+        let relay = ResponseRelay { rpc: call.rpc, origin, repo: routed.repo, fault };
+        Ok(relay.body(&gateway, &cluster.endpoints[index], upstream_body))
+    };
+    let mut response = Response::new(DeferredBody::new(Box::pin(upstream_call)).boxed_unsync());
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    response
+}
+
+fn trailers_only_body(trailers: HeaderMap) -> ResponseBody {
+    let frame = Ok::<_, crate::BoxError>(http_body::Frame::trailers(trailers));
+    http_body_util::StreamBody::new(futures_util::stream::once(async move { frame })).boxed_unsync()
+}
+
+/// Relays an upstream response body to the client: URLs rewritten to lead
+/// through doltgate, statuses translated, a status guaranteed at the end.
+struct ResponseRelay {
+    rpc: Rpc,
+    origin: String,
+    repo: RepoName,
+    fault: Arc<CallFault>,
+}
+
+impl ResponseRelay {
+    fn body(self, gateway: &Gateway, endpoint: &Endpoint, upstream_body: Incoming) -> ResponseBody {
+        let rewrite_urls = self
+            .rpc
+            .response_url_schema()
+            .map(|schema| rewrite_response_urls(schema, endpoint.name.clone(), self.origin));
+        let repo = self.repo;
+        let on_trailers = Box::new(move |trailers: &mut HeaderMap| status::translate_upstream_status(trailers, &repo));
+        let direction =
+            Direction::Response { on_trailers: Some(on_trailers), upstream: endpoint.upstream.address().to_owned() };
+        MessageBody::new(upstream_body, gateway.max_message_bytes, rewrite_urls, direction, self.fault).boxed_unsync()
+    }
+}
+
+/// A call's request, read far enough to route it.
+struct RoutedRequest {
+    rpc: Rpc,
+    destination: Destination,
+    /// The client's name for the repository, for error messages.
+    repo: RepoName,
+    /// The first (for unary calls, the only) message, framed and rewritten for the upstream.
+    first: Bytes,
+    /// For streams: the rest of the client's body and what was read past the first message.
+    rest: Option<(Incoming, FrameDecoder)>,
+}
+
+/// Reads the first request message, finds its route, and rewrites the
+/// repository name for the upstream.
+async fn read_and_route(gateway: &Gateway, rpc: Rpc, mut body: Incoming) -> Result<RoutedRequest, GatewayError> {
+    let mut decoder = FrameDecoder::new(gateway.max_message_bytes);
+    let first = if rpc.is_streaming() {
+        read_next_message(&mut body, &mut decoder).await?.ok_or(GatewayError::NoDatabase)?
+    } else {
+        read_unary_request(rpc, &mut body, &mut decoder).await?
+    };
+    let repo = repo_of(rpc, &first.message())?;
+    let destination = gateway.router.resolve(&repo.path)?;
+    let first = match &destination.upstream_repo_path {
+        Some(path) => Framed::encode(&rename_repo(rpc, first.message(), path)?).into_bytes(),
+        None => first.into_bytes(),
+    };
+    let rest = rpc.is_streaming().then_some((body, decoder));
+    Ok(RoutedRequest { rpc, destination, repo, first, rest })
+}
+
+/// Sets `repo_path` to the upstream's name and drops `repo_id`, which would
+/// otherwise name the client's prefixed path.
+fn rename_repo(rpc: Rpc, message: Bytes, upstream_path: &str) -> Result<Bytes, GatewayError> {
+    let renamed = wire::rewrite::<GatewayError>(&message, rpc.request_schema(), &mut |label, _| {
+        Ok(match label {
+            Label::RepoPath => Edit::Replace(Bytes::copy_from_slice(upstream_path.as_bytes())),
+            Label::RepoId => Edit::Remove,
+            Label::Url => Edit::Keep,
+        })
+    })?;
+    Ok(renamed.unwrap_or(message))
+}
+
+fn upstream_request(
+    cluster: &Cluster,
+    index: usize,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: UpstreamBody,
+) -> Result<Request<UpstreamBody>, GatewayError> {
+    let mut request = Request::new(body);
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = cluster.endpoints[index].upstream.uri(uri.path())?;
+    *request.version_mut() = Version::HTTP_2;
+    *request.headers_mut() = headers.clone();
+    Ok(request)
+}
+
+fn full_upstream_body(bytes: Bytes) -> UpstreamBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Notes a failed connection so reads avoid the endpoint for a while.
+fn record_transport(
+    cluster: &Cluster,
+    index: usize,
+    result: Result<Response<Incoming>, GatewayError>,
+) -> Result<Response<Incoming>, GatewayError> {
+    if let Err(err @ GatewayError::UpstreamUnreachable { .. }) = &result {
+        cluster.record_unreachable(index, err);
+    }
+    result
+}
+
+/// A unary read, tried on each candidate until one answers: reads are
+/// idempotent and nothing has reached the client before an answer arrives.
+async fn send_unary_read(
+    cluster: &Cluster,
+    routed: &RoutedRequest,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    affinity: &crate::cluster::ConnectionAffinity,
+) -> Result<(usize, Response<Incoming>), GatewayError> {
+    let mut last_error = None;
+    for index in cluster.read_candidates(routed.destination.read_policy, affinity) {
+        let request = upstream_request(cluster, index, uri, headers, full_upstream_body(routed.first.clone()))?;
+        match record_transport(cluster, index, cluster.endpoints[index].upstream.send_grpc(request, true).await) {
+            Ok(response) => return Ok((index, response)),
+            Err(err) => {
+                tracing::debug!(endpoint = %cluster.endpoints[index].name, error = %err, rpc = %routed.rpc, "read failed; trying the next member");
+                last_error = Some(err);
+            }
+        }
+    }
+    Err(last_error.expect("a cluster has at least one endpoint"))
+}
+
+/// A write goes to the primary only. A Commit (the one RPC that moves refs)
+/// first re-checks that the chosen member is still primary, waiting for the
+/// next one if it is not.
+async fn send_write(
+    cluster: &Cluster,
+    routed: &RoutedRequest,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<(usize, Response<Incoming>), GatewayError> {
+    let index = loop {
+        let index = cluster.primary_for_write().await?;
+        if routed.rpc != Rpc::Commit || cluster.confirm_primary(index).await {
+            break index;
+        }
+        tracing::info!(cluster = %cluster.name, endpoint = %cluster.endpoints[index].name, "primary changed under a Commit; waiting for the new one");
+    };
+    let request = upstream_request(cluster, index, uri, headers, full_upstream_body(routed.first.clone()))?;
+    let response = cluster.endpoints[index].upstream.send_grpc(request, true).await;
+    Ok((index, record_transport(cluster, index, response)?))
 }
 
 fn repo_of(rpc: Rpc, message: &[u8]) -> Result<RepoName, GatewayError> {
@@ -104,38 +288,46 @@ fn repo_of(rpc: Rpc, message: &[u8]) -> Result<RepoName, GatewayError> {
     Ok(repo)
 }
 
-/// Reads a unary call's one request message (bounded by `max_message`).
-async fn read_unary_request(rpc: Rpc, mut body: Incoming, max_message: usize) -> Result<Framed, GatewayError> {
-    let mut decoder = FrameDecoder::new(max_message);
-    let mut message = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| GatewayError::ClientBody(e.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
+/// Reads the next complete message of a body, or `None` at its end.
+async fn read_next_message(body: &mut Incoming, decoder: &mut FrameDecoder) -> Result<Option<Framed>, GatewayError> {
+    loop {
+        if let Some(message) = decoder.next_message()? {
+            return Ok(Some(message));
+        }
+        let Some(frame) = body.frame().await else {
+            return if decoder.is_empty() { Ok(None) } else { Err(GatewayError::TruncatedMessage) };
         };
-        decoder.push(data);
-        while let Some(next) = decoder.next_message()? {
-            if message.replace(next).is_some() {
-                return Err(GatewayError::TooManyMessages(rpc.name().to_owned()));
-            }
+        let frame = frame.map_err(|e| GatewayError::ClientBody(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            decoder.push(data);
         }
     }
-    if !decoder.is_empty() {
-        return Err(GatewayError::TruncatedMessage);
-    }
-    message.ok_or(GatewayError::TruncatedMessage)
 }
 
-/// Checks each message of a client stream as it passes: every message must
-/// name a database, and the last one named is what errors refer to.
-fn inspect_stream_messages(rpc: Rpc, repo: Arc<Mutex<RepoName>>) -> OnMessage {
+/// Reads a unary call's one request message (bounded by the decoder's limit).
+async fn read_unary_request(rpc: Rpc, body: &mut Incoming, decoder: &mut FrameDecoder) -> Result<Framed, GatewayError> {
+    let message = read_next_message(body, decoder).await?.ok_or(GatewayError::TruncatedMessage)?;
+    if read_next_message(body, decoder).await?.is_some() {
+        return Err(GatewayError::TooManyMessages(rpc.name().to_owned()));
+    }
+    Ok(message)
+}
+
+/// Checks each later message of a client stream as it passes: it must name
+/// the same repository as the first (the call is already routed), and gets
+/// the same upstream name.
+fn inspect_stream_messages(gateway: &Gateway, rpc: Rpc, first_path: String) -> OnMessage {
+    let destination = gateway.router.resolve(&first_path).ok();
+    let upstream_path = destination.and_then(|d| d.upstream_repo_path);
     Box::new(move |message: Bytes| {
-        let name = repo_of(rpc, &message)?;
-        let mut current = lock(&repo);
-        if *current != name {
-            *current = name;
+        let repo = repo_of(rpc, &message)?;
+        if repo.path != first_path {
+            return Err(GatewayError::StreamSwitchedDatabase { first: first_path.clone(), now: repo.path });
         }
-        Ok(None)
+        match &upstream_path {
+            Some(path) => Ok(Some(rename_repo(rpc, message, path)?)),
+            None => Ok(None),
+        }
     })
 }
 

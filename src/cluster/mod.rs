@@ -1,0 +1,296 @@
+//! Upstream clusters: the Dolt endpoints behind a route, what role each one
+//! plays right now, and which of them a read or a write goes to.
+//!
+//! Writes go only to the primary: the member that says `primary` with the
+//! highest epoch. While there is none (mid-failover every member is briefly a
+//! standby) writes wait for one, up to `write_wait`; a sidecar setup refuses
+//! them at once instead. Reads follow the route's policy and fall back to any
+//! member, so they keep working through a failover.
+
+pub mod discovery;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::config::{ClusterConfig, NoPrimary, ReadPolicy, StaticRole};
+use crate::error::GatewayError;
+use crate::upstream::Upstream;
+
+/// A member's role as Dolt reports it (`@@global.dolt_cluster_role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Standby,
+    /// Two members claimed primary at the same epoch; Dolt refuses writes there.
+    DetectedBrokenConfig,
+    /// Not learned yet, or the last poll failed.
+    Unknown,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Role {
+        match text {
+            "primary" => Role::Primary,
+            "standby" => Role::Standby,
+            "detected_broken_config" => Role::DetectedBrokenConfig,
+            _ => Role::Unknown,
+        }
+    }
+}
+
+/// What doltgate currently believes about one endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointStatus {
+    pub role: Role,
+    pub epoch: u64,
+    /// Consecutive failed polls or connections.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    /// A transport failure takes the endpoint out of read rotation until then.
+    pub avoid_until: Option<Instant>,
+}
+
+impl EndpointStatus {
+    pub fn is_healthy(&self, now: Instant) -> bool {
+        self.failures == 0 || self.avoid_until.is_some_and(|until| now >= until)
+    }
+}
+
+pub struct Endpoint {
+    pub name: String,
+    pub upstream: Upstream,
+    /// Where to ask for the role; `None` for a fixed role.
+    pub(crate) sql: Option<mysql_async::Pool>,
+    status: Mutex<EndpointStatus>,
+}
+
+impl Endpoint {
+    pub fn status(&self) -> EndpointStatus {
+        lock(&self.status).clone()
+    }
+
+    fn is_healthy(&self) -> bool {
+        lock(&self.status).is_healthy(Instant::now())
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("name", &self.name).field("status", &self.status()).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub struct Cluster {
+    pub name: String,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Index of the current primary, if any; writers wait on changes.
+    primary: watch::Sender<Option<usize>>,
+    write_wait: Duration,
+    no_primary: NoPrimary,
+    writes_url: Option<String>,
+    pub(crate) poll_interval: Duration,
+    /// Spreads new connections across members for `any` and `prefer_standby`.
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("name", &self.name).field("endpoints", &self.endpoints).finish()
+    }
+}
+
+impl Cluster {
+    pub fn new(name: &str, config: &ClusterConfig, sql_password: Option<&str>) -> Result<Cluster, String> {
+        let mut endpoints = Vec::with_capacity(config.endpoints.len());
+        for endpoint in &config.endpoints {
+            let upstream = Upstream::new(&endpoint.name, &endpoint.remotesapi, &config.transport)?;
+            let sql = match (&endpoint.sql, endpoint.role) {
+                (Some(address), None) => Some(discovery::pool(address, config, sql_password)?),
+                _ => None,
+            };
+            let role = match endpoint.role {
+                Some(StaticRole::Primary) => Role::Primary,
+                Some(StaticRole::Standby) => Role::Standby,
+                None => Role::Unknown,
+            };
+            let status = EndpointStatus { role, epoch: 0, failures: 0, last_error: None, avoid_until: None };
+            endpoints.push(Arc::new(Endpoint {
+                name: endpoint.name.clone(),
+                upstream,
+                sql,
+                status: Mutex::new(status),
+            }));
+        }
+        let cluster = Cluster {
+            name: name.to_owned(),
+            endpoints,
+            primary: watch::Sender::new(None),
+            write_wait: config.write_wait,
+            no_primary: config.no_primary,
+            writes_url: config.writes_url.clone(),
+            poll_interval: config.role_poll_interval,
+            next: AtomicUsize::new(0),
+        };
+        cluster.recompute_primary();
+        Ok(cluster)
+    }
+
+    /// Records a role poll's result for endpoint `index`.
+    pub fn record_role(&self, index: usize, result: Result<(Role, u64), String>) {
+        let endpoint = &self.endpoints[index];
+        {
+            let mut status = lock(&endpoint.status);
+            match result {
+                Ok((role, epoch)) => {
+                    if status.role != role || status.epoch != epoch {
+                        tracing::info!(cluster = %self.name, endpoint = %endpoint.name, ?role, epoch, "member role");
+                    }
+                    *status = EndpointStatus { role, epoch, failures: 0, last_error: None, avoid_until: None };
+                }
+                Err(error) => {
+                    if status.failures == 0 {
+                        tracing::warn!(cluster = %self.name, endpoint = %endpoint.name, %error, "role poll failed");
+                    }
+                    status.role = Role::Unknown;
+                    status.failures = status.failures.saturating_add(1);
+                    status.last_error = Some(error);
+                }
+            }
+        }
+        self.recompute_primary();
+    }
+
+    /// A connection to the endpoint failed: skip it for reads for a while.
+    pub fn record_unreachable(&self, index: usize, error: &GatewayError) {
+        let endpoint = &self.endpoints[index];
+        let mut status = lock(&endpoint.status);
+        status.failures = status.failures.saturating_add(1);
+        status.last_error = Some(error.to_string());
+        status.avoid_until = Some(Instant::now() + self.poll_interval.max(Duration::from_secs(1)));
+    }
+
+    /// The primary is the `primary` with the highest epoch; a member that
+    /// cannot be polled is not trusted to be one.
+    fn recompute_primary(&self) {
+        let primary = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let status = lock(&e.status);
+                (status.role == Role::Primary && (status.failures == 0 || e.sql.is_none())).then_some((i, status.epoch))
+            })
+            .max_by_key(|(_, epoch)| *epoch)
+            .map(|(i, _)| i);
+        self.primary.send_if_modified(|current| {
+            let changed = *current != primary;
+            if changed {
+                let name = primary.map(|i| self.endpoints[i].name.as_str()).unwrap_or("none");
+                tracing::info!(cluster = %self.name, primary = name, "primary changed");
+                *current = primary;
+            }
+            changed
+        });
+    }
+
+    pub fn current_primary(&self) -> Option<usize> {
+        *self.primary.borrow()
+    }
+
+    /// The endpoint a write goes to, waiting up to `write_wait` for a primary.
+    pub async fn primary_for_write(&self) -> Result<usize, GatewayError> {
+        if let Some(index) = self.current_primary() {
+            return Ok(index);
+        }
+        if self.no_primary == NoPrimary::Refuse {
+            let endpoint = self.endpoints.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(GatewayError::StandbyRefusesWrites { endpoint, writes_url: self.writes_url.clone() });
+        }
+        let mut changes = self.primary.subscribe();
+        let waited = tokio::time::timeout(self.write_wait, changes.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(primary)) => Ok(primary.expect("waited for Some")),
+            _ => Err(GatewayError::NoPrimary { cluster: self.name.clone(), waited: self.write_wait }),
+        }
+    }
+
+    /// Asks the endpoint for its role right now: a Commit moves refs, and a
+    /// member demoted since the last poll would accept it and lose it.
+    pub async fn confirm_primary(&self, index: usize) -> bool {
+        let Some(pool) = &self.endpoints[index].sql else { return true };
+        let result = discovery::query_role(pool).await;
+        let confirmed = matches!(result, Ok((Role::Primary, _)));
+        self.record_role(index, result);
+        confirmed && self.current_primary() == Some(index)
+    }
+
+    /// Endpoints to try for a read, best first: the connection's earlier
+    /// choice when it still fits, then the policy's preference, healthy
+    /// members before unhealthy ones.
+    pub fn read_candidates(&self, policy: ReadPolicy, affinity: &ConnectionAffinity) -> Vec<usize> {
+        let primary = self.current_primary();
+        let mut order: Vec<usize> = (0..self.endpoints.len()).collect();
+        let pinned = affinity.get(&self.name);
+        let preferred = match (pinned, policy) {
+            (Some(Affinity::Primary), _) | (None, ReadPolicy::Primary) => primary,
+            (Some(Affinity::Endpoint(i)), _) if i < order.len() && self.endpoints[i].is_healthy() => Some(i),
+            (_, ReadPolicy::Primary) => primary,
+            (_, ReadPolicy::PreferStandby | ReadPolicy::Any) => {
+                let pool: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|&i| self.endpoints[i].is_healthy())
+                    .filter(|&i| policy == ReadPolicy::Any || Some(i) != primary)
+                    .collect();
+                let choice = if pool.is_empty() {
+                    primary
+                } else {
+                    Some(pool[self.next.fetch_add(1, Ordering::Relaxed) % pool.len()])
+                };
+                if let Some(i) = choice {
+                    affinity.set(&self.name, Affinity::Endpoint(i));
+                }
+                choice
+            }
+        };
+        // Healthy first, the preferred one at the very front; the primary
+        // before standbys otherwise, as it has everything.
+        order.sort_by_key(|&i| (Some(i) != preferred, !self.endpoints[i].is_healthy(), Some(i) != primary));
+        order
+    }
+}
+
+/// What a client connection has been bound to, per cluster: reads from the
+/// member it started on (one `dolt` command sees one consistent store), and
+/// after its first write, reads from the primary (a push compares its root
+/// against the primary's).
+#[derive(Debug, Default)]
+pub struct ConnectionAffinity(Mutex<HashMap<String, Affinity>>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affinity {
+    Endpoint(usize),
+    Primary,
+}
+
+impl ConnectionAffinity {
+    fn get(&self, cluster: &str) -> Option<Affinity> {
+        lock(&self.0).get(cluster).copied()
+    }
+
+    fn set(&self, cluster: &str, affinity: Affinity) {
+        lock(&self.0).insert(cluster.to_owned(), affinity);
+    }
+
+    pub fn pin_to_primary(&self, cluster: &str) {
+        self.set(cluster, Affinity::Primary);
+    }
+}

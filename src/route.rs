@@ -1,0 +1,232 @@
+//! Which cluster serves a request: routes map the database a request names
+//! (and an optional client-side path prefix) to a cluster, first match wins.
+//!
+//! Names compare case-insensitively because sql-server looks databases up
+//! that way; a route that only matched one spelling would let another slip by.
+
+use glob::{MatchOptions, Pattern};
+
+use crate::config::{ReadPolicy, RouteConfig};
+use crate::error::GatewayError;
+
+const MATCH_OPTIONS: MatchOptions =
+    MatchOptions { case_sensitive: false, require_literal_separator: false, require_literal_leading_dot: false };
+
+#[derive(Debug)]
+enum Matcher {
+    Exact(String),
+    Prefix(String),
+    Glob(Pattern),
+}
+
+impl Matcher {
+    fn from_config(route: &RouteConfig) -> Matcher {
+        if let Some(name) = &route.database {
+            Matcher::Exact(name.to_lowercase())
+        } else if let Some(prefix) = &route.database_prefix {
+            Matcher::Prefix(prefix.to_lowercase())
+        } else {
+            let glob = route.database_glob.as_deref().unwrap_or("*");
+            Matcher::Glob(Pattern::new(glob).unwrap_or_else(|_| Pattern::new("*").expect("valid")))
+        }
+    }
+
+    fn matches(&self, database: &str) -> bool {
+        match self {
+            Matcher::Exact(name) => database.eq_ignore_ascii_case(name),
+            Matcher::Prefix(prefix) => database.to_lowercase().starts_with(prefix.as_str()),
+            Matcher::Glob(pattern) => pattern.matches_with(database, MATCH_OPTIONS),
+        }
+    }
+
+    /// The literal text every matched name starts with, when the matcher is
+    /// "anything starting with it" (`Prefix`, or a glob `lit*`).
+    fn as_prefix(&self) -> Option<&str> {
+        match self {
+            Matcher::Prefix(prefix) => Some(prefix),
+            Matcher::Glob(pattern) => {
+                let text = pattern.as_str();
+                let literal = text.strip_suffix('*')?;
+                (!literal.contains(['*', '?', '[', ']'])).then_some(literal)
+            }
+            Matcher::Exact(_) => None,
+        }
+    }
+
+    /// The literal text before the first wildcard of every name this matches.
+    fn leading_literal(&self) -> &str {
+        match self {
+            Matcher::Exact(name) => name,
+            Matcher::Prefix(prefix) => prefix,
+            Matcher::Glob(pattern) => {
+                let text = pattern.as_str();
+                &text[..text.find(['*', '?', '[']).unwrap_or(text.len())]
+            }
+        }
+    }
+
+    /// Whether every name `other` matches is matched by `self` (conservative:
+    /// false when unsure).
+    fn covers(&self, other: &Matcher) -> bool {
+        match other {
+            Matcher::Exact(name) => self.matches(name),
+            _ => match self.as_prefix() {
+                Some(prefix) => other.leading_literal().to_lowercase().starts_with(&prefix.to_lowercase()),
+                None => match (self, other) {
+                    (Matcher::Glob(a), Matcher::Glob(b)) => a.as_str().eq_ignore_ascii_case(b.as_str()),
+                    _ => false,
+                },
+            },
+        }
+    }
+}
+
+/// A route, ready to match requests.
+#[derive(Debug)]
+pub struct Route {
+    matcher: Matcher,
+    /// Lower-cased, without slashes at either end.
+    path_prefix: Option<String>,
+    pub cluster: String,
+    pub read_policy: ReadPolicy,
+}
+
+/// Where a request goes and under which name the upstream knows the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub route: usize,
+    pub cluster: String,
+    pub read_policy: ReadPolicy,
+    /// The database name alone (no revision), as the upstream sees it.
+    pub database: String,
+    /// The `repo_path` to send upstream when it differs from the client's
+    /// (a path prefix was stripped); `None` forwards the request unchanged.
+    pub upstream_repo_path: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    pub fn new(routes: &[RouteConfig]) -> Router {
+        Router {
+            routes: routes
+                .iter()
+                .map(|r| Route {
+                    matcher: Matcher::from_config(r),
+                    path_prefix: r.path_prefix.as_ref().map(|p| p.trim_matches('/').to_lowercase()),
+                    cluster: r.cluster.clone(),
+                    read_policy: r.read_policy,
+                })
+                .collect(),
+        }
+    }
+
+    /// The first route whose prefix and database pattern match `repo_path`.
+    pub fn resolve(&self, repo_path: &str) -> Result<Destination, GatewayError> {
+        for (index, route) in self.routes.iter().enumerate() {
+            let Some(rest) = strip_path_prefix(repo_path, route.path_prefix.as_deref()) else { continue };
+            let database = database_of(rest);
+            if database.is_empty() || !route.matcher.matches(database) {
+                continue;
+            }
+            return Ok(Destination {
+                route: index,
+                cluster: route.cluster.clone(),
+                read_policy: route.read_policy,
+                database: database.to_owned(),
+                upstream_repo_path: route.path_prefix.is_some().then(|| rest.to_owned()),
+            });
+        }
+        Err(GatewayError::NoRoute { repo_path: repo_path.to_owned() })
+    }
+}
+
+/// sql-server reads `db/branch` and `db@rev` as database `db` at a revision.
+fn database_of(repo_path: &str) -> &str {
+    repo_path.split(['/', '@']).next().unwrap_or_default()
+}
+
+fn strip_path_prefix<'a>(repo_path: &'a str, prefix: Option<&str>) -> Option<&'a str> {
+    let Some(prefix) = prefix else { return Some(repo_path) };
+    let head = repo_path.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    repo_path[prefix.len()..].strip_prefix('/')
+}
+
+/// Whether `earlier`, listed first, matches every request `later` would, so
+/// `later` can never be chosen. Conservative: only reports sure cases.
+pub fn shadows(earlier: &RouteConfig, later: &RouteConfig) -> bool {
+    let (early, late) = (Matcher::from_config(earlier), Matcher::from_config(later));
+    let norm = |p: &Option<String>| p.as_deref().map(|p| p.trim_matches('/').to_lowercase()).unwrap_or_default();
+    let (early_prefix, late_prefix) = (norm(&earlier.path_prefix), norm(&later.path_prefix));
+    if early_prefix == late_prefix {
+        return early.covers(&late);
+    }
+    // A shorter prefix sees the rest of the longer one as the database name.
+    let rest = if early_prefix.is_empty() {
+        Some(late_prefix.as_str())
+    } else {
+        late_prefix.strip_prefix(&early_prefix).and_then(|r| r.strip_prefix('/'))
+    };
+    rest.is_some_and(|rest| early.matches(database_of(rest)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(kind: &str, value: &str, prefix: Option<&str>, cluster: &str) -> RouteConfig {
+        RouteConfig {
+            database: (kind == "exact").then(|| value.to_owned()),
+            database_prefix: (kind == "prefix").then(|| value.to_owned()),
+            database_glob: (kind == "glob").then(|| value.to_owned()),
+            path_prefix: prefix.map(str::to_owned),
+            cluster: cluster.into(),
+            read_policy: ReadPolicy::Primary,
+        }
+    }
+
+    #[test]
+    fn first_match_wins_and_prefixes_are_stripped() {
+        let router = Router::new(&[
+            route("exact", "shop", None, "a"),
+            route("prefix", "team_", None, "b"),
+            route("glob", "*", Some("eu"), "c"),
+            route("glob", "*_prod", None, "d"),
+        ]);
+        let dest = |p: &str| router.resolve(p).map(|d| (d.cluster, d.database, d.upstream_repo_path));
+        assert_eq!(dest("shop").unwrap(), ("a".into(), "shop".into(), None));
+        assert_eq!(dest("SHOP/feature").unwrap(), ("a".into(), "SHOP".into(), None));
+        assert_eq!(dest("team_x@main").unwrap(), ("b".into(), "team_x".into(), None));
+        assert_eq!(dest("eu/orders").unwrap(), ("c".into(), "orders".into(), Some("orders".into())));
+        assert_eq!(dest("EU/orders/dev").unwrap(), ("c".into(), "orders".into(), Some("orders/dev".into())));
+        assert_eq!(dest("sales_prod").unwrap(), ("d".into(), "sales_prod".into(), None));
+        assert!(matches!(router.resolve("other"), Err(GatewayError::NoRoute { .. })));
+        assert!(matches!(router.resolve("eu"), Err(GatewayError::NoRoute { .. })), "prefix alone names no database");
+        assert!(matches!(router.resolve("eu/"), Err(GatewayError::NoRoute { .. })));
+    }
+
+    #[test]
+    fn shadowed_routes_are_detected() {
+        let cases = [
+            (route("glob", "*", None, "a"), route("exact", "shop", None, "b"), true),
+            (route("prefix", "te", None, "a"), route("prefix", "team", None, "b"), true),
+            (route("prefix", "team", None, "a"), route("prefix", "te", None, "b"), false),
+            (route("glob", "team*", None, "a"), route("glob", "team_*_x", None, "b"), true),
+            (route("exact", "shop", None, "a"), route("exact", "SHOP", None, "b"), true),
+            (route("exact", "shop", None, "a"), route("exact", "shop", Some("eu"), "b"), false),
+            (route("glob", "*", None, "a"), route("glob", "*", Some("eu"), "b"), true),
+            (route("exact", "us", None, "a"), route("glob", "*", Some("eu"), "b"), false),
+            (route("glob", "*", Some("eu"), "a"), route("exact", "x", Some("eu/west"), "b"), true),
+            (route("glob", "*_prod", None, "a"), route("glob", "*_dev", None, "b"), false),
+        ];
+        for (earlier, later, expected) in cases {
+            assert_eq!(shadows(&earlier, &later), expected, "{earlier:?} vs {later:?}");
+        }
+    }
+}
