@@ -177,19 +177,24 @@ impl Cluster {
         status.avoid_until = Some(Instant::now() + self.poll_interval.max(Duration::from_secs(1)));
     }
 
-    /// The primary is the `primary` with the highest epoch; a member that
-    /// cannot be polled is not trusted to be one.
+    /// The primary is the member that says `primary` at the highest epoch
+    /// any member has reported. A claim at an older epoch is stale, two
+    /// claims at the same epoch are Dolt's broken configuration, and a member
+    /// that cannot be polled is not trusted: in each case there is none.
     fn recompute_primary(&self) {
-        let primary = self
-            .endpoints
+        let statuses: Vec<(EndpointStatus, bool)> =
+            self.endpoints.iter().map(|e| (e.status(), e.sql.is_none())).collect();
+        let newest = statuses.iter().map(|(s, _)| s.epoch).max().unwrap_or(0);
+        let claims: Vec<usize> = statuses
             .iter()
             .enumerate()
-            .filter_map(|(i, e)| {
-                let status = lock(&e.status);
-                (status.role == Role::Primary && (status.failures == 0 || e.sql.is_none())).then_some((i, status.epoch))
-            })
-            .max_by_key(|(_, epoch)| *epoch)
-            .map(|(i, _)| i);
+            .filter(|(_, (s, fixed))| s.role == Role::Primary && s.epoch == newest && (s.failures == 0 || *fixed))
+            .map(|(i, _)| i)
+            .collect();
+        let primary = match claims.as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        };
         self.primary.send_if_modified(|current| {
             let changed = *current != primary;
             if changed {
@@ -292,5 +297,101 @@ impl ConnectionAffinity {
 
     pub fn pin_to_primary(&self, cluster: &str) {
         self.set(cluster, Affinity::Primary);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EndpointConfig, TransportConfig};
+
+    /// Two polled members (the SQL pools connect lazily; polls are simulated).
+    fn cluster(no_primary: NoPrimary, write_wait: Duration) -> Cluster {
+        let endpoint = |name: &str| EndpointConfig {
+            name: name.into(),
+            remotesapi: "127.0.0.1:1".into(),
+            sql: Some("127.0.0.1:1".into()),
+            role: None,
+        };
+        let config = ClusterConfig {
+            endpoints: vec![endpoint("dolt-0"), endpoint("dolt-1")],
+            sql_user: Some("doltgate".into()),
+            sql_password: None,
+            sql_password_env: None,
+            sql_password_file: None,
+            role_poll_interval: Duration::from_secs(1),
+            write_wait,
+            no_primary,
+            writes_url: Some("https://dolt.example.com".into()),
+            transport: TransportConfig::default(),
+        };
+        Cluster::new("main", &config, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn primary_is_the_highest_epoch_primary_and_follows_failover() {
+        let c = cluster(NoPrimary::Hold, Duration::from_secs(1));
+        assert_eq!(c.current_primary(), None, "nothing known before the first poll");
+        c.record_role(0, Ok((Role::Primary, 1)));
+        c.record_role(1, Ok((Role::Standby, 1)));
+        assert_eq!(c.current_primary(), Some(0));
+        // Graceful failover: the old primary steps down first, then the standby takes over.
+        c.record_role(0, Ok((Role::Standby, 2)));
+        assert_eq!(c.current_primary(), None);
+        c.record_role(1, Ok((Role::Primary, 2)));
+        assert_eq!(c.current_primary(), Some(1));
+        // A stale claim at a lower epoch loses.
+        c.record_role(0, Ok((Role::Primary, 1)));
+        assert_eq!(c.current_primary(), Some(1));
+        // A primary that cannot be polled is not trusted, and the stale claim does not take over.
+        c.record_role(1, Err("connection refused".into()));
+        assert_eq!(c.current_primary(), None);
+        c.record_role(1, Ok((Role::Primary, 2)));
+        assert_eq!(c.current_primary(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn writes_wait_for_a_primary_then_give_up_clearly() {
+        let c = Arc::new(cluster(NoPrimary::Hold, Duration::from_secs(5)));
+        let later = c.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            later.record_role(1, Ok((Role::Primary, 3)));
+        });
+        assert_eq!(c.primary_for_write().await.unwrap(), 1);
+
+        let c = cluster(NoPrimary::Hold, Duration::from_millis(50));
+        let err = c.primary_for_write().await.unwrap_err();
+        assert!(matches!(err, GatewayError::NoPrimary { .. }));
+        assert!(err.to_string().contains("cluster \"main\" has no primary"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sidecar_refuses_writes_at_once_naming_where_to_go() {
+        let c = cluster(NoPrimary::Refuse, Duration::from_secs(60));
+        c.record_role(0, Ok((Role::Standby, 4)));
+        let err = tokio::time::timeout(Duration::from_secs(1), c.primary_for_write()).await.unwrap().unwrap_err();
+        assert_eq!(err.grpc_code(), tonic::Code::FailedPrecondition);
+        assert!(err.to_string().contains("https://dolt.example.com"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn reads_follow_policy_and_stick_to_a_connection() {
+        let c = cluster(NoPrimary::Hold, Duration::from_secs(1));
+        c.record_role(0, Ok((Role::Primary, 1)));
+        c.record_role(1, Ok((Role::Standby, 1)));
+        let conn = ConnectionAffinity::default();
+        assert_eq!(c.read_candidates(ReadPolicy::Primary, &conn), vec![0, 1]);
+        assert_eq!(c.read_candidates(ReadPolicy::PreferStandby, &conn), vec![1, 0]);
+        assert_eq!(c.read_candidates(ReadPolicy::PreferStandby, &conn), vec![1, 0], "same member again");
+        conn.pin_to_primary("main");
+        assert_eq!(c.read_candidates(ReadPolicy::PreferStandby, &conn), vec![0, 1], "after a write: the primary");
+
+        // An unreachable standby drops behind the primary for new connections.
+        c.record_unreachable(1, &GatewayError::NoDatabase);
+        assert_eq!(c.read_candidates(ReadPolicy::PreferStandby, &ConnectionAffinity::default()), vec![0, 1]);
+        // With no primary at all, reads still have somewhere to go.
+        c.record_role(0, Ok((Role::Standby, 2)));
+        assert_eq!(c.read_candidates(ReadPolicy::Primary, &ConnectionAffinity::default()).len(), 2);
     }
 }
