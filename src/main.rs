@@ -92,11 +92,16 @@ fn run(cli: &Cli) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let upstream = config.upstream.as_ref().expect("validated");
+        let (clusters, routes) = config.topology();
+        let endpoints: Vec<String> = clusters
+            .iter()
+            .flat_map(|(name, c)| c.endpoints.iter().map(move |e| format!("{name}/{}={}", e.name, e.remotesapi)))
+            .collect();
         tracing::info!(
             listen = %server.local_addr(),
             tls = server.is_tls(),
-            upstream = %upstream.address,
+            endpoints = %endpoints.join(","),
+            routes = routes.len(),
             "doltgate listening"
         );
         server.run(shutdown_signal(), DEFAULT_DRAIN).await;

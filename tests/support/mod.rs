@@ -244,10 +244,21 @@ pub struct Doltgate {
 impl Doltgate {
     /// Starts doltgate in front of `upstream`, logging into `log_dir`.
     pub fn start(log_dir: &Path, upstream: &str, extra_args: &[&str]) -> Doltgate {
+        let mut args = vec!["--upstream", upstream];
+        args.extend_from_slice(extra_args);
+        Doltgate::spawn(log_dir, &args)
+    }
+
+    /// Starts doltgate with a configuration file (the listener comes from a flag).
+    pub fn start_with_config(log_dir: &Path, config: &Path) -> Doltgate {
+        Doltgate::spawn(log_dir, &["--config", config.to_str().unwrap()])
+    }
+
+    fn spawn(log_dir: &Path, args: &[&str]) -> Doltgate {
         let port = free_port();
         let log = log_dir.join(format!("doltgate-{port}.log"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_doltgate"));
-        command.args(["--listen", &format!("127.0.0.1:{port}"), "--upstream", upstream]).args(extra_args);
+        command.args(["--listen", &format!("127.0.0.1:{port}")]).args(args);
         command.env("RUST_LOG", "doltgate=debug,info");
         let mut child = spawn_logged(command, &log);
         wait_for_port(port, &mut child, "doltgate", &log);
