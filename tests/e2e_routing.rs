@@ -11,7 +11,10 @@ use support::*;
 
 fn make_db(env: &DoltEnv, dir: &Path, table: &str) {
     env.init_repo(dir);
-    env.ok(dir, &["sql", "-q", &format!("CREATE TABLE {table} (id INT PRIMARY KEY); INSERT INTO {table} VALUES (1), (2);")]);
+    env.ok(
+        dir,
+        &["sql", "-q", &format!("CREATE TABLE {table} (id INT PRIMARY KEY); INSERT INTO {table} VALUES (1), (2);")],
+    );
     env.ok(dir, &["commit", "-Am", &format!("create {table}")]);
 }
 
@@ -57,7 +60,11 @@ cluster = "west"
     env.ok_with(env.path(), &["clone", "--user", USER, &gateway.url("orders"), orders.to_str().unwrap()], &auth);
     assert_eq!(env.log_hashes(&orders, "main"), env.log_hashes(&east_data.join("orders"), "main"));
     let billing = env.path().join("billing-clone");
-    env.ok_with(env.path(), &["clone", "--user", USER, &gateway.url("finance/billing"), billing.to_str().unwrap()], &auth);
+    env.ok_with(
+        env.path(),
+        &["clone", "--user", USER, &gateway.url("finance/billing"), billing.to_str().unwrap()],
+        &auth,
+    );
     assert_eq!(env.log_hashes(&billing, "main"), env.log_hashes(&west_data.join("billing"), "main"));
     assert_eq!(env.query_csv(&billing, "SELECT COUNT(*) AS n FROM invoices"), "n\n2\n");
 
