@@ -230,6 +230,52 @@ impl DoltServer {
         DoltServer { process: ChildGuard { child, log }, sql_port, remotesapi_port, data_dir: data_dir.to_owned() }
     }
 
+    /// Starts `dolt sql-server --config <yaml>` (ports come from the YAML); waits
+    /// for `remotesapi_port`. Users must already exist in `data_dir`.
+    pub fn start_with_config(
+        env: &DoltEnv,
+        data_dir: &Path,
+        yaml: &Path,
+        sql_port: u16,
+        remotesapi_port: u16,
+    ) -> DoltServer {
+        let log = env.path().join(format!("dolt-sql-server-{remotesapi_port}.log"));
+        let command = env.command(data_dir, &["sql-server", "--config", yaml.to_str().unwrap()]);
+        let mut child = spawn_logged(command, &log);
+        wait_for_port(remotesapi_port, &mut child, "dolt sql-server", &log);
+        DoltServer { process: ChildGuard { child, log }, sql_port, remotesapi_port, data_dir: data_dir.to_owned() }
+    }
+
+    /// Creates the test user with every grant (cluster members and role polling need them).
+    pub fn create_admin_user(env: &DoltEnv, data_dir: &Path) {
+        let grants = format!(
+            "CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT ALL ON *.* TO '{USER}'@'%' WITH GRANT OPTION;"
+        );
+        env.ok(data_dir, &["sql", "-q", &grants]);
+    }
+
+    /// Runs a query over this server's SQL port as the test user; CSV out.
+    pub fn sql(&self, env: &DoltEnv, query: &str) -> String {
+        let port = self.sql_port.to_string();
+        let args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--user",
+            USER,
+            "--password",
+            PASSWORD,
+            "--no-tls",
+            "sql",
+            "-r",
+            "csv",
+            "-q",
+            query,
+        ];
+        env.ok(env.path(), &args)
+    }
+
     pub fn remotesapi_addr(&self) -> String {
         format!("127.0.0.1:{}", self.remotesapi_port)
     }
