@@ -30,6 +30,8 @@ pub struct Config {
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
     #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default)]
     pub log: LogConfig,
@@ -55,6 +57,14 @@ impl Default for ListenerConfig {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+
+/// The operator-facing listener: `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Unset: no admin listener. Keep it off the traffic port and off the internet.
+    pub address: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

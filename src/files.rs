@@ -32,6 +32,32 @@ pub async fn proxy(gateway: &Gateway, request: Request<Incoming>) -> Response<Re
     // The path only: the query is what makes a sealed URL usable, so it stays out of logs.
     let path = request.uri().path().to_owned();
     let range = request.headers().get(http::header::RANGE).and_then(|r| r.to_str().ok()).map(str::to_owned);
+    let response = respond(gateway, request, &method, &path, range).await;
+    crate::metrics::metrics()
+        .file_requests
+        .with_label_values(&[method_label(&method), response.status().as_str()])
+        .inc();
+    response
+}
+
+/// Methods outside the bounded set share one label value.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        _ => "OTHER",
+    }
+}
+
+async fn respond(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    method: &Method,
+    path: &str,
+    range: Option<String>,
+) -> Response<ResponseBody> {
     match forward(gateway, request).await {
         Ok(response) => {
             tracing::debug!(

@@ -78,6 +78,11 @@ impl Gateway {
         self.clusters.values()
     }
 
+    /// Why the gateway should not get traffic now; empty when ready.
+    pub fn not_ready_reasons(&self) -> Vec<String> {
+        self.clusters.values().filter_map(|cluster| cluster.not_ready_reason()).collect()
+    }
+
     /// The endpoint a table-file URL names.
     pub fn endpoint(&self, name: &str) -> Option<&(Arc<Cluster>, usize)> {
         self.endpoints.get(name)
@@ -88,6 +93,7 @@ impl Gateway {
         request: Request<Incoming>,
         connection: ConnectionInfo,
     ) -> Result<Response<ResponseBody>, Infallible> {
+        let in_flight = crate::metrics::InFlight::start();
         let response = if is_grpc(&request) {
             if request.version() == Version::HTTP_2 {
                 let origin = self.client_origin(&request, &connection);
@@ -98,7 +104,8 @@ impl Gateway {
         } else {
             files::proxy(&self, request).await
         };
-        Ok(response)
+        // In flight until the last byte of the answer has gone out.
+        Ok(response.map(|body| ObservedBody::new(body, Box::new(move |_| drop(in_flight))).boxed_unsync()))
     }
 
     /// `scheme://authority` under which this client reaches doltgate, for the
@@ -131,6 +138,63 @@ fn sql_password(cluster: &str, config: &ClusterConfig) -> Result<Option<String>,
         return Ok(Some(value.trim_end_matches(['\n', '\r']).to_owned()));
     }
     Ok(config.sql_password.clone())
+}
+
+/// Runs a callback once when a body ends: with its trailers if it had any,
+/// else with `None` (also when dropped early, e.g. the client went away).
+pub(crate) struct ObservedBody<B> {
+    inner: B,
+    on_end: Option<OnEnd>,
+}
+
+pub(crate) type OnEnd = Box<dyn FnOnce(Option<&http::HeaderMap>) + Send>;
+
+impl<B> ObservedBody<B> {
+    pub(crate) fn new(inner: B, on_end: OnEnd) -> Self {
+        Self { inner, on_end: Some(on_end) }
+    }
+
+    fn end(&mut self, trailers: Option<&http::HeaderMap>) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(trailers);
+        }
+    }
+}
+
+impl<B> Drop for ObservedBody<B> {
+    fn drop(&mut self) {
+        self.end(None);
+    }
+}
+
+impl<B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin> http_body::Body for ObservedBody<B> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    self.end(Some(trailers));
+                }
+            }
+            std::task::Poll::Ready(_) => self.end(None),
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A response body that is all there in memory.

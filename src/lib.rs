@@ -17,6 +17,7 @@
 //! (what the protocol's messages look like), [`file_url`] (doltgate's own
 //! table-file URLs), [`error`] (every refusal and its gRPC/HTTP status).
 
+pub mod admin;
 pub mod authn;
 pub mod cluster;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod files;
 pub mod gateway;
 pub mod grpc;
 pub mod listener;
+pub mod metrics;
 pub mod remotesapi;
 pub mod route;
 pub mod tls;
@@ -56,6 +58,7 @@ pub enum StartError {
 /// A configured gateway, bound to its port and ready to serve.
 pub struct Server {
     listener: listener::Listener,
+    admin: Option<admin::AdminListener>,
 }
 
 impl Server {
@@ -64,8 +67,17 @@ impl Server {
         config.validate()?;
         let gateway = Arc::new(gateway::Gateway::new(config).map_err(StartError::Upstream)?);
         gateway.start_discovery();
+        let admin = match config.admin.address {
+            Some(address) => Some(admin::AdminListener::bind(address, gateway.clone()).await?),
+            None => None,
+        };
         let listener = listener::Listener::bind(config, gateway).await?;
-        Ok(Server { listener })
+        Ok(Server { listener, admin })
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(admin::AdminListener::local_addr)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -78,6 +90,9 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains for up to `drain`.
     pub async fn run(self, shutdown: impl Future<Output = ()>, drain: Duration) {
+        if let Some(admin) = self.admin {
+            tokio::spawn(admin.serve());
+        }
         self.listener.serve(shutdown, drain).await
     }
 }

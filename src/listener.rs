@@ -79,6 +79,9 @@ impl Listener {
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let open = crate::metrics::metrics().open_connections.clone();
+            open.inc();
+            let _open = scopeguard(move || open.dec());
             let tls = self.tls.is_some();
             let info = ConnectionInfo { remote, tls, affinity: Default::default() };
             let gateway = self.gateway.clone();
@@ -103,6 +106,19 @@ impl Listener {
             }
         });
     }
+}
+
+/// Runs `f` when dropped, so a count is undone however the task ends.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 fn http_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {

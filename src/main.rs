@@ -19,6 +19,9 @@ struct Cli {
     /// The Dolt remotesapi endpoint (`dolt sql-server --remotesapi-port`), host:port.
     #[arg(long, global = true)]
     upstream: Option<String>,
+    /// Address for /metrics, /healthz and /readyz, e.g. 127.0.0.1:9090.
+    #[arg(long, global = true)]
+    admin: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -49,6 +52,9 @@ fn load(cli: &Cli, file: Option<PathBuf>) -> Result<Config, String> {
     };
     if let Some(listen) = cli.listen {
         config.listener.address = listen;
+    }
+    if let Some(admin) = cli.admin {
+        config.admin.address = Some(admin);
     }
     if let Some(address) = &cli.upstream {
         match config.upstream.as_mut() {
@@ -102,6 +108,7 @@ fn run(cli: &Cli) -> ExitCode {
             tls = server.is_tls(),
             endpoints = %endpoints.join(","),
             routes = routes.len(),
+            admin = ?server.admin_addr(),
             "doltgate listening"
         );
         server.run(shutdown_signal(), DEFAULT_DRAIN).await;

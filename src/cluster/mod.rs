@@ -168,6 +168,29 @@ impl Cluster {
         self.recompute_primary();
     }
 
+    /// Why this cluster cannot serve as it should, if it cannot.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        let now = Instant::now();
+        if !self.endpoints.iter().any(|e| lock(&e.status).is_healthy(now)) {
+            return Some(format!("cluster {}: no reachable member", self.name));
+        }
+        if self.current_primary().is_none() && self.no_primary == NoPrimary::Hold {
+            return Some(format!("cluster {}: no primary", self.name));
+        }
+        None
+    }
+
+    fn publish(&self) {
+        let m = crate::metrics::metrics();
+        let now = Instant::now();
+        let primary = self.current_primary();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let labels = [self.name.as_str(), e.name.as_str()];
+            m.endpoint_healthy.with_label_values(&labels).set(lock(&e.status).is_healthy(now) as i64);
+            m.endpoint_primary.with_label_values(&labels).set((primary == Some(i)) as i64);
+        }
+    }
+
     /// A connection to the endpoint failed: skip it for reads for a while.
     pub fn record_unreachable(&self, index: usize, error: &GatewayError) {
         let endpoint = &self.endpoints[index];
@@ -175,6 +198,8 @@ impl Cluster {
         status.failures = status.failures.saturating_add(1);
         status.last_error = Some(error.to_string());
         status.avoid_until = Some(Instant::now() + self.poll_interval.max(Duration::from_secs(1)));
+        drop(status);
+        self.publish();
     }
 
     /// The primary is the member that says `primary` at the highest epoch
@@ -200,10 +225,12 @@ impl Cluster {
             if changed {
                 let name = primary.map(|i| self.endpoints[i].name.as_str()).unwrap_or("none");
                 tracing::info!(cluster = %self.name, primary = name, "primary changed");
+                crate::metrics::metrics().primary_changes.with_label_values(&[self.name.as_str()]).inc();
                 *current = primary;
             }
             changed
         });
+        self.publish();
     }
 
     pub fn current_primary(&self) -> Option<usize> {

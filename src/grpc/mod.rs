@@ -22,7 +22,9 @@ use crate::authn;
 use crate::cluster::{Cluster, Endpoint};
 use crate::error::GatewayError;
 use crate::file_url;
-use crate::gateway::{full_body, is_hop_by_hop, remove_hop_by_hop, ConnectionInfo, Gateway, ResponseBody};
+use crate::gateway::{
+    full_body, is_hop_by_hop, remove_hop_by_hop, ConnectionInfo, Gateway, ObservedBody, ResponseBody,
+};
 use crate::remotesapi::wire::{self, Edit, Label};
 use crate::remotesapi::{read_repo_name, RepoName, Rpc};
 use crate::route::Destination;
@@ -38,14 +40,28 @@ pub async fn proxy(
     origin: String,
 ) -> Response<ResponseBody> {
     let path = request.uri().path().to_owned();
+    let method = Rpc::from_path(&path).map(Rpc::name).unwrap_or("unknown");
+    let mut record = crate::metrics::GrpcCallRecord::start(method);
     let result = match accept(request) {
         Ok(call) if call.rpc.is_streaming() => Ok(forward_stream(gateway.clone(), call, connection.clone(), origin)),
         Ok(call) => forward_unary(gateway, call, connection, origin).await,
         Err(err) => Err(err),
     };
-    result.unwrap_or_else(|err| {
+    let response = result.unwrap_or_else(|err| {
         tracing::info!(method = %path, code = ?err.grpc_code(), error = %err, "refused gRPC call");
         status::error_response(&err).map(full_body)
+    });
+    // The status is in the headers (trailers-only) or arrives in the trailers.
+    if let Some((code, _)) = status::read_status(response.headers()) {
+        record.finish(code);
+        return response;
+    }
+    response.map(|body| {
+        let on_end = Box::new(move |trailers: Option<&HeaderMap>| {
+            let code = trailers.and_then(status::read_status).map(|(code, _)| code);
+            record.finish(code.unwrap_or(tonic::Code::Cancelled));
+        });
+        ObservedBody::new(body, on_end).boxed_unsync()
     })
 }
 

@@ -1,0 +1,196 @@
+//! Prometheus metrics: the families doltgate exports and their text
+//! exposition. Label values come only from bounded sets (RPC names, gRPC
+//! codes, HTTP statuses, configured cluster and endpoint names), never from
+//! what clients send, so a client cannot grow the series count.
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Finished gRPC calls by method and final status code.
+    pub grpc_requests: IntCounterVec,
+    pub grpc_duration: HistogramVec,
+    /// Finished table-file requests by HTTP method and status.
+    pub file_requests: IntCounterVec,
+    pub in_flight: IntGauge,
+    pub open_connections: IntGauge,
+    /// 1 while the endpoint answers its role polls (or, for a fixed role, its connections).
+    pub endpoint_healthy: IntGaugeVec,
+    /// 1 for the member doltgate currently sends writes to.
+    pub endpoint_primary: IntGaugeVec,
+    pub primary_changes: IntCounterVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let family = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(family.clone())).expect("unique metric");
+    family
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let family = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(family.clone())).expect("unique metric");
+    family
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::new(name, help).expect("valid metric");
+    registry.register(Box::new(gauge.clone())).expect("unique metric");
+    gauge
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let grpc_duration = HistogramVec::new(
+            HistogramOpts::new("doltgate_grpc_request_duration_seconds", "Time from request to final status.")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["method"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(grpc_duration.clone())).expect("unique metric");
+        let build = gauge_vec(&registry, "doltgate_build_info", "Always 1; labels name the build.", &["version"]);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Metrics {
+            grpc_requests: counter(
+                &registry,
+                "doltgate_grpc_requests_total",
+                "Finished remotesapi gRPC calls.",
+                &["method", "code"],
+            ),
+            grpc_duration,
+            file_requests: counter(
+                &registry,
+                "doltgate_file_requests_total",
+                "Finished table-file HTTP requests.",
+                &["method", "status"],
+            ),
+            in_flight: gauge(&registry, "doltgate_requests_in_flight", "Requests being served now."),
+            open_connections: gauge(&registry, "doltgate_open_connections", "Client connections open now."),
+            endpoint_healthy: gauge_vec(
+                &registry,
+                "doltgate_upstream_healthy",
+                "1 while the upstream endpoint is reachable.",
+                &["cluster", "endpoint"],
+            ),
+            endpoint_primary: gauge_vec(
+                &registry,
+                "doltgate_upstream_primary",
+                "1 for the endpoint writes go to.",
+                &["cluster", "endpoint"],
+            ),
+            primary_changes: counter(
+                &registry,
+                "doltgate_primary_changes_total",
+                "Times a cluster's primary changed (including to none).",
+                &["cluster"],
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("exposition is UTF-8")
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+/// Counts one request in flight until dropped.
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn start() -> InFlight {
+        metrics().in_flight.inc();
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics().in_flight.dec();
+    }
+}
+
+/// Records one gRPC call's outcome exactly once: when its status is known,
+/// or as CANCELLED if the call is dropped first (the client went away).
+pub struct GrpcCallRecord {
+    method: &'static str,
+    started: Instant,
+    done: bool,
+}
+
+impl GrpcCallRecord {
+    pub fn start(method: &'static str) -> GrpcCallRecord {
+        GrpcCallRecord { method, started: Instant::now(), done: false }
+    }
+
+    pub fn finish(&mut self, code: tonic::Code) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let m = metrics();
+        m.grpc_requests.with_label_values(&[self.method, code_name(code)]).inc();
+        m.grpc_duration.with_label_values(&[self.method]).observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for GrpcCallRecord {
+    fn drop(&mut self) {
+        self.finish(tonic::Code::Cancelled);
+    }
+}
+
+/// Upper-case names as gRPC documents them (OK, NOT_FOUND, ...).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_counted_once_and_dropped_calls_count_as_cancelled() {
+        let before = |code: &str| metrics().grpc_requests.with_label_values(&["Root", code]).get();
+        let (ok, cancelled) = (before("OK"), before("CANCELLED"));
+        let mut call = GrpcCallRecord::start("Root");
+        call.finish(tonic::Code::Ok);
+        drop(call);
+        drop(GrpcCallRecord::start("Root"));
+        assert_eq!(before("OK"), ok + 1);
+        assert_eq!(before("CANCELLED"), cancelled + 1);
+        assert!(metrics().render().contains("doltgate_build_info{version=\""));
+    }
+}

@@ -1,0 +1,107 @@
+//! The admin listener with real traffic: after real `dolt` clones and a push
+//! through doltgate, `/metrics` (scraped over HTTP, parsed strictly as
+//! Prometheus text format) moved by the right amounts; `/healthz` and
+//! `/readyz` answer.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use support::*;
+
+/// GET over plain HTTP/1.0; returns (status, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// Parses the text exposition strictly: every line is a HELP, a TYPE, or a
+/// sample `name{labels} value`; returns samples keyed by `name{labels}`.
+fn parse_exposition(text: &str) -> HashMap<String, f64> {
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample line: {line:?}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "unterminated labels in {line:?}");
+            for pair in series[name_end + 1..series.len() - 1].split(',').filter(|p| !p.is_empty()) {
+                let (key, value) = pair.split_once('=').unwrap_or_else(|| panic!("bad label in {line:?}"));
+                assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad label name in {line:?}");
+                assert!(value.starts_with('"') && value.ends_with('"'), "unquoted label value in {line:?}");
+            }
+        }
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}
+
+fn scrape(port: u16) -> HashMap<String, f64> {
+    let (status, body) = http_get(port, "/metrics");
+    assert_eq!(status, 200);
+    parse_exposition(&body)
+}
+
+fn delta(before: &HashMap<String, f64>, after: &HashMap<String, f64>, series: &str) -> f64 {
+    after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_move_with_real_traffic() {
+    let env = DoltEnv::new();
+    let data = env.path().join("server");
+    let db = data.join("stats");
+    env.init_repo(&db);
+    env.ok(&db, &["sql", "-q", "CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1);"]);
+    env.ok(&db, &["commit", "-Am", "t"]);
+    let server = DoltServer::start(&env, &data);
+    let admin = free_port();
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let gateway = Doltgate::start(env.path(), &server.remotesapi_addr(), &["--admin", &admin_addr]);
+    let auth = password_env();
+
+    assert_eq!(http_get(admin, "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(http_get(admin, "/readyz").0, 200);
+    let start = scrape(admin);
+    assert_eq!(start.get("doltgate_upstream_primary{cluster=\"default\",endpoint=\"dolt\"}"), Some(&1.0));
+
+    // A clone and a push.
+    let repo = env.path().join("clone");
+    env.ok_with(env.path(), &["clone", "--user", USER, &gateway.url("stats"), repo.to_str().unwrap()], &auth);
+    env.ok(&repo, &["sql", "-q", "INSERT INTO t VALUES (2);"]);
+    env.ok(&repo, &["commit", "-Am", "two"]);
+    env.ok_with(&repo, &["push", "--user", USER, "origin", "main"], &auth);
+    // A refused clone: exactly one call, not retried.
+    env.fails(env.path(), &["clone", &gateway.url("stats"), "nocreds"], &[]);
+
+    let end = scrape(admin);
+    let grpc =
+        |method: &str, code: &str| format!("doltgate_grpc_requests_total{{code=\"{code}\",method=\"{method}\"}}");
+    assert!(delta(&start, &end, &grpc("GetRepoMetadata", "OK")) >= 2.0, "clone and push each open the remote");
+    assert_eq!(delta(&start, &end, &grpc("Commit", "OK")), 1.0, "one push, one Commit");
+    assert_eq!(delta(&start, &end, &grpc("GetRepoMetadata", "UNAUTHENTICATED")), 1.0);
+    assert!(delta(&start, &end, "doltgate_file_requests_total{method=\"PUT\",status=\"200\"}") >= 1.0);
+    let downloads = delta(&start, &end, "doltgate_file_requests_total{method=\"GET\",status=\"200\"}")
+        + delta(&start, &end, "doltgate_file_requests_total{method=\"GET\",status=\"206\"}");
+    assert!(downloads >= 1.0, "the clone downloaded table files");
+    let commits = end.get("doltgate_grpc_request_duration_seconds_count{method=\"Commit\"}").copied().unwrap_or(0.0);
+    assert_eq!(commits, 1.0);
+    assert_eq!(end.get("doltgate_requests_in_flight"), Some(&0.0), "nothing left in flight");
+    assert_eq!(end.get("doltgate_build_info{version=\"0.1.0\"}"), Some(&1.0));
+    drop(gateway);
+}
