@@ -4,7 +4,6 @@
 //! refuses writes anyway).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -13,16 +12,16 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, SharedGateway};
 use crate::metrics::metrics;
 
 pub struct AdminListener {
     tcp: TcpListener,
-    gateway: Arc<Gateway>,
+    gateway: SharedGateway,
 }
 
 impl AdminListener {
-    pub async fn bind(address: SocketAddr, gateway: Arc<Gateway>) -> Result<AdminListener, crate::StartError> {
+    pub async fn bind(address: SocketAddr, gateway: SharedGateway) -> Result<AdminListener, crate::StartError> {
         let tcp = TcpListener::bind(address).await.map_err(|source| crate::StartError::Bind { address, source })?;
         Ok(AdminListener { tcp, gateway })
     }
@@ -38,7 +37,7 @@ impl AdminListener {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let gateway = gateway.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(&gateway, &request)) }
+                    async move { Ok::<_, std::convert::Infallible>(answer(&gateway.load(), &request)) }
                 });
                 let _ =
                     hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;

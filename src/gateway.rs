@@ -21,6 +21,10 @@ use crate::{files, grpc, BoxError};
 
 pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// The gateway in effect; a reload swaps in a new one while requests that
+/// started on the old one finish with it.
+pub type SharedGateway = Arc<arc_swap::ArcSwap<Gateway>>;
+
 /// What the listener knows about the connection a request came in on.
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {

@@ -59,20 +59,46 @@ pub enum StartError {
 pub struct Server {
     listener: listener::Listener,
     admin: Option<admin::AdminListener>,
+    gateway: gateway::SharedGateway,
+}
+
+/// Applies a new configuration to a running server.
+#[derive(Clone)]
+pub struct Reloader {
+    gateway: gateway::SharedGateway,
+}
+
+impl Reloader {
+    /// Validates `config`, builds a new gateway from it and swaps it in.
+    /// Requests in flight finish on the old one; on error nothing changes.
+    /// The listener and admin addresses, TLS and connection limits are read
+    /// only at start.
+    pub fn apply(&self, config: &config::Config) -> Result<(), StartError> {
+        config.validate()?;
+        let fresh = Arc::new(gateway::Gateway::new(config).map_err(StartError::Upstream)?);
+        fresh.start_discovery();
+        self.gateway.store(fresh);
+        Ok(())
+    }
 }
 
 impl Server {
     /// Validates `config`, builds the gateway and binds the listener.
     pub async fn bind(config: &config::Config) -> Result<Server, StartError> {
         config.validate()?;
-        let gateway = Arc::new(gateway::Gateway::new(config).map_err(StartError::Upstream)?);
-        gateway.start_discovery();
+        let built = Arc::new(gateway::Gateway::new(config).map_err(StartError::Upstream)?);
+        built.start_discovery();
+        let gateway: gateway::SharedGateway = Arc::new(arc_swap::ArcSwap::new(built));
         let admin = match config.admin.address {
             Some(address) => Some(admin::AdminListener::bind(address, gateway.clone()).await?),
             None => None,
         };
-        let listener = listener::Listener::bind(config, gateway).await?;
-        Ok(Server { listener, admin })
+        let listener = listener::Listener::bind(config, gateway.clone()).await?;
+        Ok(Server { listener, admin, gateway })
+    }
+
+    pub fn reloader(&self) -> Reloader {
+        Reloader { gateway: self.gateway.clone() }
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if configured.

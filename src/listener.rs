@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, LimitsConfig};
-use crate::gateway::{ConnectionInfo, Gateway};
+use crate::gateway::{ConnectionInfo, SharedGateway};
 
 /// Client-facing flow-control windows: as for the upstream side, big enough
 /// that throughput is not bounded by round trips.
@@ -28,11 +28,11 @@ pub struct Listener {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
     http: auto::Builder<TokioExecutor>,
-    gateway: Arc<Gateway>,
+    gateway: SharedGateway,
 }
 
 impl Listener {
-    pub async fn bind(config: &Config, gateway: Arc<Gateway>) -> Result<Listener, crate::StartError> {
+    pub async fn bind(config: &Config, gateway: SharedGateway) -> Result<Listener, crate::StartError> {
         let address = config.listener.address;
         let tcp = TcpListener::bind(address).await.map_err(|source| crate::StartError::Bind { address, source })?;
         let tls = match &config.listener.tls {
@@ -85,7 +85,7 @@ impl Listener {
             let tls = self.tls.is_some();
             let info = ConnectionInfo { remote, tls, affinity: Default::default() };
             let gateway = self.gateway.clone();
-            let service = service_fn(move |request| gateway.clone().handle(request, info.clone()));
+            let service = service_fn(move |request| gateway.load_full().handle(request, info.clone()));
             let result = match &self.tls {
                 None => {
                     let conn = self.http.serve_connection(TokioIo::new(stream), service);

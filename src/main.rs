@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use doltgate::config::{Config, LogFormat, UpstreamConfig};
 use doltgate::{Server, DEFAULT_DRAIN};
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "doltgate", version, about = "A protocol-aware reverse proxy for Dolt remotes")]
 struct Cli {
     /// Configuration file (TOML). Flags override what it says.
@@ -26,7 +26,7 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// Run the gateway (the default).
     Run,
@@ -80,6 +80,29 @@ fn check_config(cli: &Cli, file: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// On SIGHUP: read the configuration file again (flags still override it),
+/// and apply it if valid; an invalid one is logged and the running one kept.
+#[cfg(unix)]
+async fn reload_on_sighup(cli: Cli, reloader: doltgate::Reloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+    while hangups.recv().await.is_some() {
+        let outcome =
+            load(&cli, cli.config.clone()).and_then(|config| reloader.apply(&config).map_err(|e| e.to_string()));
+        let metrics = doltgate::metrics::metrics();
+        match outcome {
+            Ok(()) => {
+                metrics.config_reloads.with_label_values(&["applied"]).inc();
+                tracing::info!("configuration reloaded");
+            }
+            Err(error) => {
+                metrics.config_reloads.with_label_values(&["rejected"]).inc();
+                tracing::error!(%error, "configuration reload rejected; keeping the running configuration");
+            }
+        }
+    }
+}
+
 fn run(cli: &Cli) -> ExitCode {
     let config = match load(cli, cli.config.clone()) {
         Ok(config) => config,
@@ -111,6 +134,8 @@ fn run(cli: &Cli) -> ExitCode {
             admin = ?server.admin_addr(),
             "doltgate listening"
         );
+        #[cfg(unix)]
+        tokio::spawn(reload_on_sighup(cli.clone(), server.reloader()));
         server.run(shutdown_signal(), DEFAULT_DRAIN).await;
         ExitCode::SUCCESS
     })

@@ -24,6 +24,8 @@ pub struct Metrics {
     /// 1 for the member doltgate currently sends writes to.
     pub endpoint_primary: IntGaugeVec,
     pub primary_changes: IntCounterVec,
+    /// Configuration reloads by outcome (`applied`, `rejected`).
+    pub config_reloads: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -89,6 +91,12 @@ impl Metrics {
                 "doltgate_primary_changes_total",
                 "Times a cluster's primary changed (including to none).",
                 &["cluster"],
+            ),
+            config_reloads: counter(
+                &registry,
+                "doltgate_config_reloads_total",
+                "Configuration reloads by outcome.",
+                &["outcome"],
             ),
             registry,
         }
