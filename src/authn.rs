@@ -16,6 +16,22 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// Who the credentials claim to be, for logs: the Basic user name, or
+    /// the scheme alone for other kinds. Never the secret.
+    pub fn user_for_logs(&self) -> String {
+        let value = self.authorization.to_str().unwrap_or_default();
+        let Some(encoded) = value.strip_prefix("Basic ") else {
+            return value.split_whitespace().next().unwrap_or("unknown").to_owned();
+        };
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|text| text.split_once(':').map(|(user, _)| user.to_owned()))
+            .unwrap_or_else(|| "malformed".to_owned())
+    }
+
     /// The one `authorization` value the upstream will see.
     pub fn authorization(&self) -> &HeaderValue {
         &self.authorization
@@ -52,6 +68,7 @@ mod tests {
 
         headers.append(http::header::AUTHORIZATION, HeaderValue::from_static("Basic YTpi"));
         assert_eq!(authenticate(&headers).unwrap().authorization(), "Basic YTpi");
+        assert_eq!(authenticate(&headers).unwrap().user_for_logs(), "a", "the user, never the password");
 
         headers.append(http::header::AUTHORIZATION, HeaderValue::from_static("Basic Yzpk"));
         assert!(matches!(authenticate(&headers), Err(GatewayError::Unauthenticated(_))));

@@ -28,16 +28,30 @@ const FORWARDED_REQUEST_HEADERS: [&str; 9] = [
 ];
 
 pub async fn proxy(gateway: &Gateway, request: Request<Incoming>) -> Response<ResponseBody> {
+    let started = std::time::Instant::now();
     let method = request.method().clone();
     // The path only: the query is what makes a sealed URL usable, so it stays out of logs.
     let path = request.uri().path().to_owned();
     let range = request.headers().get(http::header::RANGE).and_then(|r| r.to_str().ok()).map(str::to_owned);
-    let response = respond(gateway, request, &method, &path, range).await;
-    crate::metrics::metrics()
-        .file_requests
-        .with_label_values(&[method_label(&method), response.status().as_str()])
-        .inc();
-    response
+    let result = forward(gateway, request).await;
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(err) => err.http_status(),
+    };
+    let error = result.as_ref().err().map(ToString::to_string);
+    tracing::info!(
+        target: "doltgate::access",
+        %method,
+        %path,
+        range = %range.as_deref().unwrap_or("none"),
+        status = status.as_u16(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        error = error.as_deref().unwrap_or(""),
+        "{}",
+        if error.is_some() { "table-file request refused" } else { "table-file request" }
+    );
+    crate::metrics::metrics().file_requests.with_label_values(&[method_label(&method), status.as_str()]).inc();
+    result.unwrap_or_else(|err| err.to_http_response().map(full_body))
 }
 
 /// Methods outside the bounded set share one label value.
@@ -48,31 +62,6 @@ fn method_label(method: &Method) -> &'static str {
         Method::PUT => "PUT",
         Method::POST => "POST",
         _ => "OTHER",
-    }
-}
-
-async fn respond(
-    gateway: &Gateway,
-    request: Request<Incoming>,
-    method: &Method,
-    path: &str,
-    range: Option<String>,
-) -> Response<ResponseBody> {
-    match forward(gateway, request).await {
-        Ok(response) => {
-            tracing::debug!(
-                %method,
-                %path,
-                range = %range.as_deref().unwrap_or("none"),
-                status = response.status().as_u16(),
-                "table-file request"
-            );
-            response
-        }
-        Err(err) => {
-            tracing::info!(%method, %path, status = err.http_status().as_u16(), error = %err, "refused table-file request");
-            err.to_http_response().map(full_body)
-        }
     }
 }
 

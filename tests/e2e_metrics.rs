@@ -103,5 +103,19 @@ fn metrics_move_with_real_traffic() {
     assert_eq!(commits, 1.0);
     assert_eq!(end.get("doltgate_requests_in_flight"), Some(&0.0), "nothing left in flight");
     assert_eq!(end.get("doltgate_build_info{version=\"0.1.0\"}"), Some(&1.0));
-    drop(gateway);
+
+    // The access log: one line per call and per table-file request, with the user but no secret.
+    let log = gateway.process.log();
+    let commit_line = log
+        .lines()
+        .find(|l| l.contains("grpc call") && l.contains("method=Commit"))
+        .unwrap_or_else(|| panic!("no Commit access line:\n{log}"));
+    for field in ["code=OK", "user=alice", "database=stats", "endpoint=dolt", "duration_ms="] {
+        assert!(commit_line.contains(field), "{field} missing from {commit_line}");
+    }
+    assert!(log.contains("code=UNAUTHENTICATED"), "refused calls are logged too");
+    assert!(log
+        .lines()
+        .any(|l| l.contains("table-file request") && l.contains("method=PUT") && l.contains("status=200")));
+    assert!(!log.contains(PASSWORD), "the password must never reach the log");
 }

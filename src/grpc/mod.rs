@@ -39,30 +39,72 @@ pub async fn proxy(
     connection: &ConnectionInfo,
     origin: String,
 ) -> Response<ResponseBody> {
+    let started = std::time::Instant::now();
     let path = request.uri().path().to_owned();
     let method = Rpc::from_path(&path).map(Rpc::name).unwrap_or("unknown");
     let mut record = crate::metrics::GrpcCallRecord::start(method);
+    let access = Arc::new(AccessContext::default());
     let result = match accept(request) {
-        Ok(call) if call.rpc.is_streaming() => Ok(forward_stream(gateway.clone(), call, connection.clone(), origin)),
-        Ok(call) => forward_unary(gateway, call, connection, origin).await,
+        Ok(call) => {
+            let _ = access.user.set(call.user.clone());
+            if call.rpc.is_streaming() {
+                Ok(forward_stream(gateway.clone(), call, connection.clone(), origin, access.clone()))
+            } else {
+                forward_unary(gateway, call, connection, origin, &access).await
+            }
+        }
         Err(err) => Err(err),
     };
     let response = result.unwrap_or_else(|err| {
         tracing::info!(method = %path, code = ?err.grpc_code(), error = %err, "refused gRPC call");
         status::error_response(&err).map(full_body)
     });
+    let mut finish = move |code: tonic::Code| {
+        record.finish(code);
+        access.log(method, code, started);
+    };
     // The status is in the headers (trailers-only) or arrives in the trailers.
     if let Some((code, _)) = status::read_status(response.headers()) {
-        record.finish(code);
+        finish(code);
         return response;
     }
     response.map(|body| {
         let on_end = Box::new(move |trailers: Option<&HeaderMap>| {
             let code = trailers.and_then(status::read_status).map(|(code, _)| code);
-            record.finish(code.unwrap_or(tonic::Code::Cancelled));
+            finish(code.unwrap_or(tonic::Code::Cancelled));
         });
         ObservedBody::new(body, on_end).boxed_unsync()
     })
+}
+
+/// What the access log line of a call says beyond method and status,
+/// filled in as the call learns it.
+#[derive(Default)]
+struct AccessContext {
+    user: std::sync::OnceLock<String>,
+    database: std::sync::OnceLock<String>,
+    endpoint: std::sync::OnceLock<String>,
+}
+
+impl AccessContext {
+    fn routed(&self, routed: &RoutedRequest, endpoint: &Endpoint) {
+        let _ = self.database.set(routed.repo.path.clone());
+        let _ = self.endpoint.set(endpoint.name.clone());
+    }
+
+    fn log(&self, method: &str, code: tonic::Code, started: std::time::Instant) {
+        let field = |cell: &std::sync::OnceLock<String>| cell.get().cloned().unwrap_or_default();
+        tracing::info!(
+            target: "doltgate::access",
+            %method,
+            code = %crate::metrics::code_name(code),
+            user = %field(&self.user),
+            database = %field(&self.database),
+            endpoint = %field(&self.endpoint),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "grpc call"
+        );
+    }
 }
 
 /// A call that passed the checks needing only its headers.
@@ -72,6 +114,7 @@ struct Call {
     /// The headers to send upstream, credentials included.
     headers: HeaderMap,
     body: Incoming,
+    user: String,
 }
 
 fn accept(request: Request<Incoming>) -> Result<Call, GatewayError> {
@@ -81,7 +124,7 @@ fn accept(request: Request<Incoming>) -> Result<Call, GatewayError> {
     let (parts, body) = request.into_parts();
     let mut headers = upstream_request_headers(&parts.headers);
     headers.insert(http::header::AUTHORIZATION, credentials.authorization().clone());
-    Ok(Call { rpc, uri: parts.uri, headers, body })
+    Ok(Call { rpc, uri: parts.uri, headers, body, user: credentials.user_for_logs() })
 }
 
 /// A unary call: its one message is read (and routed) before anything is
@@ -91,6 +134,7 @@ async fn forward_unary(
     call: Call,
     connection: &ConnectionInfo,
     origin: String,
+    access: &AccessContext,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let routed = read_and_route(gateway, call.rpc, call.body).await?;
     let cluster = gateway.cluster(&routed.destination.cluster);
@@ -100,6 +144,7 @@ async fn forward_unary(
     } else {
         send_unary_read(cluster, &routed, &call.uri, &call.headers, &connection.affinity).await?
     };
+    access.routed(&routed, &cluster.endpoints[index]);
     let (mut parts, upstream_body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     // The length no longer holds once messages are rewritten.
@@ -121,12 +166,14 @@ fn forward_stream(
     call: Call,
     connection: ConnectionInfo,
     origin: String,
+    access: Arc<AccessContext>,
 ) -> Response<ResponseBody> {
     let upstream_call = async move {
         let fault = Arc::new(CallFault::default());
         let routed = read_and_route(&gateway, call.rpc, call.body).await?;
         let cluster = gateway.cluster(&routed.destination.cluster);
         let index = cluster.read_candidates(routed.destination.read_policy, &connection.affinity)[0];
+        access.routed(&routed, &cluster.endpoints[index]);
         let (rest, decoder) = routed.rest.expect("streams keep the rest of their body");
         let inspect = inspect_stream_messages(&gateway, call.rpc, routed.repo.path.clone());
         let body = MessageBody::new(rest, gateway.max_message_bytes, Some(inspect), Direction::Request, fault.clone())
