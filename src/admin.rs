@@ -4,6 +4,8 @@
 //! refuses writes anyway).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -18,12 +20,17 @@ use crate::metrics::metrics;
 pub struct AdminListener {
     tcp: TcpListener,
     gateway: SharedGateway,
+    draining: Arc<AtomicBool>,
 }
 
 impl AdminListener {
-    pub async fn bind(address: SocketAddr, gateway: SharedGateway) -> Result<AdminListener, crate::StartError> {
+    pub async fn bind(
+        address: SocketAddr,
+        gateway: SharedGateway,
+        draining: Arc<AtomicBool>,
+    ) -> Result<AdminListener, crate::StartError> {
         let tcp = TcpListener::bind(address).await.map_err(|source| crate::StartError::Bind { address, source })?;
-        Ok(AdminListener { tcp, gateway })
+        Ok(AdminListener { tcp, gateway, draining })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -34,10 +41,11 @@ impl AdminListener {
         loop {
             let Ok((stream, _)) = self.tcp.accept().await else { continue };
             let gateway = self.gateway.clone();
+            let draining = self.draining.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
-                    let gateway = gateway.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(&gateway.load(), &request)) }
+                    let (gateway, draining) = (gateway.clone(), draining.load(Ordering::SeqCst));
+                    async move { Ok::<_, std::convert::Infallible>(answer(&gateway.load(), draining, &request)) }
                 });
                 let _ =
                     hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
@@ -46,10 +54,13 @@ impl AdminListener {
     }
 }
 
-fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(gateway: &Gateway, draining: bool, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     match request.uri().path() {
         "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics().render()),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" if draining => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: shutting down\n".into())
+        }
         "/readyz" => match gateway.not_ready_reasons().as_slice() {
             [] => text(StatusCode::OK, "text/plain", "ready\n".into()),
             reasons => {

@@ -47,12 +47,30 @@ pub struct ListenerConfig {
     /// URLs in responses. Unset: the listener's scheme and the request's authority.
     pub public_url: Option<String>,
     pub tls: Option<TlsConfig>,
+    /// After SIGTERM, keep serving (new connections too) this long while
+    /// `/readyz` says not ready, so load balancers stop sending traffic
+    /// before the port closes.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// Then stop accepting and give requests in flight this long to finish.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for ListenerConfig {
     fn default() -> Self {
-        Self { address: default_listen(), public_url: None, tls: None }
+        Self {
+            address: default_listen(),
+            public_url: None,
+            tls: None,
+            drain_delay: Duration::ZERO,
+            drain_timeout: default_drain_timeout(),
+        }
     }
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_listen() -> SocketAddr {

@@ -40,9 +40,6 @@ use std::time::Duration;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How long open requests may run on after a shutdown signal.
-pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
-
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -60,6 +57,9 @@ pub struct Server {
     listener: listener::Listener,
     admin: Option<admin::AdminListener>,
     gateway: gateway::SharedGateway,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    drain_delay: Duration,
+    drain_timeout: Duration,
 }
 
 /// Applies a new configuration to a running server.
@@ -89,12 +89,20 @@ impl Server {
         let built = Arc::new(gateway::Gateway::new(config).map_err(StartError::Upstream)?);
         built.start_discovery();
         let gateway: gateway::SharedGateway = Arc::new(arc_swap::ArcSwap::new(built));
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let admin = match config.admin.address {
-            Some(address) => Some(admin::AdminListener::bind(address, gateway.clone()).await?),
+            Some(address) => Some(admin::AdminListener::bind(address, gateway.clone(), draining.clone()).await?),
             None => None,
         };
         let listener = listener::Listener::bind(config, gateway.clone()).await?;
-        Ok(Server { listener, admin, gateway })
+        Ok(Server {
+            listener,
+            admin,
+            gateway,
+            draining,
+            drain_delay: config.listener.drain_delay,
+            drain_timeout: config.listener.drain_timeout,
+        })
     }
 
     pub fn reloader(&self) -> Reloader {
@@ -114,11 +122,20 @@ impl Server {
         self.listener.is_tls()
     }
 
-    /// Serves until `shutdown` resolves, then drains for up to `drain`.
-    pub async fn run(self, shutdown: impl Future<Output = ()>, drain: Duration) {
+    /// Serves until `shutdown` resolves; then reports not ready and keeps
+    /// serving for `listener.drain_delay`, then stops accepting and lets
+    /// requests in flight finish for up to `listener.drain_timeout`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
         if let Some(admin) = self.admin {
             tokio::spawn(admin.serve());
         }
-        self.listener.serve(shutdown, drain).await
+        let (draining, delay) = (self.draining, self.drain_delay);
+        let stop_accepting = async move {
+            shutdown.await;
+            draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::info!(?delay, "shutdown requested: not ready; serving on until the drain delay passes");
+            tokio::time::sleep(delay).await;
+        };
+        self.listener.serve(stop_accepting, self.drain_timeout).await
     }
 }

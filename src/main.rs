@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use doltgate::config::{Config, LogFormat, UpstreamConfig};
-use doltgate::{Server, DEFAULT_DRAIN};
+use doltgate::Server;
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "doltgate", version, about = "A protocol-aware reverse proxy for Dolt remotes")]
@@ -136,7 +136,7 @@ fn run(cli: &Cli) -> ExitCode {
         );
         #[cfg(unix)]
         tokio::spawn(reload_on_sighup(cli.clone(), server.reloader()));
-        server.run(shutdown_signal(), DEFAULT_DRAIN).await;
+        server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
 }

@@ -6,31 +6,12 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
 
 use support::*;
 
 const ROWS: usize = 60_000;
 const PAYLOAD_BYTES: usize = 1000;
-
-/// Incompressible rows (a fixed-seed generator, so every run has the same data).
-fn write_csv(path: &Path) {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    writeln!(out, "id,payload").unwrap();
-    let mut payload = vec![0u8; PAYLOAD_BYTES];
-    for id in 0..ROWS {
-        for byte in payload.iter_mut() {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            *byte = alphabet[(state % alphabet.len() as u64) as usize];
-        }
-        writeln!(out, "{id},{}", std::str::from_utf8(&payload).unwrap()).unwrap();
-    }
-}
 
 fn dir_size(path: &Path) -> u64 {
     let mut total = 0;
@@ -62,7 +43,7 @@ fn big_database_push_and_clone_match_direct() {
     let work = env.path().join("work");
     env.ok_with(env.path(), &["clone", "--user", USER, &gateway.url("big"), work.to_str().unwrap()], &auth);
     let csv = env.path().join("big.csv");
-    write_csv(&csv);
+    write_csv(&csv, ROWS, PAYLOAD_BYTES);
     env.ok(&work, &["sql", "-q", "CREATE TABLE big (id INT PRIMARY KEY, payload TEXT NOT NULL);"]);
     env.ok(&work, &["table", "import", "-u", "big", csv.to_str().unwrap()]);
     env.ok(&work, &["commit", "-Am", "sixty thousand rows"]);

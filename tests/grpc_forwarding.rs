@@ -205,12 +205,9 @@ async fn harness() -> Harness {
     let server = doltgate::Server::bind(&config).await.unwrap();
     let gateway = server.local_addr();
     let (stop_gateway, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server.run(
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
     let channel = Channel::from_shared(format!("http://{gateway}")).unwrap().connect().await.unwrap();
     let client = ChunkStoreServiceClient::new(channel)
         .max_decoding_message_size(usize::MAX)

@@ -386,3 +386,35 @@ pub fn ghz(target: &str, call: &str, data: &str, load: &[&str]) -> (u64, u64, f6
     });
     (ok.unwrap_or(0), number("count") as u64, number("rps"))
 }
+
+/// Writes `rows` rows of `id,payload` with incompressible payloads of
+/// `payload_bytes` (a fixed-seed generator: every run has the same data).
+pub fn write_csv(path: &Path, rows: usize, payload_bytes: usize) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    writeln!(out, "id,payload").unwrap();
+    let mut payload = vec![0u8; payload_bytes];
+    for id in 0..rows {
+        for byte in payload.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = alphabet[(state % alphabet.len() as u64) as usize];
+        }
+        writeln!(out, "{id},{}", std::str::from_utf8(&payload).unwrap()).unwrap();
+    }
+}
+
+/// GET over plain HTTP/1.0; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
