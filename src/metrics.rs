@@ -26,6 +26,7 @@ pub struct Metrics {
     pub primary_changes: IntCounterVec,
     /// Configuration reloads by outcome (`applied`, `rejected`).
     pub config_reloads: IntCounterVec,
+    build_info: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -98,8 +99,27 @@ impl Metrics {
                 "Configuration reloads by outcome.",
                 &["outcome"],
             ),
+            build_info: build,
             registry,
         }
+    }
+
+    /// Names of every family, whether or not it has samples yet.
+    pub fn family_names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: [&dyn Collector; 10] = [
+            &self.grpc_requests,
+            &self.grpc_duration,
+            &self.file_requests,
+            &self.in_flight,
+            &self.open_connections,
+            &self.endpoint_healthy,
+            &self.endpoint_primary,
+            &self.primary_changes,
+            &self.config_reloads,
+            &self.build_info,
+        ];
+        collectors.iter().flat_map(|c| c.desc()).map(|d| d.fq_name.clone()).collect()
     }
 
     /// The Prometheus text exposition of every family.
@@ -200,5 +220,32 @@ mod tests {
         assert_eq!(before("OK"), ok + 1);
         assert_eq!(before("CANCELLED"), cancelled + 1);
         assert!(metrics().render().contains("doltgate_build_info{version=\""));
+    }
+}
+
+#[cfg(test)]
+mod dashboard_tests {
+    use super::*;
+
+    /// Every series the Grafana dashboard queries must be one doltgate exports.
+    #[test]
+    fn dashboard_queries_only_exported_metrics() {
+        let text = include_str!("../deploy/grafana/doltgate-dashboard.json");
+        let dashboard: serde_json::Value = serde_json::from_str(text).expect("dashboard is valid JSON");
+        let exported = metrics().family_names();
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if let Some(family) = word.strip_prefix("doltgate_") {
+                        let family = format!("doltgate_{}", family.trim_end_matches("_bucket"));
+                        assert!(exported.contains(&family), "{word} is not exported");
+                        queried += 1;
+                    }
+                }
+            }
+        }
+        assert!(queried >= 9, "the dashboard queries doltgate metrics ({queried})");
     }
 }
