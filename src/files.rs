@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use crate::error::GatewayError;
 use crate::file_url;
-use crate::gateway::{full_body, remove_hop_by_hop, Gateway, ResponseBody};
+use crate::gateway::{full_body, remove_hop_by_hop, Gateway, ObservedBody, ResponseBody};
 
 /// Request headers a table-file request may carry upstream.
 const FORWARDED_REQUEST_HEADERS: [&str; 9] = [
@@ -66,6 +66,8 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 async fn forward(gateway: &Gateway, request: Request<Incoming>) -> Result<Response<ResponseBody>, GatewayError> {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
     let has_body = match *request.method() {
         Method::GET | Method::HEAD => false,
         Method::PUT | Method::POST => true,
@@ -86,7 +88,10 @@ async fn forward(gateway: &Gateway, request: Request<Incoming>) -> Result<Respon
 
     let (parts, client_body) = request.into_parts();
     let body = if has_body {
-        client_body.map_err(Into::into).boxed_unsync()
+        let count_upload = Box::new(|_: Option<&http::HeaderMap>, bytes| {
+            crate::metrics::metrics().file_bytes.with_label_values(&["upload"]).inc_by(bytes);
+        });
+        ObservedBody::new(client_body.map_err(Into::into).boxed_unsync(), count_upload).boxed_unsync()
     } else {
         Empty::new().map_err(|never| match never {}).boxed_unsync()
     };
@@ -99,7 +104,16 @@ async fn forward(gateway: &Gateway, request: Request<Incoming>) -> Result<Respon
     let response = upstream.send_file(upstream_request).await?;
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
+    let method = method_label(&method);
+    let count_download = Box::new(move |_: Option<&http::HeaderMap>, bytes| {
+        let metrics = crate::metrics::metrics();
+        metrics.file_bytes.with_label_values(&["download"]).inc_by(bytes);
+        metrics.file_duration.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
+    });
+    Ok(Response::from_parts(
+        parts,
+        ObservedBody::new(body.map_err(Into::into).boxed_unsync(), count_download).boxed_unsync(),
+    ))
 }
 
 fn forwarded_request_headers(client: &HeaderMap) -> HeaderMap {

@@ -109,7 +109,7 @@ impl Gateway {
             files::proxy(&self, request).await
         };
         // In flight until the last byte of the answer has gone out.
-        Ok(response.map(|body| ObservedBody::new(body, Box::new(move |_| drop(in_flight))).boxed_unsync()))
+        Ok(response.map(|body| ObservedBody::new(body, Box::new(move |_, _| drop(in_flight))).boxed_unsync()))
     }
 
     /// `scheme://authority` under which this client reaches doltgate, for the
@@ -144,23 +144,25 @@ fn sql_password(cluster: &str, config: &ClusterConfig) -> Result<Option<String>,
     Ok(config.sql_password.clone())
 }
 
-/// Runs a callback once when a body ends: with its trailers if it had any,
-/// else with `None` (also when dropped early, e.g. the client went away).
+/// Runs a callback once when a body ends, with its trailers if it had any
+/// (else `None`, also when dropped early: the peer went away) and the
+/// number of data bytes that passed.
 pub(crate) struct ObservedBody<B> {
     inner: B,
+    bytes: u64,
     on_end: Option<OnEnd>,
 }
 
-pub(crate) type OnEnd = Box<dyn FnOnce(Option<&http::HeaderMap>) + Send>;
+pub(crate) type OnEnd = Box<dyn FnOnce(Option<&http::HeaderMap>, u64) + Send>;
 
 impl<B> ObservedBody<B> {
     pub(crate) fn new(inner: B, on_end: OnEnd) -> Self {
-        Self { inner, on_end: Some(on_end) }
+        Self { inner, bytes: 0, on_end: Some(on_end) }
     }
 
     fn end(&mut self, trailers: Option<&http::HeaderMap>) {
         if let Some(on_end) = self.on_end.take() {
-            on_end(trailers);
+            on_end(trailers, self.bytes);
         }
     }
 }
@@ -182,6 +184,9 @@ impl<B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin> http_body::Body
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
                 if let Some(trailers) = frame.trailers_ref() {
                     self.end(Some(trailers));
                 }

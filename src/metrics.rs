@@ -24,6 +24,10 @@ pub struct Metrics {
     /// 1 for the member doltgate currently sends writes to.
     pub endpoint_primary: IntGaugeVec,
     pub primary_changes: IntCounterVec,
+    /// Table-file bytes by direction (`download`, `upload`).
+    pub file_bytes: IntCounterVec,
+    /// Table-file requests from arrival to the last byte of the answer.
+    pub file_duration: HistogramVec,
     /// Configuration reloads by outcome (`applied`, `rejected`).
     pub config_reloads: IntCounterVec,
     build_info: IntGaugeVec,
@@ -57,6 +61,16 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(grpc_duration.clone())).expect("unique metric");
+        let file_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "doltgate_file_transfer_duration_seconds",
+                "Table-file requests from arrival to the last byte of the answer.",
+            )
+            .buckets(vec![0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            &["method"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(file_duration.clone())).expect("unique metric");
         let build = gauge_vec(&registry, "doltgate_build_info", "Always 1; labels name the build.", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Metrics {
@@ -93,6 +107,13 @@ impl Metrics {
                 "Times a cluster's primary changed (including to none).",
                 &["cluster"],
             ),
+            file_bytes: counter(
+                &registry,
+                "doltgate_file_bytes_total",
+                "Table-file bytes moved, by direction.",
+                &["direction"],
+            ),
+            file_duration,
             config_reloads: counter(
                 &registry,
                 "doltgate_config_reloads_total",
@@ -107,7 +128,9 @@ impl Metrics {
     /// Names of every family, whether or not it has samples yet.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 10] = [
+        let collectors: [&dyn Collector; 12] = [
+            &self.file_bytes,
+            &self.file_duration,
             &self.grpc_requests,
             &self.grpc_duration,
             &self.file_requests,

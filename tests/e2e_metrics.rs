@@ -86,6 +86,12 @@ fn metrics_move_with_real_traffic() {
     let downloads = delta(&start, &end, "doltgate_file_requests_total{method=\"GET\",status=\"200\"}")
         + delta(&start, &end, "doltgate_file_requests_total{method=\"GET\",status=\"206\"}");
     assert!(downloads >= 1.0, "the clone downloaded table files");
+    assert!(
+        delta(&start, &end, "doltgate_file_bytes_total{direction=\"download\"}") > 1000.0,
+        "download bytes counted"
+    );
+    assert!(delta(&start, &end, "doltgate_file_bytes_total{direction=\"upload\"}") > 100.0, "upload bytes counted");
+    assert!(delta(&start, &end, "doltgate_file_transfer_duration_seconds_count{method=\"PUT\"}") >= 1.0);
     let commits = end.get("doltgate_grpc_request_duration_seconds_count{method=\"Commit\"}").copied().unwrap_or(0.0);
     assert_eq!(commits, 1.0);
     assert_eq!(end.get("doltgate_requests_in_flight"), Some(&0.0), "nothing left in flight");

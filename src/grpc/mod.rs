@@ -69,7 +69,7 @@ pub async fn proxy(
         return response;
     }
     response.map(|body| {
-        let on_end = Box::new(move |trailers: Option<&HeaderMap>| {
+        let on_end = Box::new(move |trailers: Option<&HeaderMap>, _bytes| {
             let code = trailers.and_then(status::read_status).map(|(code, _)| code);
             finish(code.unwrap_or(tonic::Code::Cancelled));
         });
