@@ -78,7 +78,7 @@ impl Metrics {
                 &registry,
                 "doltgate_grpc_requests_total",
                 "Finished remotesapi gRPC calls.",
-                &["method", "code"],
+                &["method", "code", "route", "cluster", "endpoint"],
             ),
             grpc_duration,
             file_requests: counter(
@@ -188,19 +188,21 @@ impl GrpcCallRecord {
         GrpcCallRecord { method, started: Instant::now(), done: false }
     }
 
-    pub fn finish(&mut self, code: tonic::Code) {
+    /// `place` is `[route, cluster, endpoint]`, empty for calls refused before routing.
+    pub fn finish(&mut self, code: tonic::Code, place: [&str; 3]) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
         let m = metrics();
-        m.grpc_requests.with_label_values(&[self.method, code_name(code)]).inc();
+        let [route, cluster, endpoint] = place;
+        m.grpc_requests.with_label_values(&[self.method, code_name(code), route, cluster, endpoint]).inc();
         m.grpc_duration.with_label_values(&[self.method]).observe(self.started.elapsed().as_secs_f64());
     }
 }
 
 impl Drop for GrpcCallRecord {
     fn drop(&mut self) {
-        self.finish(tonic::Code::Cancelled);
+        self.finish(tonic::Code::Cancelled, ["", "", ""]);
     }
 }
 
@@ -234,14 +236,18 @@ mod tests {
 
     #[test]
     fn a_call_is_counted_once_and_dropped_calls_count_as_cancelled() {
-        let before = |code: &str| metrics().grpc_requests.with_label_values(&["Root", code]).get();
-        let (ok, cancelled) = (before("OK"), before("CANCELLED"));
+        let before = |code: &str, place: [&str; 3]| {
+            let [route, cluster, endpoint] = place;
+            metrics().grpc_requests.with_label_values(&["Root", code, route, cluster, endpoint]).get()
+        };
+        let routed = ["db", "main", "dolt-0"];
+        let (ok, cancelled) = (before("OK", routed), before("CANCELLED", ["", "", ""]));
         let mut call = GrpcCallRecord::start("Root");
-        call.finish(tonic::Code::Ok);
+        call.finish(tonic::Code::Ok, routed);
         drop(call);
         drop(GrpcCallRecord::start("Root"));
-        assert_eq!(before("OK"), ok + 1);
-        assert_eq!(before("CANCELLED"), cancelled + 1);
+        assert_eq!(before("OK", routed), ok + 1);
+        assert_eq!(before("CANCELLED", ["", "", ""]), cancelled + 1);
         assert!(metrics().render().contains("doltgate_build_info{version=\""));
     }
 }

@@ -84,6 +84,8 @@ impl Matcher {
 /// A route, ready to match requests.
 #[derive(Debug)]
 pub struct Route {
+    /// The route as configured, e.g. `orders`, `team_*`, `eu/*`: a bounded metric label.
+    label: String,
     matcher: Matcher,
     /// Lower-cased, without slashes at either end.
     path_prefix: Option<String>,
@@ -91,10 +93,24 @@ pub struct Route {
     pub read_policy: ReadPolicy,
 }
 
+fn route_label(route: &RouteConfig) -> String {
+    let pattern = match (&route.database, &route.database_prefix, &route.database_glob) {
+        (Some(name), _, _) => name.clone(),
+        (_, Some(prefix), _) => format!("{prefix}*"),
+        (_, _, glob) => glob.clone().unwrap_or_else(|| "*".into()),
+    };
+    match &route.path_prefix {
+        Some(prefix) => format!("{}/{pattern}", prefix.trim_matches('/')),
+        None => pattern,
+    }
+}
+
 /// Where a request goes and under which name the upstream knows the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
     pub route: usize,
+    /// The matched route as configured, for metrics.
+    pub route_label: String,
     pub cluster: String,
     pub read_policy: ReadPolicy,
     /// The database name alone (no revision), as the upstream sees it.
@@ -115,6 +131,7 @@ impl Router {
             routes: routes
                 .iter()
                 .map(|r| Route {
+                    label: route_label(r),
                     matcher: Matcher::from_config(r),
                     path_prefix: r.path_prefix.as_ref().map(|p| p.trim_matches('/').to_lowercase()),
                     cluster: r.cluster.clone(),
@@ -134,6 +151,7 @@ impl Router {
             }
             return Ok(Destination {
                 route: index,
+                route_label: route.label.clone(),
                 cluster: route.cluster.clone(),
                 read_policy: route.read_policy,
                 database: database.to_owned(),

@@ -60,7 +60,8 @@ pub async fn proxy(
         status::error_response(&err).map(full_body)
     });
     let mut finish = move |code: tonic::Code| {
-        record.finish(code);
+        let place = access.place();
+        record.finish(code, [&place[0], &place[1], &place[2]]);
         access.log(method, code, started);
     };
     // The status is in the headers (trailers-only) or arrives in the trailers.
@@ -83,13 +84,23 @@ pub async fn proxy(
 struct AccessContext {
     user: std::sync::OnceLock<String>,
     database: std::sync::OnceLock<String>,
+    route: std::sync::OnceLock<String>,
+    cluster: std::sync::OnceLock<String>,
     endpoint: std::sync::OnceLock<String>,
 }
 
 impl AccessContext {
     fn routed(&self, routed: &RoutedRequest, endpoint: &Endpoint) {
         let _ = self.database.set(routed.repo.path.clone());
+        let _ = self.route.set(routed.destination.route_label.clone());
+        let _ = self.cluster.set(routed.destination.cluster.clone());
         let _ = self.endpoint.set(endpoint.name.clone());
+    }
+
+    /// `[route, cluster, endpoint]`: bounded labels (configured names only).
+    fn place(&self) -> [String; 3] {
+        let field = |cell: &std::sync::OnceLock<String>| cell.get().cloned().unwrap_or_default();
+        [field(&self.route), field(&self.cluster), field(&self.endpoint)]
     }
 
     fn log(&self, method: &str, code: tonic::Code, started: std::time::Instant) {
