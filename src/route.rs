@@ -8,6 +8,7 @@ use glob::{MatchOptions, Pattern};
 
 use crate::config::{ReadPolicy, RouteConfig};
 use crate::error::GatewayError;
+use crate::remotesapi::database_of;
 
 const MATCH_OPTIONS: MatchOptions =
     MatchOptions { case_sensitive: false, require_literal_separator: false, require_literal_leading_dot: false };
@@ -160,11 +161,6 @@ impl Router {
         }
         Err(GatewayError::NoRoute { repo_path: repo_path.to_owned() })
     }
-}
-
-/// sql-server reads `db/branch` and `db@rev` as database `db` at a revision.
-fn database_of(repo_path: &str) -> &str {
-    repo_path.split(['/', '@']).next().unwrap_or_default()
 }
 
 fn strip_path_prefix<'a>(repo_path: &'a str, prefix: Option<&str>) -> Option<&'a str> {

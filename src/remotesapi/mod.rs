@@ -142,12 +142,18 @@ pub struct RepoName {
 impl RepoName {
     /// The database part: sql-server treats `/` and `@` as revision delimiters.
     pub fn database(&self) -> &str {
-        self.path.split(['/', '@']).next().unwrap_or_default()
+        database_of(&self.path)
     }
 
     pub fn is_empty(&self) -> bool {
         self.path.is_empty()
     }
+}
+
+/// The database a repository path names: sql-server reads `db/branch` and
+/// `db@rev` as database `db` at a revision.
+pub fn database_of(repo_path: &str) -> &str {
+    repo_path.split(['/', '@']).next().unwrap_or_default()
 }
 
 /// Reads the repository a request message names, without decoding the rest.
