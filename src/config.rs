@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod auth;
+pub use auth::{AuthConfig, FileUrlConfig, Permission};
+
 /// Dolt's own client and server both allow gRPC messages up to 128 MiB.
 pub const DOLT_MAX_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
 
@@ -35,6 +38,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Authentication and authorization; unset: clients' credentials pass through to Dolt.
+    pub auth: Option<AuthConfig>,
+    #[serde(default)]
+    pub file_urls: FileUrlConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,7 +181,9 @@ impl Default for TransportConfig {
 pub struct ClusterConfig {
     /// Members of the cluster; table-file URLs name them, so names are unique across clusters.
     pub endpoints: Vec<EndpointConfig>,
-    /// SQL user doltgate logs in as to ask each member for its cluster role.
+    /// doltgate's own SQL user: it asks each member for its cluster role, and
+    /// with `[auth]` it is the identity presented to the remotesapi (grant it
+    /// SUPER and CLONE_ADMIN there).
     pub sql_user: Option<String>,
     /// Its password, inline (prefer `sql_password_env` or `sql_password_file`).
     pub sql_password: Option<String>,
@@ -445,9 +454,32 @@ impl Config {
         if self.limits.max_header_bytes < 8 * 1024 {
             return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
         }
+        if let Some(auth) = &self.auth {
+            auth.validate(|| self.cluster_without_service_user())?;
+        }
+        for (key, path) in [("file_urls.key_file", &self.file_urls.key_file)] {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return Err(invalid(key, format!("{} is not a readable file", path.display())));
+                }
+            }
+        }
+        if self.file_urls.key_env.is_some() && self.file_urls.key_file.is_some() {
+            return Err(invalid("file_urls.key_env", "set at most one of key_env, key_file"));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("not a valid filter: {e}")))?;
         Ok(())
+    }
+}
+
+impl Config {
+    /// The key of the first cluster doltgate has no SQL user for.
+    fn cluster_without_service_user(&self) -> Option<String> {
+        if self.upstream.is_some() {
+            return Some("upstream".into());
+        }
+        self.clusters.iter().find(|(_, c)| c.sql_user.is_none()).map(|(name, _)| format!("clusters.{name}.sql_user"))
     }
 }
 

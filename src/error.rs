@@ -19,6 +19,10 @@ use crate::remotesapi::wire::WireError;
 pub enum GatewayError {
     #[error("{0}")]
     Unauthenticated(String),
+    #[error("user {user:?} has no {needed} permission on database {database:?}")]
+    PermissionDenied { user: String, database: String, needed: crate::config::Permission },
+    #[error("table-file URL refused: {0}")]
+    FileUrlRefused(String),
     #[error("unknown gRPC method {0}: doltgate serves dolt.services.remotesapi.v1alpha1.ChunkStoreService")]
     UnknownMethod(String),
     #[error("bad request message: {0}")]
@@ -69,6 +73,7 @@ impl GatewayError {
     pub fn grpc_code(&self) -> Code {
         match self {
             GatewayError::Unauthenticated(_) => Code::Unauthenticated,
+            GatewayError::PermissionDenied { .. } | GatewayError::FileUrlRefused(_) => Code::PermissionDenied,
             GatewayError::UnknownMethod(_) => Code::Unimplemented,
             GatewayError::CompressedMessage => Code::Unimplemented,
             GatewayError::BadMessage(_)
@@ -91,6 +96,7 @@ impl GatewayError {
     pub fn http_status(&self) -> StatusCode {
         match self {
             GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::PermissionDenied { .. } | GatewayError::FileUrlRefused(_) => StatusCode::FORBIDDEN,
             GatewayError::NotAFileUrl(_) | GatewayError::DatabaseNotFound { .. } | GatewayError::NoRoute { .. } => {
                 StatusCode::NOT_FOUND
             }

@@ -11,7 +11,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 
 use crate::error::GatewayError;
-use crate::file_url;
 use crate::gateway::{full_body, remove_hop_by_hop, Gateway, ObservedBody, ResponseBody};
 
 /// Request headers a table-file request may carry upstream.
@@ -74,10 +73,11 @@ async fn forward(gateway: &Gateway, request: Request<Incoming>) -> Result<Respon
         ref other => return Err(GatewayError::FileMethodNotAllowed(other.to_string())),
     };
     let path_and_query = request.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-    let target = file_url::from_client_path(path_and_query)?;
+    let target = gateway.url_signer.open(path_and_query, has_body)?;
+    let endpoint_name = &target.capability.endpoint;
     let (cluster, index) = gateway
-        .endpoint(target.endpoint)
-        .ok_or_else(|| GatewayError::NotAFileUrl(format!("unknown upstream endpoint {:?}", target.endpoint)))?;
+        .endpoint(endpoint_name)
+        .ok_or_else(|| GatewayError::NotAFileUrl(format!("unknown upstream endpoint {endpoint_name:?}")))?;
     let endpoint = &cluster.endpoints[*index];
     // Uploads are writes: only while their endpoint is still the primary.
     if has_body && cluster.current_primary() != Some(*index) {

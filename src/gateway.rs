@@ -13,9 +13,13 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::authn::Authenticator;
+use crate::authz::Grants;
 use crate::cluster::{Cluster, ConnectionAffinity};
-use crate::config::{ClusterConfig, Config};
+use crate::config::auth::UpstreamCredentials;
+use crate::config::{AuthConfig, ClusterConfig, Config, FileUrlConfig};
 use crate::error::GatewayError;
+use crate::file_url::UrlSigner;
 use crate::route::Router;
 use crate::{files, grpc, BoxError};
 
@@ -43,6 +47,17 @@ pub struct Gateway {
     endpoints: HashMap<String, (Arc<Cluster>, usize)>,
     public_url: Option<String>,
     pub(crate) max_message_bytes: usize,
+    /// `None`: clients' credentials pass through for Dolt to check.
+    pub(crate) auth: Option<Auth>,
+    pub(crate) url_signer: Arc<UrlSigner>,
+}
+
+/// Authentication and authorization in effect.
+#[derive(Debug)]
+pub struct Auth {
+    pub(crate) authenticator: Authenticator,
+    pub(crate) grants: Grants,
+    pub(crate) upstream_credentials: UpstreamCredentials,
 }
 
 impl Gateway {
@@ -64,6 +79,8 @@ impl Gateway {
             endpoints,
             public_url: config.listener.public_url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
             max_message_bytes: config.limits.max_message_bytes,
+            auth: config.auth.as_ref().map(Auth::new).transpose()?,
+            url_signer: Arc::new(url_signer(&config.file_urls)?),
         })
     }
 
@@ -127,6 +144,41 @@ impl Gateway {
             .unwrap_or_else(|| "localhost".to_owned());
         format!("{scheme}://{authority}")
     }
+}
+
+impl Auth {
+    fn new(config: &AuthConfig) -> Result<Auth, String> {
+        Ok(Auth {
+            authenticator: Authenticator::new(config)?,
+            grants: Grants::new(&config.grants),
+            upstream_credentials: config.upstream_credentials,
+        })
+    }
+}
+
+/// The table-file URL key: configured, or one random key for the life of the
+/// process (kept across reloads, so URLs handed out before one still work).
+fn url_signer(config: &FileUrlConfig) -> Result<UrlSigner, String> {
+    static PROCESS_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = if let Some(var) = &config.key_env {
+        std::env::var(var)
+            .map_err(|_| format!("file_urls.key_env: environment variable {var} is not set"))?
+            .into_bytes()
+    } else if let Some(path) = &config.key_file {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("file_urls.key_file: cannot read {}: {e}", path.display()))?;
+        bytes.trim_ascii_end().to_vec()
+    } else {
+        PROCESS_KEY
+            .get_or_init(|| {
+                let mut key = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key).expect("randomness");
+                key
+            })
+            .to_vec()
+    };
+    let key_name = if config.key_env.is_some() { "file_urls.key_env" } else { "file_urls.key_file" };
+    UrlSigner::new(&key, config.ttl()).map_err(|reason| format!("{key_name}: {reason}"))
 }
 
 /// The SQL password for role polling, from the file, the environment or inline.

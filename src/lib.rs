@@ -6,7 +6,8 @@
 //! |---------------|--------------------------------------------------------------------|
 //! | [`listener`]  | TCP/TLS accept, HTTP/1.1 + HTTP/2 on one port, graceful drain      |
 //! | [`gateway`]   | telling gRPC from table-file traffic                               |
-//! | [`authn`]     | the caller's credentials                                           |
+//! | [`authn`]     | who is calling: credentials read, proven, cached                   |
+//! | [`authz`]     | what they may do: read/write grants per database                   |
 //! | [`route`]     | which cluster serves the database a request names                  |
 //! | [`cluster`]   | members' roles, which member a read or write goes to               |
 //! | [`grpc`]      | forwarding calls message by message, URL rewriting, statuses       |
@@ -15,10 +16,11 @@
 //!
 //! Beside them: [`config`] (the file and its validation), [`remotesapi`]
 //! (what the protocol's messages look like), [`file_url`] (doltgate's own
-//! table-file URLs), [`error`] (every refusal and its gRPC/HTTP status).
+//! signed table-file URLs), [`error`] (every refusal and its gRPC/HTTP status).
 
 pub mod admin;
 pub mod authn;
+pub mod authz;
 pub mod cluster;
 pub mod config;
 pub mod error;

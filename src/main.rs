@@ -1,4 +1,5 @@
-//! The `doltgate` command: run the gateway, or check a configuration file.
+//! The `doltgate` command: run the gateway, check a configuration file, or
+//! hash a password for the configuration.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,13 +36,40 @@ enum Command {
         /// The file to check; defaults to --config.
         file: Option<PathBuf>,
     },
+    /// Read a password from standard input (its first line) and print the
+    /// Argon2 hash to put in `[[auth.users]] password_hash`.
+    HashPassword,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { ref file }) => check_config(&cli, file.clone().or(cli.config.clone())),
+        Some(Command::HashPassword) => hash_password(),
         Some(Command::Run) | None => run(&cli),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(err) = std::io::stdin().read_line(&mut line) {
+        eprintln!("cannot read the password from standard input: {err}");
+        return ExitCode::from(2);
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        eprintln!("empty password: pipe it in, e.g. `printf %s \"$PW\" | doltgate hash-password`");
+        return ExitCode::from(2);
+    }
+    match doltgate::authn::password::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("cannot hash: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -30,6 +30,14 @@ pub struct Metrics {
     pub file_duration: HistogramVec,
     /// Configuration reloads by outcome (`applied`, `rejected`).
     pub config_reloads: IntCounterVec,
+    /// Credential checks by kind (`basic`, `bearer`) and outcome (`accepted`, `refused`, `error`).
+    pub auth_attempts: IntCounterVec,
+    /// Logins to a cluster's SQL port made to check a password.
+    pub auth_sql_logins: IntCounterVec,
+    /// Verdict cache lookups (`hit`) and fresh checks (`miss`).
+    pub auth_cache: IntCounterVec,
+    /// Calls refused for lack of a grant, by the permission they needed.
+    pub authz_denied: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -120,6 +128,30 @@ impl Metrics {
                 "Configuration reloads by outcome.",
                 &["outcome"],
             ),
+            auth_attempts: counter(
+                &registry,
+                "doltgate_auth_attempts_total",
+                "Credential checks (cache misses) by kind and outcome.",
+                &["kind", "outcome"],
+            ),
+            auth_sql_logins: counter(
+                &registry,
+                "doltgate_auth_sql_logins_total",
+                "Logins to a SQL port made to check a password, by outcome.",
+                &["outcome"],
+            ),
+            auth_cache: counter(
+                &registry,
+                "doltgate_auth_cache_total",
+                "Authentication verdict cache lookups.",
+                &["result"],
+            ),
+            authz_denied: counter(
+                &registry,
+                "doltgate_authz_denied_total",
+                "Requests refused for lack of a grant, by the permission needed.",
+                &["permission"],
+            ),
             build_info: build,
             registry,
         }
@@ -128,7 +160,11 @@ impl Metrics {
     /// Names of every family, whether or not it has samples yet.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 12] = [
+        let collectors: [&dyn Collector; 16] = [
+            &self.auth_attempts,
+            &self.auth_sql_logins,
+            &self.auth_cache,
+            &self.authz_denied,
             &self.file_bytes,
             &self.file_duration,
             &self.grpc_requests,

@@ -2,6 +2,9 @@
 //! that records what reached it: Range and query passed byte for byte,
 //! 206 and Content-Range kept, credential headers stripped, a 1 GiB upload
 //! streamed with doltgate's memory far below the body size, and clear errors.
+//! URLs carry capabilities minted here with the key the gateways are given:
+//! altered, expired, wrong-kind or foreign-key ones get 403 and never reach
+//! the upstream, and a second gateway sharing the key honours them.
 
 mod support;
 
@@ -19,7 +22,8 @@ use support::{free_port, Doltgate};
 
 const FILE_LEN: usize = 1 << 20;
 const SEALED: &str = "/single_symmetric_key_sealed_request/db/.dolt/noms/0123456789abcdefghijklmnopqrstuv";
-const QUERY: &str = "exp=1700000000000&nbf=1699999999000&nonce=ab%2Bcd&req=x_Y-z%3D";
+const QUERY: &str = "exp=4102444800000&nbf=1699999999000&nonce=ab%2Bcd&req=x_Y-z%3D";
+const URL_KEY: &str = "file-forwarding-test-key-0123456789abcdef";
 
 fn file_bytes() -> Vec<u8> {
     (0..FILE_LEN).map(|i| (i * 7 % 251) as u8).collect()
@@ -89,8 +93,28 @@ fn client() -> Client<
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+fn signed_url(key: &str, gateway: &Doltgate, endpoint: &str, write: bool, path_and_query: &str) -> String {
+    let signer = doltgate::file_url::UrlSigner::new(key.as_bytes(), std::time::Duration::from_secs(600)).unwrap();
+    let grant = doltgate::file_url::CapabilityGrant { endpoint, database: "db", principal: "alice", write };
+    let upstream = format!("http://127.0.0.1:1{path_and_query}");
+    signer.to_client_url(&upstream, &grant, &format!("http://127.0.0.1:{}", gateway.port)).unwrap()
+}
+
 fn gateway_url(gateway: &Doltgate, endpoint: &str, path_and_query: &str) -> String {
-    format!("http://127.0.0.1:{}/_doltgate/files/{endpoint}{path_and_query}", gateway.port)
+    signed_url(URL_KEY, gateway, endpoint, false, path_and_query)
+}
+
+fn upload_url(gateway: &Doltgate, path_and_query: &str) -> String {
+    signed_url(URL_KEY, gateway, "dolt", true, path_and_query)
+}
+
+/// A gateway in front of `upstream` holding `key` for table-file URLs.
+fn gateway_with_key(dir: &std::path::Path, upstream: &str, key: &str) -> Doltgate {
+    let config = dir.join(format!("doltgate-{}.toml", free_port()));
+    let text =
+        format!("[upstream]\nname = \"dolt\"\naddress = \"{upstream}\"\n[file_urls]\nkey_env = \"DOLTGATE_URL_KEY\"\n");
+    std::fs::write(&config, text).unwrap();
+    Doltgate::start_with_config_env(dir, &config, &[("DOLTGATE_URL_KEY", key)])
 }
 
 fn empty() -> http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error> {
@@ -105,14 +129,21 @@ struct Setup {
     _dir: tempfile::TempDir,
     gateway: Doltgate,
     seen: Arc<Mutex<Seen>>,
+    upstream: SocketAddr,
+}
+
+impl Setup {
+    fn gateway_upstream(&self) -> String {
+        self.upstream.to_string()
+    }
 }
 
 async fn setup() -> Setup {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let upstream = fake_upstream(seen.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let gateway = Doltgate::start(dir.path(), &upstream.to_string(), &[]);
-    Setup { _dir: dir, gateway, seen }
+    let gateway = gateway_with_key(dir.path(), &upstream.to_string(), URL_KEY);
+    Setup { _dir: dir, gateway, seen, upstream }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +189,7 @@ async fn one_gib_upload_streams_with_bounded_memory() {
         futures_util::stream::iter((0..CHUNKS).map(move |_| Ok::<_, std::io::Error>(Frame::data(chunk.clone()))));
     let body = StreamBody::new(frames).boxed_unsync();
     let upload = format!("/single_symmetric_key_sealed_request/db/0123456789abcdefghijklmnopqrstuv.darc?{QUERY}");
-    let request = Request::put(gateway_url(&s.gateway, "dolt", &upload))
+    let request = Request::put(upload_url(&s.gateway, &upload))
         .header("content-length", (CHUNK * CHUNKS).to_string())
         .header("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg==")
         .body(body)
@@ -188,6 +219,22 @@ async fn bad_requests_get_clear_http_errors() {
         ),
         ("GET", gateway_url(&s.gateway, "other", SEALED), StatusCode::NOT_FOUND, "unknown upstream endpoint \"other\""),
         ("DELETE", gateway_url(&s.gateway, "dolt", SEALED), StatusCode::METHOD_NOT_ALLOWED, "DELETE"),
+        ("PUT", gateway_url(&s.gateway, "dolt", SEALED), StatusCode::FORBIDDEN, "download URL"),
+        ("GET", upload_url(&s.gateway, SEALED), StatusCode::FORBIDDEN, "upload URL"),
+        (
+            "GET",
+            signed_url("another-key-0123456789abcdef0123456789", &s.gateway, "dolt", false, SEALED),
+            StatusCode::FORBIDDEN,
+            "signature",
+        ),
+        ("GET", gateway_url(&s.gateway, "dolt", &format!("{SEALED}?exp=1000")), StatusCode::FORBIDDEN, "expired"),
+        ("GET", gateway_url(&s.gateway, "dolt", SEALED).replace("/db/", "/db2/"), StatusCode::FORBIDDEN, "signature"),
+        (
+            "GET",
+            format!("http://127.0.0.1:{}/_doltgate/files/dolt{SEALED}", s.gateway.port),
+            StatusCode::FORBIDDEN,
+            "truncated",
+        ),
     ];
     for (method, url, status, needle) in cases {
         let request = Request::builder().method(method).uri(&url).body(empty()).unwrap();
@@ -203,10 +250,30 @@ async fn bad_requests_get_clear_http_errors() {
 async fn upstream_down_is_bad_gateway_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let dead = format!("127.0.0.1:{}", free_port());
-    let gateway = Doltgate::start(dir.path(), &dead, &[]);
+    let gateway = gateway_with_key(dir.path(), &dead, URL_KEY);
     let request = Request::get(gateway_url(&gateway, "dolt", SEALED)).body(empty()).unwrap();
     let response = client().request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     let text = String::from_utf8(body_bytes(response).await.to_vec()).unwrap();
     assert!(text.contains(&dead), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_work_on_any_gateway_sharing_the_key_only() {
+    let s = setup().await;
+    let upstream = s.gateway_upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let sibling = gateway_with_key(dir.path(), &upstream, URL_KEY);
+    let stranger = gateway_with_key(dir.path(), &upstream, "a-different-key-for-another-deployment");
+    let path = format!("{SEALED}?{QUERY}");
+    // Issued for the first gateway, replayed on the others.
+    let issued = gateway_url(&s.gateway, "dolt", &path);
+    let on = |gateway: &Doltgate| issued.replace(&s.gateway.port.to_string(), &gateway.port.to_string());
+    let response = client().request(Request::get(on(&sibling)).body(empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "a replica sharing the key honours the URL");
+    assert_eq!(s.seen.lock().unwrap().path_and_query, path);
+    *s.seen.lock().unwrap() = Seen::default();
+    let response = client().request(Request::get(on(&stranger)).body(empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(s.seen.lock().unwrap().path_and_query, "", "a refused URL never reaches the upstream");
 }

@@ -65,6 +65,8 @@ pub struct Endpoint {
     pub upstream: Upstream,
     /// Where to ask for the role; `None` for a fixed role.
     pub(crate) sql: Option<mysql_async::Pool>,
+    /// The member's SQL port, also where passwords are checked.
+    pub(crate) sql_address: Option<http::uri::Authority>,
     status: Mutex<EndpointStatus>,
 }
 
@@ -97,6 +99,9 @@ pub struct Cluster {
     no_primary: NoPrimary,
     writes_url: Option<String>,
     pub(crate) poll_interval: Duration,
+    /// `Basic` credentials of doltgate's own SQL user, presented upstream
+    /// in place of the client's when `[auth]` is on.
+    pub service_authorization: Option<http::HeaderValue>,
     /// Spreads new connections across members for `any` and `prefer_standby`.
     next: AtomicUsize,
 }
@@ -122,10 +127,12 @@ impl Cluster {
                 None => Role::Unknown,
             };
             let status = EndpointStatus { role, epoch: 0, failures: 0, last_error: None, avoid_until: None };
+            let sql_address = endpoint.sql.as_deref().map(crate::config::parse_authority).transpose()?;
             endpoints.push(Arc::new(Endpoint {
                 name: endpoint.name.clone(),
                 upstream,
                 sql,
+                sql_address,
                 status: Mutex::new(status),
             }));
         }
@@ -137,6 +144,10 @@ impl Cluster {
             no_primary: config.no_primary,
             writes_url: config.writes_url.clone(),
             poll_interval: config.role_poll_interval,
+            service_authorization: match &config.sql_user {
+                Some(user) => Some(crate::authn::basic_authorization(user, sql_password.unwrap_or_default())?),
+                None => None,
+            },
             next: AtomicUsize::new(0),
         };
         cluster.recompute_primary();
@@ -231,6 +242,14 @@ impl Cluster {
             changed
         });
         self.publish();
+    }
+
+    /// SQL ports to check passwords at: the primary's first.
+    pub fn sql_addresses(&self) -> Vec<http::uri::Authority> {
+        let primary = self.current_primary();
+        let mut order: Vec<usize> = (0..self.endpoints.len()).collect();
+        order.sort_by_key(|&i| Some(i) != primary);
+        order.into_iter().filter_map(|i| self.endpoints[i].sql_address.clone()).collect()
     }
 
     pub fn current_primary(&self) -> Option<usize> {

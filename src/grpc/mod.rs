@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 
 use crate::authn;
 use crate::cluster::{Cluster, Endpoint};
+use crate::config::auth::UpstreamCredentials;
 use crate::error::GatewayError;
 use crate::file_url;
 use crate::gateway::{
@@ -44,9 +45,8 @@ pub async fn proxy(
     let method = Rpc::from_path(&path).map(Rpc::name).unwrap_or("unknown");
     let mut record = crate::metrics::GrpcCallRecord::start(method);
     let access = Arc::new(AccessContext::default());
-    let result = match accept(request) {
+    let result = match accept(gateway, request) {
         Ok(call) => {
-            let _ = access.user.set(call.user.clone());
             if call.rpc.is_streaming() {
                 Ok(forward_stream(gateway.clone(), call, connection.clone(), origin, access.clone()))
             } else {
@@ -122,32 +122,75 @@ impl AccessContext {
 struct Call {
     rpc: Rpc,
     uri: http::Uri,
-    /// The headers to send upstream, credentials included.
+    /// The headers to send upstream, once [`admit`] adds the credentials.
     headers: HeaderMap,
-    body: Incoming,
+    /// Taken when the call is routed.
+    body: Option<Incoming>,
+    credential: authn::ClientCredential,
+}
+
+fn accept(gateway: &Gateway, request: Request<Incoming>) -> Result<Call, GatewayError> {
+    let rpc = Rpc::from_path(request.uri().path())
+        .ok_or_else(|| GatewayError::UnknownMethod(request.uri().path().to_owned()))?;
+    let token_header = gateway.auth.as_ref().and_then(|auth| auth.authenticator.token_header.as_ref());
+    let credential = authn::read_credential(request.headers(), token_header)?;
+    let (parts, body) = request.into_parts();
+    let mut headers = upstream_request_headers(&parts.headers);
+    if let Some(name) = token_header {
+        headers.remove(name);
+    }
+    Ok(Call { rpc, uri: parts.uri, headers, body: Some(body), credential })
+}
+
+/// Who a routed call runs as, once admitted.
+struct Admitted {
     user: String,
 }
 
-fn accept(request: Request<Incoming>) -> Result<Call, GatewayError> {
-    let rpc = Rpc::from_path(request.uri().path())
-        .ok_or_else(|| GatewayError::UnknownMethod(request.uri().path().to_owned()))?;
-    let credentials = authn::authenticate(request.headers())?;
-    let (parts, body) = request.into_parts();
-    let mut headers = upstream_request_headers(&parts.headers);
-    headers.insert(http::header::AUTHORIZATION, credentials.authorization().clone());
-    Ok(Call { rpc, uri: parts.uri, headers, body, user: credentials.user_for_logs() })
+/// Proves who is calling and that they may make this call on the database
+/// it names, then puts the credentials the upstream should see on the call.
+async fn admit(
+    gateway: &Gateway,
+    call: &mut Call,
+    routed: &RoutedRequest,
+    origin: &str,
+    access: &AccessContext,
+) -> Result<Admitted, GatewayError> {
+    let claimed = call.credential.user_for_logs();
+    let Some(auth) = &gateway.auth else {
+        let _ = access.user.set(claimed.clone());
+        call.headers.insert(http::header::AUTHORIZATION, call.credential.authorization().clone());
+        return Ok(Admitted { user: claimed });
+    };
+    let cluster = gateway.cluster(&routed.destination.cluster);
+    let host = origin.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_owned)).unwrap_or_default();
+    let audience = authn::Audience { cluster, host: &host };
+    let proven = auth.authenticator.authenticate(&call.credential, &audience).await;
+    let _ = access.user.set(proven.as_ref().map(|p| p.name.clone()).unwrap_or(claimed));
+    let principal = proven?;
+    auth.grants.check(&principal, &routed.repo.path, call.rpc.permission())?;
+    let upstream_authorization = match auth.upstream_credentials {
+        UpstreamCredentials::Service => {
+            cluster.service_authorization.clone().expect("validated: service credentials need sql_user")
+        }
+        UpstreamCredentials::Passthrough => call.credential.authorization().clone(),
+    };
+    call.headers.insert(http::header::AUTHORIZATION, upstream_authorization);
+    Ok(Admitted { user: principal.name })
 }
 
 /// A unary call: its one message is read (and routed) before anything is
 /// sent, so a refusal is a clean trailers-only answer.
 async fn forward_unary(
     gateway: &Gateway,
-    call: Call,
+    mut call: Call,
     connection: &ConnectionInfo,
     origin: String,
     access: &AccessContext,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    let routed = read_and_route(gateway, call.rpc, call.body).await?;
+    let body = call.body.take().expect("a call is routed once");
+    let routed = read_and_route(gateway, call.rpc, body).await?;
+    let admitted = admit(gateway, &mut call, &routed, &origin, access).await?;
     let cluster = gateway.cluster(&routed.destination.cluster);
     let (index, response) = if call.rpc.is_write() {
         connection.affinity.pin_to_primary(&cluster.name);
@@ -165,7 +208,7 @@ async fn forward_unary(
         status::translate_upstream_status(&mut parts.headers, &routed.repo);
         return Ok(Response::from_parts(parts, upstream_body.map_err(Into::into).boxed_unsync()));
     }
-    let relay = ResponseRelay { rpc: call.rpc, origin, repo: routed.repo, fault: Arc::default() };
+    let relay = ResponseRelay { rpc: call.rpc, origin, repo: routed.repo, user: admitted.user, fault: Arc::default() };
     Ok(Response::from_parts(parts, relay.body(gateway, &cluster.endpoints[index], upstream_body)))
 }
 
@@ -180,8 +223,11 @@ fn forward_stream(
     access: Arc<AccessContext>,
 ) -> Response<ResponseBody> {
     let upstream_call = async move {
+        let mut call = call;
         let fault = Arc::new(CallFault::default());
-        let routed = read_and_route(&gateway, call.rpc, call.body).await?;
+        let body = call.body.take().expect("a call is routed once");
+        let routed = read_and_route(&gateway, call.rpc, body).await?;
+        let admitted = admit(&gateway, &mut call, &routed, &origin, &access).await?;
         let cluster = gateway.cluster(&routed.destination.cluster);
         let index = cluster.read_candidates(routed.destination.read_policy, &connection.affinity)[0];
         access.routed(&routed, &cluster.endpoints[index]);
@@ -199,7 +245,7 @@ fn forward_stream(
             status::translate_upstream_status(&mut trailers, &routed.repo);
             return Ok(trailers_only_body(trailers));
         }
-        let relay = ResponseRelay { rpc: call.rpc, origin, repo: routed.repo, fault };
+        let relay = ResponseRelay { rpc: call.rpc, origin, repo: routed.repo, user: admitted.user, fault };
         Ok(relay.body(&gateway, &cluster.endpoints[index], upstream_body))
     };
     let mut response = Response::new(DeferredBody::new(Box::pin(upstream_call)).boxed_unsync());
@@ -218,15 +264,22 @@ struct ResponseRelay {
     rpc: Rpc,
     origin: String,
     repo: RepoName,
+    /// Who the handed-out table-file URLs are for.
+    user: String,
     fault: Arc<CallFault>,
 }
 
 impl ResponseRelay {
     fn body(self, gateway: &Gateway, endpoint: &Endpoint, upstream_body: Incoming) -> ResponseBody {
-        let rewrite_urls = self
-            .rpc
-            .response_url_schema()
-            .map(|schema| rewrite_response_urls(schema, endpoint.name.clone(), self.origin));
+        let grant = UrlGrant {
+            signer: gateway.url_signer.clone(),
+            endpoint: endpoint.name.clone(),
+            database: self.repo.path.clone(),
+            user: self.user,
+            write: self.rpc.is_write(),
+            origin: self.origin,
+        };
+        let rewrite_urls = self.rpc.response_url_schema().map(|schema| rewrite_response_urls(schema, grant));
         let repo = self.repo;
         let on_trailers = Box::new(move |trailers: &mut HeaderMap| status::translate_upstream_status(trailers, &repo));
         let direction =
@@ -405,16 +458,32 @@ fn inspect_stream_messages(gateway: &Gateway, rpc: Rpc, first_path: String) -> O
     })
 }
 
+/// What the table-file URLs of one response grant, and who signs them.
+struct UrlGrant {
+    signer: Arc<file_url::UrlSigner>,
+    endpoint: String,
+    database: String,
+    user: String,
+    write: bool,
+    origin: String,
+}
+
 /// Rewrites every table-file URL of a response message to lead through doltgate.
-fn rewrite_response_urls(schema: wire::Schema, endpoint: String, origin: String) -> OnMessage {
+fn rewrite_response_urls(schema: wire::Schema, grant: UrlGrant) -> OnMessage {
     Box::new(move |message: Bytes| {
+        let capability = file_url::CapabilityGrant {
+            endpoint: &grant.endpoint,
+            database: &grant.database,
+            principal: &grant.user,
+            write: grant.write,
+        };
         wire::rewrite::<GatewayError>(&message, schema, &mut |label, value| {
             if label != Label::Url {
                 return Ok(Edit::Keep);
             }
             let url = std::str::from_utf8(value)
                 .map_err(|_| GatewayError::BadMessage(wire::WireError::Malformed("table-file URL is not UTF-8")))?;
-            Ok(Edit::Replace(Bytes::from(file_url::to_client_url(url, &endpoint, &origin)?)))
+            Ok(Edit::Replace(Bytes::from(grant.signer.to_client_url(url, &capability, &grant.origin)?)))
         })
     })
 }

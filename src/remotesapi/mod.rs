@@ -78,6 +78,15 @@ impl Rpc {
     }
 
     /// Bidirectional streams answer exactly one response per request, in order.
+    /// What a caller needs to be granted to make this call.
+    pub fn permission(self) -> crate::config::Permission {
+        if self.is_write() {
+            crate::config::Permission::Write
+        } else {
+            crate::config::Permission::Read
+        }
+    }
+
     pub fn is_streaming(self) -> bool {
         matches!(self, Rpc::StreamDownloadLocations | Rpc::StreamChunkLocations)
     }

@@ -297,15 +297,25 @@ impl Doltgate {
 
     /// Starts doltgate with a configuration file (the listener comes from a flag).
     pub fn start_with_config(log_dir: &Path, config: &Path) -> Doltgate {
-        Doltgate::spawn(log_dir, &["--config", config.to_str().unwrap()])
+        Doltgate::start_with_config_env(log_dir, config, &[])
+    }
+
+    /// Like `start_with_config`, with extra environment variables (secrets the config names).
+    pub fn start_with_config_env(log_dir: &Path, config: &Path, env: &[(&str, &str)]) -> Doltgate {
+        Doltgate::spawn_with_env(log_dir, &["--config", config.to_str().unwrap()], env)
     }
 
     fn spawn(log_dir: &Path, args: &[&str]) -> Doltgate {
+        Doltgate::spawn_with_env(log_dir, args, &[])
+    }
+
+    fn spawn_with_env(log_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Doltgate {
         let port = free_port();
         let log = log_dir.join(format!("doltgate-{port}.log"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_doltgate"));
         command.args(["--listen", &format!("127.0.0.1:{port}")]).args(args);
         command.env("RUST_LOG", "doltgate=debug,info");
+        command.envs(env.iter().copied());
         let mut child = spawn_logged(command, &log);
         wait_for_port(port, &mut child, "doltgate", &log);
         Doltgate { process: ChildGuard { child, log }, port }

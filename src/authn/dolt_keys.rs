@@ -1,0 +1,114 @@
+//! Dolt's own client keys. With `dolt creds new` (or `dolt login`) and no
+//! `--user`, the CLI signs every call with its Ed25519 key: a JWT with
+//! `alg EdDSA`, header `kid` = the key id, `iss dolt-client.dolthub.com`,
+//! `sub doltClientCredentials/<kid>`, `aud` = the host it dialled and a 30 s
+//! `exp` (go/libraries/doltcore/creds/creds.go and
+//! go/libraries/doltcore/env/grpc_dial_provider.go in Dolt's source).
+//!
+//! Keys are written in Dolt's base32 (`0-9a-v`, no padding): the public key
+//! as `dolt creds ls -v` prints it (52 characters), and its id as the base32
+//! of SHA-512/224 of the key (45 characters).
+
+use std::collections::HashMap;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use sha2::Digest;
+
+use super::{unauthenticated, Principal};
+use crate::config::auth::UserConfig;
+use crate::error::GatewayError;
+
+pub const DOLT_CLIENT_ISSUER: &str = "dolt-client.dolthub.com";
+const SUBJECT_PREFIX: &str = "doltClientCredentials/";
+/// Dolt's client tokens live 30 s; this forgives small clock skew only.
+const LEEWAY_SECS: u64 = 30;
+
+fn base32() -> data_encoding::Encoding {
+    let mut spec = data_encoding::Specification::new();
+    spec.symbols.push_str("0123456789abcdefghijklmnopqrstuv");
+    spec.encoding().expect("valid base32 alphabet")
+}
+
+/// Reads a public key as `dolt creds ls -v` prints it.
+pub fn parse_public_key(text: &str) -> Result<[u8; 32], String> {
+    let bytes = base32()
+        .decode(text.trim().as_bytes())
+        .map_err(|_| format!("{text:?} is not a Dolt public key (52 characters of 0-9a-v, from `dolt creds ls -v`)"))?;
+    bytes.try_into().map_err(|_| format!("{text:?} does not decode to a 32-byte Ed25519 key"))
+}
+
+/// The key id Dolt derives from a public key.
+pub fn key_id(public_key: &[u8; 32]) -> String {
+    base32().encode(&sha2::Sha512_224::digest(public_key))
+}
+
+struct RegisteredKey {
+    key: DecodingKey,
+    user: String,
+    groups: Vec<String>,
+}
+
+pub struct DoltKeys {
+    by_id: HashMap<String, RegisteredKey>,
+    audiences: Vec<String>,
+}
+
+impl DoltKeys {
+    pub fn new(users: &[UserConfig], audiences: &[String]) -> Result<Self, String> {
+        let mut by_id = HashMap::new();
+        for user in users {
+            for text in &user.dolt_keys {
+                let public = parse_public_key(text)?;
+                let x = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, public);
+                let key = DecodingKey::from_ed_components(&x).map_err(|e| e.to_string())?;
+                by_id.insert(
+                    key_id(&public),
+                    RegisteredKey { key, user: user.name.clone(), groups: user.groups.clone() },
+                );
+            }
+        }
+        Ok(Self { by_id, audiences: audiences.to_vec() })
+    }
+
+    /// Verifies a Dolt client token; `dialled_host` is the host the client
+    /// connected to, which Dolt puts in `aud` unless audiences are configured.
+    pub fn verify(&self, token: &str, header: &Header, dialled_host: &str) -> Result<Principal, GatewayError> {
+        let kid = header.kid.as_deref().ok_or_else(|| unauthenticated("Dolt client token has no key id"))?;
+        let registered = self.by_id.get(kid).ok_or_else(|| {
+            unauthenticated(format!("unknown Dolt client key {kid}; register its public key in auth.users[].dolt_keys"))
+        })?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_issuer(&[DOLT_CLIENT_ISSUER]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        if self.audiences.is_empty() {
+            validation.set_audience(&[dialled_host]);
+        } else {
+            validation.set_audience(&self.audiences);
+        }
+        validation.sub = Some(format!("{SUBJECT_PREFIX}{kid}"));
+        let data = jsonwebtoken::decode::<super::jwt::Claims>(token, &registered.key, &validation)
+            .map_err(|e| unauthenticated(format!("Dolt client token refused: {}", super::jwt::describe(&e))))?;
+        Ok(Principal {
+            name: registered.user.clone(),
+            groups: registered.groups.clone(),
+            expires: data.claims.expiry(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_text_round_trips_and_ids_have_dolts_length() {
+        let key = [7u8; 32];
+        let text = base32().encode(&key);
+        assert_eq!(text.len(), 52);
+        assert_eq!(parse_public_key(&text).unwrap(), key);
+        assert_eq!(key_id(&key).len(), 45);
+        assert!(parse_public_key("not-a-key").is_err());
+        assert!(parse_public_key(&base32().encode(&[1u8; 31])).is_err());
+    }
+}

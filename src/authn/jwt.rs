@@ -1,0 +1,281 @@
+//! Bearer JWTs from configured issuers: the token's `iss` picks the provider,
+//! whose key (HMAC secret, PEM public key, or a JWK Set from a file or an
+//! HTTP URL) and rules (algorithms, audiences, leeway) decide.
+//!
+//! Each provider accepts only algorithms of its key's family, so neither
+//! `alg: none` nor an HMAC token "signed" with a public key can pass.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use serde::Deserialize;
+
+use super::{unauthenticated, Principal};
+use crate::config::auth::JwtProviderConfig;
+use crate::error::GatewayError;
+
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+const JWKS_MAX_BYTES: usize = 1024 * 1024;
+
+/// The claims doltgate reads; the rest is kept for user and group mapping.
+#[derive(Debug, Deserialize)]
+pub struct Claims {
+    exp: Option<u64>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Claims {
+    pub fn expiry(&self) -> Option<SystemTime> {
+        self.exp.map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    }
+}
+
+/// A short, safe reason for a refused token.
+pub fn describe(err: &jsonwebtoken::errors::Error) -> String {
+    match err.kind() {
+        ErrorKind::ExpiredSignature => "token expired".into(),
+        ErrorKind::ImmatureSignature => "token not yet valid (nbf is in the future)".into(),
+        ErrorKind::InvalidAudience => "audience (aud) not accepted".into(),
+        ErrorKind::InvalidIssuer => "issuer (iss) not accepted".into(),
+        ErrorKind::InvalidSubject => "subject (sub) does not match the key".into(),
+        ErrorKind::InvalidSignature => "bad signature".into(),
+        ErrorKind::InvalidAlgorithm => "algorithm not accepted for this key".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("required claim {claim:?} is missing"),
+        _ => format!("malformed token ({err})"),
+    }
+}
+
+/// The `iss` claim, read before any key is chosen (nothing is trusted yet).
+pub fn unverified_issuer(token: &str) -> Result<String, GatewayError> {
+    let payload = token.split('.').nth(1).ok_or_else(|| unauthenticated("bearer token is not a JWT"))?;
+    let json = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload.trim_end_matches('='))
+        .map_err(|_| unauthenticated("bearer token payload is not base64url"))?;
+    #[derive(Deserialize)]
+    struct Issuer {
+        iss: Option<String>,
+    }
+    let claims: Issuer =
+        serde_json::from_slice(&json).map_err(|_| unauthenticated("bearer token payload is not a JSON object"))?;
+    claims.iss.ok_or_else(|| unauthenticated("bearer token has no issuer (iss)"))
+}
+
+pub struct Provider {
+    name: String,
+    issuer: String,
+    validation: Validation,
+    keys: Keys,
+    user_claim: String,
+    groups_claim: String,
+}
+
+enum Keys {
+    Fixed(DecodingKey),
+    Set(JwksSource),
+}
+
+impl Provider {
+    pub fn new(key: &str, config: &JwtProviderConfig) -> Result<Provider, String> {
+        let algorithms = config
+            .algorithms
+            .iter()
+            .map(|a| a.parse::<Algorithm>().map_err(|_| format!("{key}.algorithms: {a:?} is not an algorithm")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms;
+        validation.leeway = config.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&config.audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        Ok(Provider {
+            name: config.name.clone(),
+            issuer: config.issuer.clone(),
+            validation,
+            keys: Keys::new(key, config)?,
+            user_claim: config.user_claim.clone(),
+            groups_claim: config.groups_claim.clone(),
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub async fn verify(&self, token: &str, header: &Header) -> Result<Principal, GatewayError> {
+        if !self.validation.algorithms.contains(&header.alg) {
+            return Err(unauthenticated(format!("provider {:?} does not accept {:?} tokens", self.name, header.alg)));
+        }
+        let key = match &self.keys {
+            Keys::Fixed(key) => Arc::new(key.clone()),
+            Keys::Set(set) => set.key_for(header.kid.as_deref()).await.map_err(unauthenticated)?,
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+            .map_err(|e| unauthenticated(format!("token from {:?} refused: {}", self.name, describe(&e))))?;
+        let claims = data.claims;
+        let name = claims
+            .other
+            .get(&self.user_claim)
+            .and_then(|v| v.as_str())
+            .filter(|name| !name.is_empty())
+            .ok_or_else(|| unauthenticated(format!("token has no {:?} claim naming the user", self.user_claim)))?
+            .to_owned();
+        let groups = match claims.other.get(&self.groups_claim) {
+            Some(serde_json::Value::String(one)) => vec![one.clone()],
+            Some(serde_json::Value::Array(many)) => many.iter().filter_map(|g| g.as_str().map(str::to_owned)).collect(),
+            _ => Vec::new(),
+        };
+        Ok(Principal { name, groups, expires: claims.expiry() })
+    }
+}
+
+impl Keys {
+    fn new(key: &str, config: &JwtProviderConfig) -> Result<Keys, String> {
+        let read = |path: &PathBuf, field: &str| {
+            std::fs::read(path).map_err(|e| format!("{key}.{field}: cannot read {}: {e}", path.display()))
+        };
+        if let Some(secret) = &config.secret {
+            return Ok(Keys::Fixed(DecodingKey::from_secret(secret.as_bytes())));
+        }
+        if let Some(var) = &config.secret_env {
+            let secret =
+                std::env::var(var).map_err(|_| format!("{key}.secret_env: environment variable {var} is not set"))?;
+            return Ok(Keys::Fixed(DecodingKey::from_secret(secret.as_bytes())));
+        }
+        if let Some(path) = &config.key_file {
+            let pem = read(path, "key_file")?;
+            let family = config.algorithms[0].as_str();
+            let parsed = match &family[..2] {
+                "RS" | "PS" => DecodingKey::from_rsa_pem(&pem),
+                "ES" => DecodingKey::from_ec_pem(&pem),
+                _ => DecodingKey::from_ed_pem(&pem),
+            };
+            return parsed.map(Keys::Fixed).map_err(|e| format!("{key}.key_file: not a {family} public key: {e}"));
+        }
+        let source = match (&config.jwks_file, &config.jwks_url) {
+            (Some(path), _) => {
+                let set = JwksSource::parse(&read(path, "jwks_file")?).map_err(|e| format!("{key}.jwks_file: {e}"))?;
+                JwksSource::new(JwksLocation::File(path.clone()), config.jwks_min_refresh, set)
+            }
+            (None, Some(url)) => {
+                let uri = url.parse().map_err(|e| format!("{key}.jwks_url: {e}"))?;
+                JwksSource::new(JwksLocation::Url(uri), config.jwks_min_refresh, HashMap::new())
+            }
+            (None, None) => return Err(format!("{key}: no key configured")),
+        };
+        Ok(Keys::Set(source))
+    }
+}
+
+enum JwksLocation {
+    File(PathBuf),
+    Url(http::Uri),
+}
+
+type KeyMap = HashMap<String, Arc<DecodingKey>>;
+
+/// A JWK Set reloaded when a token names a key id it does not hold, at most
+/// once per `min_refresh`, so rotated keys are picked up without letting
+/// random key ids hammer the source.
+struct JwksSource {
+    location: JwksLocation,
+    min_refresh: Duration,
+    keys: arc_swap::ArcSwap<KeyMap>,
+    last_load: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl JwksSource {
+    fn new(location: JwksLocation, min_refresh: Duration, keys: KeyMap) -> Self {
+        let loaded = (!keys.is_empty()).then(Instant::now);
+        Self {
+            location,
+            min_refresh,
+            keys: arc_swap::ArcSwap::from_pointee(keys),
+            last_load: tokio::sync::Mutex::new(loaded),
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> Result<KeyMap, String> {
+        let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("not a JWK Set: {e}"))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key {:?}: {e}", jwk.common.key_id))?;
+            keys.insert(jwk.common.key_id.clone().unwrap_or_default(), Arc::new(key));
+        }
+        Ok(keys)
+    }
+
+    fn lookup(keys: &KeyMap, kid: Option<&str>) -> Option<Arc<DecodingKey>> {
+        match kid {
+            Some(kid) => keys.get(kid).cloned(),
+            // A token without `kid` is only unambiguous against a one-key set.
+            None if keys.len() == 1 => keys.values().next().cloned(),
+            None => None,
+        }
+    }
+
+    async fn key_for(&self, kid: Option<&str>) -> Result<Arc<DecodingKey>, String> {
+        if let Some(key) = Self::lookup(&self.keys.load(), kid) {
+            return Ok(key);
+        }
+        let mut last_load = self.last_load.lock().await;
+        // Someone else may have reloaded while this call waited.
+        if let Some(key) = Self::lookup(&self.keys.load(), kid) {
+            return Ok(key);
+        }
+        let unknown = || format!("unknown signing key {:?}", kid.unwrap_or("(no kid)"));
+        if last_load.is_some_and(|at| at.elapsed() < self.min_refresh) {
+            return Err(unknown());
+        }
+        *last_load = Some(Instant::now());
+        let fresh = self.load().await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot reload JWK Set");
+            format!("{}; the key set could not be reloaded", unknown())
+        })?;
+        self.keys.store(Arc::new(fresh));
+        Self::lookup(&self.keys.load(), kid).ok_or_else(unknown)
+    }
+
+    async fn load(&self) -> Result<KeyMap, String> {
+        let bytes = match &self.location {
+            JwksLocation::File(path) => tokio::fs::read(path).await.map_err(|e| e.to_string())?.into(),
+            JwksLocation::Url(uri) => fetch(uri).await?,
+        };
+        Self::parse(&bytes)
+    }
+}
+
+async fn fetch(uri: &http::Uri) -> Result<Bytes, String> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<Bytes>>();
+    let request = async {
+        let response = client.get(uri.clone()).await.map_err(|e| format!("GET {uri}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("GET {uri}: HTTP {}", response.status()));
+        }
+        let body = http_body_util::Limited::new(response.into_body(), JWKS_MAX_BYTES);
+        Ok(body.collect().await.map_err(|e| format!("GET {uri}: {e}"))?.to_bytes())
+    };
+    tokio::time::timeout(JWKS_FETCH_TIMEOUT, request).await.map_err(|_| format!("GET {uri}: timed out"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuer_is_read_without_trusting_the_token() {
+        let payload = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, br#"{"iss":"idp"}"#);
+        assert_eq!(unverified_issuer(&format!("x.{payload}.y")).unwrap(), "idp");
+        for bad in ["garbage", "a.!!.b", "a.e30.b"] {
+            assert!(unverified_issuer(bad).is_err(), "{bad}");
+        }
+    }
+}

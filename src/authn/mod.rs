@@ -1,0 +1,311 @@
+//! Who is calling: reads the one credential a gRPC request carries and, with
+//! `[auth]` configured, proves it, yielding a [`Principal`].
+//!
+//! Kinds of proof, tried by what the credential is:
+//! - `Basic user:password`: a static user's Argon2 hash, else a login to the
+//!   routed cluster's SQL port as that user ([`password`]);
+//! - `Bearer` JWT from Dolt's own client keys (`dolt creds`), matched by key
+//!   id to a registered public key ([`dolt_keys`]);
+//! - `Bearer` JWT from a configured issuer ([`jwt`]).
+//!
+//! Verdicts are remembered briefly ([`cache`]) so a clone's thousands of calls
+//! cost one password check. Secrets are never logged.
+//!
+//! Without `[auth]`, the credential is only read (exactly one is required:
+//! Dolt treats none, or several, as `root` with an empty password) and passed
+//! on for Dolt to check.
+
+pub mod cache;
+pub mod dolt_keys;
+pub mod jwt;
+pub mod password;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::cluster::Cluster;
+use crate::config::AuthConfig;
+use crate::error::GatewayError;
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub groups: Vec<String>,
+    /// When the proof stops being valid (a token's `exp`), if it does.
+    pub expires: Option<SystemTime>,
+}
+
+/// The credential a request carries, read but not yet proven.
+#[derive(Debug, Clone)]
+pub struct ClientCredential {
+    raw: HeaderValue,
+}
+
+/// What a credential claims.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Presented<'a> {
+    Basic { user: String, password: String },
+    Bearer(&'a str),
+}
+
+impl ClientCredential {
+    /// The credential as the client sent it (for `passthrough`).
+    pub fn authorization(&self) -> &HeaderValue {
+        &self.raw
+    }
+
+    pub fn presented(&self) -> Result<Presented<'_>, GatewayError> {
+        let value = self.raw.to_str().map_err(|_| unauthenticated("credential is not printable ASCII"))?;
+        if let Some(token) = strip_scheme(value, "Bearer") {
+            return Ok(Presented::Bearer(token.trim()));
+        }
+        let encoded = strip_scheme(value, "Basic")
+            .ok_or_else(|| unauthenticated("credential is neither Basic nor Bearer"))?
+            .trim();
+        // Dolt's client uses the standard alphabet; some tools send the URL-safe one.
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(encoded))
+            .map_err(|_| unauthenticated("Basic credential is not base64"))?;
+        let text = String::from_utf8(decoded).map_err(|_| unauthenticated("Basic credential is not UTF-8"))?;
+        let (user, password) = text
+            .split_once(':')
+            .ok_or_else(|| unauthenticated("Basic credential has no ':' between user and password"))?;
+        if user.is_empty() {
+            return Err(unauthenticated("Basic credential has an empty user name"));
+        }
+        Ok(Presented::Basic { user: user.to_owned(), password: password.to_owned() })
+    }
+
+    /// Who the credential claims to be, for logs: the Basic user name, or
+    /// the scheme alone for tokens. Never the secret.
+    pub fn user_for_logs(&self) -> String {
+        match self.presented() {
+            Ok(Presented::Basic { user, .. }) => user,
+            Ok(Presented::Bearer(_)) => "bearer".into(),
+            Err(_) => "malformed".into(),
+        }
+    }
+}
+
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (head, rest) = value.split_at_checked(scheme.len())?;
+    (head.eq_ignore_ascii_case(scheme) && rest.starts_with(' ')).then_some(rest)
+}
+
+pub(crate) fn unauthenticated(reason: impl Into<String>) -> GatewayError {
+    GatewayError::Unauthenticated(reason.into())
+}
+
+/// Reads the one credential of a request: from `token_header` when the
+/// request has it, else from `authorization`.
+pub fn read_credential(
+    headers: &HeaderMap,
+    token_header: Option<&HeaderName>,
+) -> Result<ClientCredential, GatewayError> {
+    let name = match token_header {
+        Some(name) if headers.contains_key(name) => name.clone(),
+        _ => http::header::AUTHORIZATION,
+    };
+    let mut values = headers.get_all(&name).iter();
+    let Some(first) = values.next() else {
+        return Err(unauthenticated(
+            "no credentials: this remote requires a user; run dolt with --user NAME and set DOLT_REMOTE_PASSWORD",
+        ));
+    };
+    if values.next().is_some() {
+        return Err(unauthenticated(format!("more than one {name} header; send exactly one")));
+    }
+    if first.is_empty() {
+        return Err(unauthenticated(format!("empty {name} header")));
+    }
+    Ok(ClientCredential { raw: first.clone() })
+}
+
+/// Where a credential is being presented: the cluster whose SQL users check
+/// passwords, and the host the client dialled (the `aud` of Dolt key tokens).
+pub struct Audience<'a> {
+    pub cluster: &'a Cluster,
+    pub host: &'a str,
+}
+
+/// Proves credentials; built once per configuration.
+pub struct Authenticator {
+    static_users: HashMap<String, password::StaticUser>,
+    dolt_keys: dolt_keys::DoltKeys,
+    providers: Vec<jwt::Provider>,
+    sql_passwords: bool,
+    pub(crate) token_header: Option<HeaderName>,
+    cache: cache::VerdictCache,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").field("providers", &self.providers.len()).finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    pub fn new(config: &AuthConfig) -> Result<Authenticator, String> {
+        let static_users = config
+            .users
+            .iter()
+            .filter_map(|u| u.password_hash.as_ref().map(|h| (u.name.clone(), password::StaticUser::new(h, &u.groups))))
+            .collect();
+        let providers = config
+            .jwt
+            .iter()
+            .enumerate()
+            .map(|(i, p)| jwt::Provider::new(&format!("auth.jwt[{i}]"), p))
+            .collect::<Result<_, _>>()?;
+        Ok(Authenticator {
+            static_users,
+            dolt_keys: dolt_keys::DoltKeys::new(&config.users, &config.dolt_key_audiences)?,
+            providers,
+            sql_passwords: config.sql_passwords,
+            token_header: config
+                .token_header
+                .as_ref()
+                .map(|h| HeaderName::from_bytes(h.as_bytes()))
+                .transpose()
+                .map_err(|e| e.to_string())?,
+            cache: cache::VerdictCache::new(&config.cache),
+        })
+    }
+
+    /// Proves `credential`, from the cache when a recent verdict exists.
+    pub async fn authenticate(
+        &self,
+        credential: &ClientCredential,
+        at: &Audience<'_>,
+    ) -> Result<Principal, GatewayError> {
+        let key = cache::key(&[at.cluster.name.as_bytes(), at.host.as_bytes(), credential.raw.as_bytes()]);
+        if let Some(verdict) = self.cache.get(&key) {
+            return verdict.map_err(GatewayError::Unauthenticated);
+        }
+        let presented = credential.presented()?;
+        let kind = match presented {
+            Presented::Basic { .. } => "basic",
+            Presented::Bearer(_) => "bearer",
+        };
+        let verdict = self.prove(presented, at).await;
+        let outcome = match &verdict {
+            Ok(_) => "accepted",
+            Err(GatewayError::Unauthenticated(_)) => "refused",
+            Err(_) => "error",
+        };
+        crate::metrics::metrics().auth_attempts.with_label_values(&[kind, outcome]).inc();
+        match &verdict {
+            Ok(principal) => self.cache.remember_success(key, principal),
+            Err(GatewayError::Unauthenticated(reason)) => self.cache.remember_failure(key, reason),
+            // An unreachable SQL port says nothing about the password.
+            Err(_) => {}
+        }
+        verdict
+    }
+
+    async fn prove(&self, presented: Presented<'_>, at: &Audience<'_>) -> Result<Principal, GatewayError> {
+        match presented {
+            Presented::Basic { user, password } => {
+                if let Some(known) = self.static_users.get(&user) {
+                    return known.verify(&user, &password);
+                }
+                if !self.sql_passwords {
+                    return Err(unauthenticated(format!("unknown user {user:?}")));
+                }
+                password::check_sql_login(at.cluster, &user, &password).await
+            }
+            Presented::Bearer(token) => {
+                let header = jsonwebtoken::decode_header(token)
+                    .map_err(|e| unauthenticated(format!("bearer token is not a JWT: {e}")))?;
+                let issuer = jwt::unverified_issuer(token)?;
+                if issuer == dolt_keys::DOLT_CLIENT_ISSUER {
+                    return self.dolt_keys.verify(token, &header, at.host);
+                }
+                let provider = self
+                    .providers
+                    .iter()
+                    .find(|p| p.issuer() == issuer)
+                    .ok_or_else(|| unauthenticated(format!("no provider trusts tokens from issuer {issuer:?}")))?;
+                provider.verify(token, &header).await
+            }
+        }
+    }
+}
+
+/// `Basic base64(user:password)`, as Dolt's remotesapi expects.
+pub fn basic_authorization(user: &str, password: &str) -> Result<HeaderValue, String> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|e| e.to_string())
+}
+
+/// How long a verdict may be trusted: the configured time, cut short by the
+/// proof's own expiry.
+pub(crate) fn trust_for(ttl: Duration, expires: Option<SystemTime>) -> Duration {
+    match expires.and_then(|at| at.duration_since(SystemTime::now()).ok()) {
+        Some(left) => left.min(ttl),
+        None if expires.is_some() => Duration::ZERO,
+        None => ttl,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credential(value: &'static str) -> ClientCredential {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, HeaderValue::from_static(value));
+        read_credential(&headers, None).unwrap()
+    }
+
+    #[test]
+    fn exactly_one_credential_is_required() {
+        let mut headers = HeaderMap::new();
+        let err = read_credential(&headers, None).unwrap_err();
+        assert!(err.to_string().contains("--user"), "{err}");
+        headers.append(http::header::AUTHORIZATION, HeaderValue::from_static("Basic YTpi"));
+        assert_eq!(read_credential(&headers, None).unwrap().user_for_logs(), "a", "the user, never the password");
+        headers.append(http::header::AUTHORIZATION, HeaderValue::from_static("Basic Yzpk"));
+        assert!(matches!(read_credential(&headers, None), Err(GatewayError::Unauthenticated(_))));
+    }
+
+    #[test]
+    fn token_header_wins_when_present() {
+        let name = HeaderName::from_static("x-doltgate-token");
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Basic YTpi"));
+        assert_eq!(read_credential(&headers, Some(&name)).unwrap().authorization(), "Basic YTpi");
+        headers.insert(name.clone(), HeaderValue::from_static("Bearer t"));
+        assert_eq!(read_credential(&headers, Some(&name)).unwrap().authorization(), "Bearer t");
+    }
+
+    #[test]
+    fn basic_credentials_parse_or_say_why_not() {
+        let basic = credential("Basic YWxpY2U6czNjOnJldA==");
+        assert_eq!(basic.presented().unwrap(), Presented::Basic { user: "alice".into(), password: "s3c:ret".into() });
+        assert_eq!(credential("bearer abc").presented().unwrap(), Presented::Bearer("abc"));
+        for (value, why) in [
+            ("Basic !!!", "not base64"),
+            ("Basic YWxpY2U=", "no ':'"),
+            ("Basic OnB3", "empty user"),
+            ("Digest x", "neither Basic nor Bearer"),
+        ] {
+            let err = credential(value).presented().unwrap_err().to_string();
+            assert!(err.contains(why), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn verdicts_end_with_their_proof() {
+        let ttl = Duration::from_secs(60);
+        assert_eq!(trust_for(ttl, None), ttl);
+        let soon = SystemTime::now() + Duration::from_secs(10);
+        assert!(trust_for(ttl, Some(soon)) <= Duration::from_secs(10));
+        assert_eq!(trust_for(ttl, Some(SystemTime::UNIX_EPOCH)), Duration::ZERO);
+    }
+}

@@ -1,0 +1,121 @@
+//! Password proofs: a static user's Argon2 hash from the config, or a real
+//! login to the cluster's SQL port as the user (Dolt's own user table decides,
+//! host patterns and all).
+
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+
+use super::{unauthenticated, Principal};
+use crate::cluster::Cluster;
+use crate::error::GatewayError;
+
+/// MySQL's "Access denied for user" error code.
+const ER_ACCESS_DENIED: u16 = 1045;
+const SQL_LOGIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct StaticUser {
+    hash: String,
+    groups: Vec<String>,
+}
+
+impl StaticUser {
+    pub fn new(hash: &str, groups: &[String]) -> Self {
+        Self { hash: hash.to_owned(), groups: groups.to_vec() }
+    }
+
+    pub fn verify(&self, user: &str, password: &str) -> Result<Principal, GatewayError> {
+        let hash = PasswordHash::new(&self.hash).map_err(|_| unauthenticated("stored hash is unreadable"))?;
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .map_err(|_| unauthenticated(format!("wrong password for user {user:?}")))?;
+        Ok(Principal { name: user.to_owned(), groups: self.groups.clone(), expires: None })
+    }
+}
+
+/// A PHC-format Argon2id hash of `password` with a fresh random salt.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt).map_err(|_| "no randomness")?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Ok(Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| e.to_string())?.to_string())
+}
+
+/// Logs in to the cluster's SQL port as `user`: the primary first, then the
+/// other members (users replicate across a Dolt cluster).
+pub async fn check_sql_login(cluster: &Cluster, user: &str, password: &str) -> Result<Principal, GatewayError> {
+    let addresses = cluster.sql_addresses();
+    if addresses.is_empty() {
+        return Err(unauthenticated(format!(
+            "cannot check the password of {user:?}: cluster {:?} has no SQL address (set endpoints[].sql) and no static user matches",
+            cluster.name
+        )));
+    }
+    let mut last_error = String::new();
+    for address in addresses {
+        match login(&address, user, password).await {
+            Ok(()) => {
+                crate::metrics::metrics().auth_sql_logins.with_label_values(&["accepted"]).inc();
+                return Ok(Principal { name: user.to_owned(), groups: Vec::new(), expires: None });
+            }
+            Err(LoginError::Denied(message)) => {
+                crate::metrics::metrics().auth_sql_logins.with_label_values(&["refused"]).inc();
+                tracing::debug!(%user, %message, "SQL login refused");
+                return Err(unauthenticated(format!("wrong password for user {user:?} (or no such user)")));
+            }
+            Err(LoginError::Unreachable(reason)) => {
+                crate::metrics::metrics().auth_sql_logins.with_label_values(&["error"]).inc();
+                last_error = format!("{address}: {reason}");
+            }
+        }
+    }
+    Err(GatewayError::UpstreamUnreachable {
+        address: "SQL port".into(),
+        reason: format!("cannot check passwords: {last_error}"),
+    })
+}
+
+enum LoginError {
+    Denied(String),
+    Unreachable(String),
+}
+
+async fn login(address: &http::uri::Authority, user: &str, password: &str) -> Result<(), LoginError> {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(address.host().to_owned())
+        .tcp_port(address.port_u16().unwrap_or(3306))
+        .user(Some(user))
+        .pass(Some(password))
+        .prefer_socket(false);
+    let connect = mysql_async::Conn::new(opts);
+    match tokio::time::timeout(SQL_LOGIN_TIMEOUT, connect).await {
+        Err(_) => Err(LoginError::Unreachable(format!("no answer within {SQL_LOGIN_TIMEOUT:?}"))),
+        Ok(Err(mysql_async::Error::Server(err))) if err.code == ER_ACCESS_DENIED => {
+            Err(LoginError::Denied(err.message))
+        }
+        Ok(Err(err)) => Err(LoginError::Unreachable(err.to_string())),
+        Ok(Ok(conn)) => {
+            let _ = conn.disconnect().await;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_hashes_verify_only_their_password() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert_ne!(hash, hash_password("correct horse").unwrap(), "salted");
+        let user = StaticUser::new(&hash, &["ops".to_owned()]);
+        let principal = user.verify("ci", "correct horse").unwrap();
+        assert_eq!(principal.groups, ["ops"]);
+        let err = user.verify("ci", "battery staple").unwrap_err().to_string();
+        assert!(err.contains("wrong password for user \"ci\""), "{err}");
+        assert!(!err.contains("battery"), "never echo the password");
+    }
+}

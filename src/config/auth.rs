@@ -1,0 +1,327 @@
+//! The `[auth]` and `[file_urls]` sections: who may call, how doltgate
+//! checks it, what each user may do, and the keys behind table-file URLs.
+//!
+//! Without `[auth]` doltgate authenticates nobody and forwards each client's
+//! own credentials, leaving every check to Dolt (the transparent mode).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{invalid, ConfigError};
+
+/// The longest clock skew a token's `exp`/`nbf` may be forgiven.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// What doltgate presents upstream: `service` (the cluster's `sql_user`,
+    /// which needs SUPER and CLONE_ADMIN on Dolt) or `passthrough` (the
+    /// client's own `authorization`, so Dolt checks it too).
+    #[serde(default)]
+    pub upstream_credentials: UpstreamCredentials,
+    /// Check Basic passwords by logging in to the routed cluster's SQL port as
+    /// that user. Static `[[auth.users]]` with a `password_hash` are checked first.
+    #[serde(default = "yes")]
+    pub sql_passwords: bool,
+    /// A header read instead of `authorization` when present, for Dolt's
+    /// `remotesapi.credential_helper`, which may not set `authorization`.
+    /// Its value is `Basic ...` or `Bearer ...`, like `authorization`.
+    pub token_header: Option<String>,
+    /// Accepted `aud` values of Dolt client-key tokens. Empty: the host the
+    /// client dialled (Dolt sets `aud` to it), from `listener.public_url` or
+    /// the request's authority.
+    #[serde(default)]
+    pub dolt_key_audiences: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub jwt: Vec<JwtProviderConfig>,
+    #[serde(default)]
+    pub grants: Vec<GrantConfig>,
+    #[serde(default)]
+    pub cache: AuthCacheConfig,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamCredentials {
+    #[default]
+    Service,
+    Passthrough,
+}
+
+/// A user known to doltgate itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// A PHC-format Argon2 hash, as printed by `doltgate hash-password`.
+    pub password_hash: Option<String>,
+    /// Dolt client public keys (the first column of `dolt creds ls -v`): a
+    /// plain `dolt clone` signed by one of them authenticates as this user.
+    #[serde(default)]
+    pub dolt_keys: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// One issuer of bearer JWTs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtProviderConfig {
+    pub name: String,
+    /// Required `iss`; also how a token finds its provider.
+    pub issuer: String,
+    /// Accepted `aud` values (at least one must match).
+    pub audiences: Vec<String>,
+    /// Accepted `alg` values; all of one family matching the key.
+    pub algorithms: Vec<String>,
+    /// HMAC secret, inline (prefer `secret_env`).
+    pub secret: Option<String>,
+    pub secret_env: Option<String>,
+    /// PEM public key (RSA, EC or Ed25519).
+    pub key_file: Option<PathBuf>,
+    /// A JWK Set on disk.
+    pub jwks_file: Option<PathBuf>,
+    /// A JWK Set over HTTP; fetched at start and again when a token names an
+    /// unknown `kid` (at most once per `jwks_min_refresh`).
+    pub jwks_url: Option<String>,
+    #[serde(default = "default_jwks_min_refresh", with = "humantime_serde")]
+    pub jwks_min_refresh: Duration,
+    /// Clock skew forgiven on `exp` and `nbf` (at most 5m).
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Claim naming the user.
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// Claim holding the user's groups (an array of strings, or one string).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+}
+
+fn default_jwks_min_refresh() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_user_claim() -> String {
+    "sub".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+/// Grants a permission on databases to users and groups.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    /// Database globs (`*`, `?`), case-insensitive, as clients name them.
+    pub databases: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub permission: Permission,
+}
+
+/// `write` includes `read`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Read,
+    Write,
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+        })
+    }
+}
+
+/// Remembered verdicts, so a clone's many calls cost one password check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthCacheConfig {
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Refusals are remembered for less time, so a fixed password works soon.
+    #[serde(default = "default_failure_ttl", with = "humantime_serde")]
+    pub failure_ttl: Duration,
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: usize,
+}
+
+impl Default for AuthCacheConfig {
+    fn default() -> Self {
+        Self { ttl: default_cache_ttl(), failure_ttl: default_failure_ttl(), max_entries: default_cache_entries() }
+    }
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_failure_ttl() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_cache_entries() -> usize {
+    10_000
+}
+
+/// The table-file URLs doltgate hands out carry a token signed with this key.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileUrlConfig {
+    /// Environment variable holding the key (at least 32 bytes). Replicas
+    /// behind one Service must share it. Unset (and no `key_file`): a random
+    /// key per process, so URLs only work on the replica that issued them.
+    pub key_env: Option<String>,
+    pub key_file: Option<PathBuf>,
+    /// Longest life of a URL (the upstream's own expiry may be shorter).
+    #[serde(default = "default_url_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+fn default_url_ttl() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+impl FileUrlConfig {
+    pub fn ttl(&self) -> Duration {
+        if self.ttl.is_zero() {
+            default_url_ttl()
+        } else {
+            self.ttl
+        }
+    }
+}
+
+pub const JWT_ALGORITHMS: [&str; 12] =
+    ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+
+impl AuthConfig {
+    pub fn validate(&self, has_service_user: impl Fn() -> Option<String>) -> Result<(), ConfigError> {
+        if self.upstream_credentials == UpstreamCredentials::Service {
+            if let Some(cluster_key) = has_service_user() {
+                return Err(invalid(
+                    cluster_key,
+                    "auth.upstream_credentials = \"service\" needs the cluster's sql_user (a Dolt user with SUPER and CLONE_ADMIN); set it, or use upstream_credentials = \"passthrough\"",
+                ));
+            }
+        }
+        if let Some(header) = &self.token_header {
+            let name = http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| invalid("auth.token_header", format!("{header:?} is not a header name")))?;
+            if matches!(name.as_str(), "authorization" | "host" | "cookie") || name.as_str().starts_with("grpc-") {
+                return Err(invalid(
+                    "auth.token_header",
+                    format!("{header:?} is reserved; pick e.g. x-doltgate-token"),
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            let key = format!("auth.users[{i}]");
+            if user.name.is_empty() || !names.insert(user.name.as_str()) {
+                return Err(invalid(format!("{key}.name"), format!("{:?} is empty or used twice", user.name)));
+            }
+            if let Some(hash) = &user.password_hash {
+                argon2::password_hash::PasswordHash::new(hash).map_err(|e| {
+                    invalid(
+                        format!("{key}.password_hash"),
+                        format!("not a PHC hash ({e}); make one with `doltgate hash-password`"),
+                    )
+                })?;
+            }
+            for (k, dolt_key) in user.dolt_keys.iter().enumerate() {
+                crate::authn::dolt_keys::parse_public_key(dolt_key)
+                    .map_err(|reason| invalid(format!("{key}.dolt_keys[{k}]"), reason))?;
+            }
+        }
+        let mut issuers = std::collections::HashSet::new();
+        for (i, provider) in self.jwt.iter().enumerate() {
+            validate_provider(&format!("auth.jwt[{i}]"), provider)?;
+            if !issuers.insert(provider.issuer.as_str()) {
+                return Err(invalid(format!("auth.jwt[{i}].issuer"), "two providers share this issuer"));
+            }
+        }
+        for (i, grant) in self.grants.iter().enumerate() {
+            let key = format!("auth.grants[{i}]");
+            if grant.databases.is_empty() {
+                return Err(invalid(format!("{key}.databases"), "name at least one database glob (\"*\" for all)"));
+            }
+            for glob in &grant.databases {
+                glob::Pattern::new(glob).map_err(|e| invalid(format!("{key}.databases"), e.to_string()))?;
+            }
+            if grant.users.is_empty() && grant.groups.is_empty() {
+                return Err(invalid(&key, "grants to nobody: set users or groups"));
+            }
+        }
+        if self.cache.max_entries == 0 {
+            return Err(invalid("auth.cache.max_entries", "must be greater than zero"));
+        }
+        Ok(())
+    }
+}
+
+fn validate_provider(key: &str, provider: &JwtProviderConfig) -> Result<(), ConfigError> {
+    let sources = [
+        provider.secret.is_some(),
+        provider.secret_env.is_some(),
+        provider.key_file.is_some(),
+        provider.jwks_file.is_some(),
+        provider.jwks_url.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return Err(invalid(key, "set exactly one of secret, secret_env, key_file, jwks_file, jwks_url"));
+    }
+    if provider.audiences.is_empty() {
+        return Err(invalid(format!("{key}.audiences"), "name at least one accepted audience"));
+    }
+    if provider.algorithms.is_empty() {
+        return Err(invalid(format!("{key}.algorithms"), "name the accepted algorithms, e.g. [\"RS256\"]"));
+    }
+    let symmetric = provider.secret.is_some() || provider.secret_env.is_some();
+    for alg in &provider.algorithms {
+        if !JWT_ALGORITHMS.contains(&alg.as_str()) {
+            return Err(invalid(
+                format!("{key}.algorithms"),
+                format!("{alg:?} is not one of {}", JWT_ALGORITHMS.join(", ")),
+            ));
+        }
+        // An HMAC algorithm beside a public key is how key confusion starts.
+        if alg.starts_with("HS") != symmetric {
+            return Err(invalid(
+                format!("{key}.algorithms"),
+                format!("{alg} does not fit the key: HS* need secret/secret_env, the others a public key"),
+            ));
+        }
+    }
+    if provider.leeway > MAX_LEEWAY {
+        return Err(invalid(format!("{key}.leeway"), "at most 5m"));
+    }
+    if let Some(url) = &provider.jwks_url {
+        let ok = url.parse::<http::Uri>().is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+        if !ok {
+            return Err(invalid(format!("{key}.jwks_url"), format!("{url:?} must be an http:// URL")));
+        }
+    }
+    for (field, path) in [("key_file", &provider.key_file), ("jwks_file", &provider.jwks_file)] {
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(invalid(format!("{key}.{field}"), format!("{} is not a readable file", path.display())));
+            }
+        }
+    }
+    Ok(())
+}
