@@ -1,0 +1,242 @@
+//! Authentication and authorization with the real `dolt` CLI and a real
+//! `dolt sql-server` behind doltgate:
+//! - a SQL user with no CLONE_ADMIN or SUPER on Dolt clones and pushes
+//!   through doltgate because policy grants it (and cannot push directly);
+//! - wrong passwords and missing grants get doltgate's own messages;
+//! - a static user (Argon2 hash in the config) is read-only by policy;
+//! - `dolt creds` keys registered in the config authenticate a plain
+//!   `dolt clone`, and an unregistered key is refused;
+//! - a whole clone costs a handful of SQL logins, not one per call.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::*;
+
+const BOB: &str = "bob";
+const BOB_PASSWORD: &str = "bobs-pass-1";
+const EVE: &str = "eve";
+const EVE_PASSWORD: &str = "eves-pass-1";
+const CAROL: &str = "carol";
+const CAROL_PASSWORD: &str = "carols static password";
+
+struct Setup {
+    env: DoltEnv,
+    server: DoltServer,
+    gateway: Doltgate,
+    admin_port: u16,
+    /// A client home whose `dolt creds` key is registered for user dana.
+    dana: DoltEnv,
+    /// A client home with a key nobody registered.
+    stranger: DoltEnv,
+}
+
+/// A fresh client home with its own `dolt creds` key; returns the public key.
+fn client_with_key() -> (DoltEnv, String) {
+    let client = DoltEnv::new();
+    client.ok(client.path(), &["creds", "new"]);
+    let listing = strip_ansi(&client.ok(client.path(), &["creds", "ls", "-v"]));
+    let key = listing
+        .split_whitespace()
+        .find(|word| word.len() == 52 && word.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b)))
+        .unwrap_or_else(|| panic!("no public key in `dolt creds ls -v`:\n{listing}"))
+        .to_owned();
+    (client, key)
+}
+
+fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_doltgate"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let env = DoltEnv::new();
+        let data = env.path().join("server");
+        let db = data.join("shop");
+        env.init_repo(&db);
+        env.ok(&db, &["sql", "-q", "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(64));"]);
+        env.ok(&db, &["sql", "-q", "INSERT INTO items VALUES (1, 'apple'), (2, 'pear');"]);
+        env.ok(&db, &["commit", "-Am", "items"]);
+        // Plain logins: no CLONE_ADMIN, no SUPER.
+        let users = format!(
+            "CREATE USER '{BOB}'@'%' IDENTIFIED BY '{BOB_PASSWORD}'; CREATE USER '{EVE}'@'%' IDENTIFIED BY '{EVE_PASSWORD}';"
+        );
+        env.ok(&data, &["sql", "-q", &users]);
+        // DoltServer::start also creates the admin user alice, doltgate's service user here.
+        let server = DoltServer::start(&env, &data);
+        let (dana, dana_key) = client_with_key();
+        let (stranger, _) = client_with_key();
+        let admin_port = free_port();
+        let config = env.path().join("doltgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[admin]
+address = "127.0.0.1:{admin_port}"
+
+[clusters.main]
+endpoints = [{{ name = "dolt", remotesapi = "{remotesapi}", sql = "127.0.0.1:{sql}", role = "primary" }}]
+sql_user = "{USER}"
+sql_password_env = "SERVICE_PASSWORD"
+
+[[routes]]
+database_glob = "*"
+cluster = "main"
+
+[auth]
+upstream_credentials = "service"
+
+[[auth.users]]
+name = "{CAROL}"
+password_hash = "{carol_hash}"
+groups = ["readers"]
+
+[[auth.users]]
+name = "dana"
+dolt_keys = ["{dana_key}"]
+groups = ["writers"]
+
+[[auth.grants]]
+databases = ["shop"]
+users = ["{BOB}"]
+permission = "write"
+
+[[auth.grants]]
+databases = ["*"]
+groups = ["readers"]
+permission = "read"
+
+[[auth.grants]]
+databases = ["sh*"]
+groups = ["writers"]
+permission = "write"
+"#,
+                remotesapi = server.remotesapi_addr(),
+                sql = server.sql_port,
+                carol_hash = hash_password(CAROL_PASSWORD),
+            ),
+        )
+        .unwrap();
+        let gateway = Doltgate::start_with_config_env(env.path(), &config, &[("SERVICE_PASSWORD", PASSWORD)]);
+        Setup { env, server, gateway, admin_port, dana, stranger }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/shop", self.gateway.port)
+    }
+
+    fn dest(&self, name: &str) -> PathBuf {
+        self.env.path().join(name)
+    }
+
+    fn clone_as(&self, user: &str, password: &str, name: &str) -> std::process::Output {
+        let dest = self.dest(name);
+        let args = ["clone", "--user", user, &self.url(), dest.to_str().unwrap()];
+        self.env.run(self.env.path(), &args, &[("DOLT_REMOTE_PASSWORD", password)])
+    }
+
+    /// The server's branches, read over SQL.
+    fn server_branches(&self) -> String {
+        self.server.sql(&self.env, "SELECT name FROM shop.dolt_branches ORDER BY name")
+    }
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn commit_on_new_branch(env: &DoltEnv, repo: &Path, branch: &str) {
+    env.ok(repo, &["checkout", "-b", branch]);
+    env.ok(repo, &["sql", "-q", &format!("REPLACE INTO items VALUES (100, '{branch}')")]);
+    env.ok(repo, &["commit", "-am", branch]);
+}
+
+#[test]
+fn a_user_without_dolt_grants_clones_and_pushes_when_policy_allows() {
+    let s = Setup::new();
+    let out = s.clone_as(BOB, BOB_PASSWORD, "bob");
+    assert!(out.status.success(), "{}", text(&out));
+    let repo = s.dest("bob");
+    commit_on_new_branch(&s.env, &repo, "bobs-feature");
+    let env = [("DOLT_REMOTE_PASSWORD", BOB_PASSWORD)];
+    s.env.ok_with(&repo, &["push", "--user", BOB, "origin", "bobs-feature"], &env);
+    assert!(s.server_branches().contains("bobs-feature"), "the push landed: {}", s.server_branches());
+
+    // The same user straight at Dolt: no SUPER, so Dolt itself refuses the push.
+    let direct = format!("http://{}/shop", s.server.remotesapi_addr());
+    s.env.ok(&repo, &["remote", "add", "direct", &direct]);
+    commit_on_new_branch(&s.env, &repo, "bobs-direct");
+    let refused = s.env.fails(&repo, &["push", "--user", BOB, "direct", "bobs-direct"], &env);
+    assert!(refused.contains("SuperUser") || refused.contains("PermissionDenied"), "{refused}");
+    assert!(!s.server_branches().contains("bobs-direct"));
+}
+
+#[test]
+fn wrong_password_and_missing_grants_get_doltgates_messages() {
+    let s = Setup::new();
+    let out = s.clone_as(BOB, "not-bobs-password", "wrong");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("wrong password for user \"bob\""), "{}", text(&out));
+
+    let out = s.clone_as(EVE, EVE_PASSWORD, "eve");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("user \"eve\" has no read permission on database \"shop\""), "{}", text(&out));
+
+    let out = s.clone_as("nobody", "x", "nobody");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("wrong password for user \"nobody\""), "{}", text(&out));
+}
+
+#[test]
+fn static_users_read_but_do_not_write_without_a_grant() {
+    let s = Setup::new();
+    let out = s.clone_as(CAROL, CAROL_PASSWORD, "carol");
+    assert!(out.status.success(), "{}", text(&out));
+    let repo = s.dest("carol");
+    commit_on_new_branch(&s.env, &repo, "carols");
+    let env = [("DOLT_REMOTE_PASSWORD", CAROL_PASSWORD)];
+    let refused = s.env.fails(&repo, &["push", "--user", CAROL, "origin", "carols"], &env);
+    assert!(refused.contains("user \"carol\" has no write permission on database \"shop\""), "{refused}");
+    assert!(!s.server_branches().contains("carols"));
+}
+
+#[test]
+fn registered_dolt_keys_authenticate_a_plain_clone() {
+    let s = Setup::new();
+    let dest = s.dana.path().join("clone");
+    s.dana.ok(s.dana.path(), &["clone", &s.url(), dest.to_str().unwrap()]);
+    commit_on_new_branch(&s.dana, &dest, "danas");
+    s.dana.ok(&dest, &["push", "origin", "danas"]);
+    assert!(s.server_branches().contains("danas"));
+
+    let dest = s.stranger.path().join("clone");
+    let refused = s.stranger.fails(s.stranger.path(), &["clone", &s.url(), dest.to_str().unwrap()], &[]);
+    assert!(refused.contains("unknown Dolt client key"), "{refused}");
+}
+
+#[test]
+fn a_clone_costs_a_few_sql_logins_not_one_per_call() {
+    let s = Setup::new();
+    let out = s.clone_as(BOB, BOB_PASSWORD, "counted");
+    assert!(out.status.success(), "{}", text(&out));
+    s.env.ok_with(&s.dest("counted"), &["fetch", "--user", BOB, "origin"], &[("DOLT_REMOTE_PASSWORD", BOB_PASSWORD)]);
+    let samples = scrape(s.admin_port);
+    let logins = total(&samples, "doltgate_auth_sql_logins_total", &[]);
+    let calls = total(&samples, "doltgate_grpc_requests_total", &[]);
+    println!("{calls} gRPC calls, {logins} SQL logins");
+    assert!(logins >= 1.0, "the password was checked over SQL");
+    assert!(calls >= 5.0 * logins, "{calls} calls cost {logins} SQL logins");
+    assert!(total(&samples, "doltgate_auth_cache_total", &[("result", "hit")]) >= 4.0);
+}
