@@ -6,7 +6,9 @@
 //! - a static user (Argon2 hash in the config) is read-only by policy;
 //! - `dolt creds` keys registered in the config authenticate a plain
 //!   `dolt clone`, and an unregistered key is refused;
-//! - a whole clone costs a handful of SQL logins, not one per call.
+//! - a whole clone costs a handful of SQL logins, not one per call;
+//! - real ghz calls with a bearer JWT from a configured issuer pass, and
+//!   with an expired one are refused.
 
 mod support;
 
@@ -20,6 +22,7 @@ const EVE: &str = "eve";
 const EVE_PASSWORD: &str = "eves-pass-1";
 const CAROL: &str = "carol";
 const CAROL_PASSWORD: &str = "carols static password";
+const JWT_SECRET: &str = "a-shared-secret-for-the-ci-issuer-0123";
 
 struct Setup {
     env: DoltEnv,
@@ -108,9 +111,16 @@ name = "dana"
 dolt_keys = ["{dana_key}"]
 groups = ["writers"]
 
+[[auth.jwt]]
+name = "ci-issuer"
+issuer = "https://ci.example"
+audiences = ["doltgate"]
+algorithms = ["HS256"]
+secret_env = "JWT_SECRET"
+
 [[auth.grants]]
 databases = ["shop"]
-users = ["{BOB}"]
+users = ["{BOB}", "ci-bot"]
 permission = "write"
 
 [[auth.grants]]
@@ -129,7 +139,11 @@ permission = "write"
             ),
         )
         .unwrap();
-        let gateway = Doltgate::start_with_config_env(env.path(), &config, &[("SERVICE_PASSWORD", PASSWORD)]);
+        let gateway = Doltgate::start_with_config_env(
+            env.path(),
+            &config,
+            &[("SERVICE_PASSWORD", PASSWORD), ("JWT_SECRET", JWT_SECRET)],
+        );
         Setup { env, server, gateway, admin_port, dana, stranger }
     }
 
@@ -239,4 +253,26 @@ fn a_clone_costs_a_few_sql_logins_not_one_per_call() {
     assert!(logins >= 1.0, "the password was checked over SQL");
     assert!(calls >= 5.0 * logins, "{calls} calls cost {logins} SQL logins");
     assert!(total(&samples, "doltgate_auth_cache_total", &[("result", "hit")]) >= 4.0);
+}
+
+fn ci_token(expires_in: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let claims =
+        serde_json::json!({ "iss": "https://ci.example", "aud": "doltgate", "sub": "ci-bot", "exp": now + expires_in });
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+#[test]
+fn ghz_with_a_bearer_jwt_reaches_dolt_and_an_expired_one_does_not() {
+    let s = Setup::new();
+    let target = format!("127.0.0.1:{}", s.gateway.port);
+    let data = r#"{"repo_path":"shop","client_repo_format":{"nbf_version":"__DOLT__","nbs_version":"5"}}"#;
+    let load = ["-n", "200", "-c", "4"];
+    let (ok, count, _) = ghz_as(&format!("Bearer {}", ci_token(300)), &target, "GetRepoMetadata", data, &load);
+    assert_eq!((ok, count), (200, 200), "every call with a valid token is answered by Dolt");
+    let (ok, count, _) = ghz_as(&format!("Bearer {}", ci_token(-3600)), &target, "GetRepoMetadata", data, &load);
+    assert_eq!((ok, count), (0, 200), "an expired token gets nothing");
+    let samples = scrape(s.admin_port);
+    assert!(total(&samples, "doltgate_auth_attempts_total", &[("kind", "bearer"), ("outcome", "refused")]) >= 1.0);
 }

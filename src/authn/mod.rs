@@ -219,21 +219,26 @@ impl Authenticator {
                 }
                 password::check_sql_login(at.cluster, &user, &password).await
             }
-            Presented::Bearer(token) => {
-                let header = jsonwebtoken::decode_header(token)
-                    .map_err(|e| unauthenticated(format!("bearer token is not a JWT: {e}")))?;
-                let issuer = jwt::unverified_issuer(token)?;
-                if issuer == dolt_keys::DOLT_CLIENT_ISSUER {
-                    return self.dolt_keys.verify(token, &header, at.host);
-                }
-                let provider = self
-                    .providers
-                    .iter()
-                    .find(|p| p.issuer() == issuer)
-                    .ok_or_else(|| unauthenticated(format!("no provider trusts tokens from issuer {issuer:?}")))?;
-                provider.verify(token, &header).await
-            }
+            Presented::Bearer(token) => self.verify_bearer(token, at.host).await,
         }
+    }
+
+    /// Proves a bearer JWT: Dolt client keys by their issuer, other tokens by
+    /// the provider their issuer names. `dialled_host` is the host the client
+    /// connected to (the audience of Dolt client tokens).
+    pub async fn verify_bearer(&self, token: &str, dialled_host: &str) -> Result<Principal, GatewayError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| unauthenticated(format!("bearer token is not a JWT: {e}")))?;
+        let issuer = jwt::unverified_issuer(token)?;
+        if issuer == dolt_keys::DOLT_CLIENT_ISSUER {
+            return self.dolt_keys.verify(token, &header, dialled_host);
+        }
+        let provider = self
+            .providers
+            .iter()
+            .find(|p| p.issuer() == issuer)
+            .ok_or_else(|| unauthenticated(format!("no provider trusts tokens from issuer {issuer:?}")))?;
+        provider.verify(token, &header).await
     }
 }
 

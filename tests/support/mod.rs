@@ -372,13 +372,18 @@ pub fn ghz_binary() -> PathBuf {
 /// Runs the real ghz (authenticated as the test user) and returns
 /// (OK responses, total responses, requests per second).
 pub fn ghz(target: &str, call: &str, data: &str, load: &[&str]) -> (u64, u64, f64) {
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{USER}:{PASSWORD}"));
+    ghz_as(&format!("Basic {auth}"), target, call, data, load)
+}
+
+/// Like [`ghz`], sending `authorization` as given.
+pub fn ghz_as(authorization: &str, target: &str, call: &str, data: &str, load: &[&str]) -> (u64, u64, f64) {
     let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/proto/dolt/services/remotesapi/v1alpha1/chunkstore.proto");
     let imports = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
-    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{USER}:{PASSWORD}"));
     let out = Command::new(ghz_binary())
         .args(["--insecure", "--proto", proto, "--import-paths", imports])
         .args(["--call", &format!("dolt.services.remotesapi.v1alpha1.ChunkStoreService/{call}")])
-        .args(["-d", data, "-m", &format!(r#"{{"authorization":"Basic {auth}"}}"#)])
+        .args(["-d", data, "-m", &format!(r#"{{"authorization":"{authorization}"}}"#)])
         .args(load)
         .args(["--format", "json", target])
         .output()
