@@ -32,6 +32,7 @@ pub mod listener;
 pub mod metrics;
 pub mod remotesapi;
 pub mod route;
+pub mod storage;
 pub mod tls;
 pub mod upstream;
 

@@ -1,0 +1,633 @@
+//! The serialized messages a push's ref changes are read from.
+//!
+//! A chunk is `0x1B`, a 24-bit big-endian length, then a standard flatbuffer
+//! whose 4-byte file identifier names the message (`go/serial/fileidentifiers.go`).
+//! Our own field tables below follow Dolt's schemas (`go/serial/storeroot.fbs`,
+//! `addressmap.fbs`, `commit.fbs`, `commitclosure.fbs`, `workingset.fbs`,
+//! `tag.fbs`): the vtable offset and type of each field this module reads.
+//! Every buffer goes through `flatbuffers::Verifier` for exactly those fields
+//! before any is read, so hostile bytes yield an error, never a panic or an
+//! out-of-bounds read. Fields Dolt marks `required` are optional here, since
+//! Dolt itself omits some (a working set written by a push has no meta).
+
+use flatbuffers::{ForwardsUOffset, InvalidFlatbuffer, Table, VOffsetT, Vector, Verifier, VerifierOptions};
+
+use super::address::ADDRESS_LEN;
+use super::{Address, Result, StorageError};
+
+pub const SERIAL_MESSAGE_KIND: u8 = 0x1B;
+const PREFIX_LEN: usize = 4;
+/// Prefix, root offset and file identifier: the least a message can be.
+const MIN_MESSAGE_LEN: usize = PREFIX_LEN + 8;
+/// Deeper trees than this would hold more refs than exist anywhere; refusing
+/// them bounds every walk over a hostile tree.
+pub const MAX_TREE_LEVEL: u8 = 16;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bytes,
+    U16s,
+    U64,
+    U8,
+}
+
+/// The fields of one message kind this module reads: (name, vtable offset, type).
+struct Schema {
+    id: &'static str,
+    /// Dolt's `NumFields`; a table with more comes from a newer writer, which
+    /// Dolt's own reader refuses too (`ErrTableHasUnknownFields`).
+    num_fields: usize,
+    fields: &'static [(&'static str, VOffsetT, Kind)],
+}
+
+const STORE_ROOT: Schema = Schema { id: "STRT", num_fields: 1, fields: &[("address_map", 4, Kind::Bytes)] };
+const ADDRESS_MAP: Schema = Schema {
+    id: "ADRM",
+    num_fields: 6,
+    fields: &[
+        ("key_items", 4, Kind::Bytes),
+        ("key_offsets", 6, Kind::U16s),
+        ("address_array", 8, Kind::Bytes),
+        ("subtree_counts", 10, Kind::Bytes),
+        ("tree_count", 12, Kind::U64),
+        ("tree_level", 14, Kind::U8),
+    ],
+};
+const COMMIT: Schema = Schema {
+    id: "DCMT",
+    num_fields: 12,
+    fields: &[
+        ("root", 4, Kind::Bytes),
+        ("height", 6, Kind::U64),
+        ("parent_addrs", 8, Kind::Bytes),
+        ("parent_closure", 10, Kind::Bytes),
+    ],
+};
+const COMMIT_CLOSURE: Schema = Schema {
+    id: "CMCL",
+    num_fields: 5,
+    fields: &[
+        ("key_items", 4, Kind::Bytes),
+        ("address_array", 6, Kind::Bytes),
+        ("subtree_counts", 8, Kind::Bytes),
+        ("tree_count", 10, Kind::U64),
+        ("tree_level", 12, Kind::U8),
+    ],
+};
+const WORKING_SET: Schema = Schema {
+    id: "WRST",
+    num_fields: 8,
+    fields: &[("working_root_addr", 4, Kind::Bytes), ("staged_root_addr", 6, Kind::Bytes)],
+};
+const TAG: Schema = Schema { id: "DTAG", num_fields: 6, fields: &[("commit_addr", 4, Kind::Bytes)] };
+
+/// The file identifier of a serial message chunk, e.g. `*b"DCMT"`.
+pub fn file_id(address: &Address, chunk: &[u8]) -> Result<[u8; 4]> {
+    let flatbuffer = envelope(address, chunk)?;
+    Ok(flatbuffer[4..8].try_into().expect("4 bytes"))
+}
+
+fn envelope<'a>(address: &Address, chunk: &'a [u8]) -> Result<&'a [u8]> {
+    let bad = |reason: String| StorageError::BadEnvelope(format!("chunk {address} {reason}"));
+    if chunk.len() < MIN_MESSAGE_LEN {
+        return Err(bad(format!("is {} bytes, too short for a message", chunk.len())));
+    }
+    if chunk[0] != SERIAL_MESSAGE_KIND {
+        return Err(bad(format!("starts with {:#04x}, not 0x1b (an old-format value?)", chunk[0])));
+    }
+    let declared = u32::from_be_bytes([0, chunk[1], chunk[2], chunk[3]]) as usize;
+    if declared != chunk.len() - PREFIX_LEN {
+        return Err(bad(format!("declares {declared} message bytes but holds {}", chunk.len() - PREFIX_LEN)));
+    }
+    Ok(&chunk[PREFIX_LEN..])
+}
+
+/// A verified table and the schema it was verified against; reads are allowed
+/// only for fields of that schema, at the type it declares.
+struct Fields<'a> {
+    table: Table<'a>,
+    schema: &'static Schema,
+}
+
+impl<'a> Fields<'a> {
+    fn open(address: &Address, chunk: &'a [u8], schema: &'static Schema) -> Result<Fields<'a>> {
+        let flatbuffer = envelope(address, chunk)?;
+        let id = &flatbuffer[4..8];
+        if id != schema.id.as_bytes() {
+            let found = id.iter().flat_map(|b| std::ascii::escape_default(*b)).map(char::from).collect();
+            return Err(StorageError::UnknownFileId { address: *address, found, expected: schema.id });
+        }
+        let bad = |reason: String| StorageError::BadFlatbuffer { id: schema.id, address: *address, reason };
+        let position = verify(flatbuffer, schema).map_err(|e| bad(e.to_string()))?;
+        // SAFETY: `verify` checked the table at `position`, its vtable, and every
+        // field the accessors below can read, against this buffer.
+        let table = unsafe { Table::new(flatbuffer, position) };
+        let fields = table.vtable().num_fields();
+        if fields > schema.num_fields {
+            return Err(bad(format!(
+                "has {fields} fields, this reader knows {} (written by a newer Dolt?)",
+                schema.num_fields
+            )));
+        }
+        Ok(Fields { table, schema })
+    }
+
+    fn checked(&self, slot: VOffsetT, kind: Kind) -> VOffsetT {
+        let known = self.schema.fields.iter().any(|&(_, s, k)| s == slot && k == kind);
+        assert!(known, "{} field at {slot} was not verified as read", self.schema.id);
+        slot
+    }
+
+    fn bytes(&self, slot: VOffsetT) -> Option<&'a [u8]> {
+        let slot = self.checked(slot, Kind::Bytes);
+        // SAFETY: verified as a byte vector at this slot (see `checked`).
+        unsafe { self.table.get::<ForwardsUOffset<Vector<'a, u8>>>(slot, None) }.map(|v| v.bytes())
+    }
+
+    fn u16s(&self, slot: VOffsetT) -> Option<Vector<'a, u16>> {
+        let slot = self.checked(slot, Kind::U16s);
+        // SAFETY: verified as a u16 vector at this slot.
+        unsafe { self.table.get::<ForwardsUOffset<Vector<'a, u16>>>(slot, None) }
+    }
+
+    fn u64(&self, slot: VOffsetT) -> u64 {
+        let slot = self.checked(slot, Kind::U64);
+        // SAFETY: verified as a u64 at this slot.
+        unsafe { self.table.get::<u64>(slot, Some(0)) }.unwrap_or(0)
+    }
+
+    fn u8(&self, slot: VOffsetT) -> u8 {
+        let slot = self.checked(slot, Kind::U8);
+        // SAFETY: verified as a u8 at this slot.
+        unsafe { self.table.get::<u8>(slot, Some(0)) }.unwrap_or(0)
+    }
+
+    /// An optional 20-byte address field; any other length is corrupt.
+    fn address(&self, slot: VOffsetT, address: &Address) -> Result<Option<Address>> {
+        let Some(bytes) = self.bytes(slot) else { return Ok(None) };
+        Address::from_slice(bytes).map(Some).ok_or_else(|| self.bad_length(slot, address, bytes.len()))
+    }
+
+    /// A field of concatenated addresses (parents, children).
+    fn addresses(&self, slot: VOffsetT, address: &Address) -> Result<Vec<Address>> {
+        let bytes = self.bytes(slot).unwrap_or_default();
+        if bytes.len() % ADDRESS_LEN != 0 {
+            return Err(self.bad_length(slot, address, bytes.len()));
+        }
+        Ok(bytes.chunks_exact(ADDRESS_LEN).map(|b| Address::from_slice(b).expect("20 bytes")).collect())
+    }
+
+    fn bad_length(&self, slot: VOffsetT, address: &Address, len: usize) -> StorageError {
+        let name = self.schema.fields.iter().find(|f| f.1 == slot).map_or("?", |f| f.0);
+        StorageError::BadFlatbuffer {
+            id: self.schema.id,
+            address: *address,
+            reason: format!("{name} is {len} bytes, not a whole number of 20-byte addresses"),
+        }
+    }
+}
+
+fn verify(flatbuffer: &[u8], schema: &Schema) -> std::result::Result<usize, InvalidFlatbuffer> {
+    let options = VerifierOptions::default();
+    let mut verifier = Verifier::new(&options, flatbuffer);
+    let position = verifier.get_uoffset(0)? as usize;
+    let mut table = verifier.visit_table(position)?;
+    for &(name, slot, kind) in schema.fields {
+        table = match kind {
+            Kind::Bytes => table.visit_field::<ForwardsUOffset<Vector<u8>>>(name, slot, false)?,
+            Kind::U16s => table.visit_field::<ForwardsUOffset<Vector<u16>>>(name, slot, false)?,
+            Kind::U64 => table.visit_field::<u64>(name, slot, false)?,
+            Kind::U8 => table.visit_field::<u8>(name, slot, false)?,
+        };
+    }
+    table.finish();
+    Ok(position)
+}
+
+/// The database root (`STRT`): the root node of the ref map, embedded whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRoot {
+    pub refs: AddressMapNode,
+}
+
+impl StoreRoot {
+    pub fn parse(address: &Address, chunk: &[u8]) -> Result<StoreRoot> {
+        let fields = Fields::open(address, chunk, &STORE_ROOT)?;
+        let refs = match fields.bytes(4) {
+            Some(embedded) => AddressMapNode::parse(&Address::of(embedded), embedded)?,
+            None => AddressMapNode::default(),
+        };
+        Ok(StoreRoot { refs })
+    }
+}
+
+/// One node of an `ADRM` prolly tree (ref maps). In a leaf, `addresses[i]` is
+/// what `keys[i]` names; in an internal node it is the child whose largest
+/// key is `keys[i]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressMapNode {
+    pub level: u8,
+    pub tree_count: u64,
+    pub keys: Vec<Vec<u8>>,
+    pub addresses: Vec<Address>,
+    /// Internal nodes only: how many leaf entries each child holds.
+    pub subtree_counts: Vec<u64>,
+}
+
+impl AddressMapNode {
+    pub fn parse(address: &Address, chunk: &[u8]) -> Result<AddressMapNode> {
+        let fields = Fields::open(address, chunk, &ADDRESS_MAP)?;
+        let bad = |reason: String| StorageError::BadTree { address: *address, reason };
+        let items = fields.bytes(4).unwrap_or_default();
+        let offsets: Vec<usize> = fields.u16s(6).map_or_else(|| vec![0], |v| v.iter().map(usize::from).collect());
+        let well_formed = offsets.first() == Some(&0)
+            && offsets.last() == Some(&items.len())
+            && offsets.windows(2).all(|w| w[0] <= w[1]);
+        if !well_formed {
+            return Err(bad(format!("key offsets {offsets:?} do not split {} key bytes", items.len())));
+        }
+        let keys: Vec<Vec<u8>> = offsets.windows(2).map(|w| items[w[0]..w[1]].to_vec()).collect();
+        let node = AddressMapNode {
+            level: fields.u8(14),
+            tree_count: fields.u64(12),
+            addresses: fields.addresses(8, address)?,
+            subtree_counts: match fields.u8(14) {
+                0 => Vec::new(),
+                _ => decode_counts(fields.bytes(10).unwrap_or_default(), keys.len()).map_err(bad)?,
+            },
+            keys,
+        };
+        check_node(node.level, &node.keys, node.addresses.len()).map_err(bad)?;
+        Ok(node)
+    }
+}
+
+/// Both tree kinds need these before anyone walks them: keys strictly
+/// ascending (diffs and lookups rely on order), one address per key, a sane
+/// depth, and no empty internal node.
+fn check_node<K: Ord + std::fmt::Debug>(level: u8, keys: &[K], addresses: usize) -> std::result::Result<(), String> {
+    if level > MAX_TREE_LEVEL {
+        return Err(format!("level {level} is deeper than {MAX_TREE_LEVEL}"));
+    }
+    if let Some(pair) = keys.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(format!("keys out of order: {:?} then {:?}", pair[0], pair[1]));
+    }
+    if level > 0 && keys.is_empty() {
+        return Err("an internal node has no children".to_owned());
+    }
+    if addresses != keys.len() && (level > 0 || addresses != 0) {
+        return Err(format!("{} keys but {addresses} addresses", keys.len()));
+    }
+    Ok(())
+}
+
+/// Subtree counts: zig-zag varints of the deltas between consecutive counts
+/// (`go/store/prolly/message/varint.go`).
+fn decode_counts(mut bytes: &[u8], count: usize) -> std::result::Result<Vec<u64>, String> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut counts = Vec::with_capacity(count.min(bytes.len()));
+    let mut previous = 0i64;
+    for _ in 0..count {
+        let (zigzag, used) = uvarint(bytes).ok_or("a subtree count is not a valid varint")?;
+        bytes = &bytes[used..];
+        let delta = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+        previous = previous.wrapping_add(delta);
+        counts.push(previous as u64);
+    }
+    match bytes.is_empty() {
+        true => Ok(counts),
+        false => Err(format!("{} bytes left after {count} subtree counts", bytes.len())),
+    }
+}
+
+fn uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f).checked_shl(7 * i as u32)?;
+        if byte < 0x80 {
+            return (i < 9 || byte <= 1).then_some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// A commit (`DCMT`): what ancestry needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// The root value (`RTVL`) it commits.
+    pub root: Option<Address>,
+    /// 1 for a parentless commit, else one more than its highest parent.
+    pub height: u64,
+    /// The first parent is the branch's previous head.
+    pub parents: Vec<Address>,
+    /// The `CMCL` tree of every strict ancestor; `None` for a parentless commit.
+    pub parent_closure: Option<Address>,
+}
+
+impl Commit {
+    pub fn parse(address: &Address, chunk: &[u8]) -> Result<Commit> {
+        let fields = Fields::open(address, chunk, &COMMIT)?;
+        Ok(Commit {
+            root: fields.address(4, address)?,
+            height: fields.u64(6),
+            parents: fields.addresses(8, address)?,
+            parent_closure: fields.address(10, address)?.filter(|a| !a.is_empty()),
+        })
+    }
+}
+
+/// A commit-closure key: Dolt orders them by height, then address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClosureKey {
+    pub height: u64,
+    pub commit: Address,
+}
+
+const CLOSURE_KEY_LEN: usize = 8 + ADDRESS_LEN;
+
+impl ClosureKey {
+    /// The stored form: height as `u64` LITTLE-endian, then the address
+    /// (`go/store/prolly/commit_closure.go`).
+    fn parse(bytes: &[u8]) -> ClosureKey {
+        ClosureKey {
+            height: u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
+            commit: Address::from_slice(&bytes[8..]).expect("20 bytes"),
+        }
+    }
+}
+
+/// One node of a `CMCL` prolly tree. Leaves carry only keys; an internal
+/// node's `children[i]` holds the keys up to `keys[i]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitClosureNode {
+    pub level: u8,
+    pub tree_count: u64,
+    pub keys: Vec<ClosureKey>,
+    pub children: Vec<Address>,
+    pub subtree_counts: Vec<u64>,
+}
+
+impl CommitClosureNode {
+    pub fn parse(address: &Address, chunk: &[u8]) -> Result<CommitClosureNode> {
+        let fields = Fields::open(address, chunk, &COMMIT_CLOSURE)?;
+        let bad = |reason: String| StorageError::BadTree { address: *address, reason };
+        let items = fields.bytes(4).unwrap_or_default();
+        if items.len() % CLOSURE_KEY_LEN != 0 {
+            return Err(bad(format!("{} key bytes are not whole 28-byte keys", items.len())));
+        }
+        let keys: Vec<ClosureKey> = items.chunks_exact(CLOSURE_KEY_LEN).map(ClosureKey::parse).collect();
+        let level = fields.u8(12);
+        let children = if level > 0 { fields.addresses(6, address)? } else { Vec::new() };
+        let subtree_counts = match level {
+            0 => Vec::new(),
+            _ => decode_counts(fields.bytes(8).unwrap_or_default(), keys.len()).map_err(bad)?,
+        };
+        check_node(level, &keys, children.len()).map_err(bad)?;
+        Ok(CommitClosureNode { level, tree_count: fields.u64(10), keys, children, subtree_counts })
+    }
+}
+
+/// A tag (`DTAG`): the commit it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    pub commit: Option<Address>,
+}
+
+impl Tag {
+    pub fn parse(address: &Address, chunk: &[u8]) -> Result<Tag> {
+        let fields = Fields::open(address, chunk, &TAG)?;
+        Ok(Tag { commit: fields.address(4, address)? })
+    }
+}
+
+/// A working set (`WRST`): its working and staged root values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkingSet {
+    pub working_root: Option<Address>,
+    pub staged_root: Option<Address>,
+}
+
+impl WorkingSet {
+    pub fn parse(address: &Address, chunk: &[u8]) -> Result<WorkingSet> {
+        let fields = Fields::open(address, chunk, &WORKING_SET)?;
+        Ok(WorkingSet { working_root: fields.address(4, address)?, staged_root: fields.address(6, address)? })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use flatbuffers::{FlatBufferBuilder, WIPOffset};
+
+    /// A field value for [`message`]: byte vectors, u16 vectors and scalars.
+    pub(crate) enum Value<'v> {
+        Bytes(&'v [u8]),
+        U16s(&'v [u16]),
+        U64(u64),
+        U8(u8),
+    }
+
+    /// Builds a serial message as Dolt frames one: `0x1B`, u24 length, flatbuffer.
+    pub(crate) fn message(id: &str, fields: &[(VOffsetT, Value)]) -> Vec<u8> {
+        let mut builder = FlatBufferBuilder::new();
+        let vectors: Vec<Option<WIPOffset<Vector<u8>>>> = fields
+            .iter()
+            .map(|(_, value)| match value {
+                Value::Bytes(b) => Some(builder.create_vector(b).as_union_value()),
+                Value::U16s(v) => Some(builder.create_vector(v).as_union_value()),
+                _ => None,
+            })
+            .map(|o| o.map(|o: WIPOffset<flatbuffers::UnionWIPOffset>| WIPOffset::new(o.value())))
+            .collect();
+        let start = builder.start_table();
+        for ((slot, value), vector) in fields.iter().zip(&vectors) {
+            match (value, vector) {
+                (Value::U64(v), _) => builder.push_slot_always::<u64>(*slot, *v),
+                (Value::U8(v), _) => builder.push_slot_always::<u8>(*slot, *v),
+                (_, Some(offset)) => builder.push_slot_always(*slot, *offset),
+                _ => unreachable!(),
+            }
+        }
+        let table = builder.end_table(start);
+        builder.finish(table, Some(id));
+        frame(builder.finished_data())
+    }
+
+    pub(crate) fn frame(flatbuffer: &[u8]) -> Vec<u8> {
+        let mut chunk = vec![SERIAL_MESSAGE_KIND];
+        chunk.extend_from_slice(&(flatbuffer.len() as u32).to_be_bytes()[1..]);
+        chunk.extend_from_slice(flatbuffer);
+        chunk
+    }
+
+    /// An `ADRM` node with these keys and addresses.
+    pub(crate) fn address_map(level: u8, entries: &[(&[u8], Address)]) -> Vec<u8> {
+        let items: Vec<u8> = entries.iter().flat_map(|(k, _)| k.iter().copied()).collect();
+        let mut offsets = vec![0u16];
+        for (key, _) in entries {
+            offsets.push(offsets.last().unwrap() + key.len() as u16);
+        }
+        let addresses: Vec<u8> = entries.iter().flat_map(|(_, a)| a.0).collect();
+        let counts: Vec<u8> = entries.iter().map(|_| 2u8).collect(); // zig-zag +1 each: counts 1, 2, 3...
+        message(
+            "ADRM",
+            &[
+                (4, Value::Bytes(&items)),
+                (6, Value::U16s(&offsets)),
+                (8, Value::Bytes(&addresses)),
+                (10, Value::Bytes(if level > 0 { &counts } else { &[] })),
+                (12, Value::U64(entries.len() as u64)),
+                (14, Value::U8(level)),
+            ],
+        )
+    }
+
+    pub(crate) fn store_root(map: &[u8]) -> Vec<u8> {
+        message("STRT", &[(4, Value::Bytes(map))])
+    }
+
+    pub(crate) fn commit(height: u64, parents: &[Address], closure: Address) -> Vec<u8> {
+        let parents: Vec<u8> = parents.iter().flat_map(|a| a.0).collect();
+        let root = Address::of(format!("root {height} {parents:?}").as_bytes());
+        message(
+            "DCMT",
+            &[
+                (4, Value::Bytes(&root.0)),
+                (6, Value::U64(height)),
+                (8, Value::Bytes(&parents)),
+                (10, Value::Bytes(&closure.0)),
+            ],
+        )
+    }
+
+    pub(crate) fn closure_node(level: u8, keys: &[ClosureKey], children: &[Address]) -> Vec<u8> {
+        let items: Vec<u8> = keys.iter().flat_map(|k| k.height.to_le_bytes().into_iter().chain(k.commit.0)).collect();
+        let children: Vec<u8> = children.iter().flat_map(|a| a.0).collect();
+        message(
+            "CMCL",
+            &[
+                (4, Value::Bytes(&items)),
+                (6, Value::Bytes(&children)),
+                (10, Value::U64(keys.len() as u64)),
+                (12, Value::U8(level)),
+            ],
+        )
+    }
+
+    fn a(n: u8) -> Address {
+        Address([n; 20])
+    }
+
+    #[test]
+    fn reads_an_address_map_leaf_inside_a_store_root() {
+        let map = address_map(0, &[(b"refs/heads/main", a(1)), (b"workingSets/heads/main", a(2))]);
+        let chunk = store_root(&map);
+        let root = StoreRoot::parse(&Address::of(&chunk), &chunk).unwrap();
+        assert_eq!(root.refs.level, 0);
+        assert_eq!(root.refs.keys, vec![b"refs/heads/main".to_vec(), b"workingSets/heads/main".to_vec()]);
+        assert_eq!(root.refs.addresses, vec![a(1), a(2)]);
+        assert_eq!(root.refs.tree_count, 2);
+        assert_eq!(file_id(&Address::EMPTY, &chunk).unwrap(), *b"STRT");
+    }
+
+    #[test]
+    fn reads_internal_nodes_and_their_counts() {
+        let chunk = address_map(1, &[(b"a", a(1)), (b"m", a(2)), (b"z", a(3))]);
+        let node = AddressMapNode::parse(&Address::of(&chunk), &chunk).unwrap();
+        assert_eq!(node.level, 1);
+        assert_eq!(node.subtree_counts, vec![1, 2, 3]);
+        assert_eq!(decode_counts(&[0x0a, 0x03, 0x02], 3).unwrap(), vec![5, 3, 4]);
+    }
+
+    #[test]
+    fn an_empty_store_root_has_no_refs() {
+        let chunk = message("STRT", &[]);
+        assert_eq!(StoreRoot::parse(&Address::EMPTY, &chunk).unwrap().refs, AddressMapNode::default());
+    }
+
+    #[test]
+    fn reads_commits_tags_and_working_sets() {
+        let chunk = commit(3, &[a(7), a(8)], a(9));
+        let commit = Commit::parse(&Address::of(&chunk), &chunk).unwrap();
+        assert_eq!((commit.height, commit.parents, commit.parent_closure), (3, vec![a(7), a(8)], Some(a(9))));
+        let parentless = self::commit(1, &[], Address::EMPTY);
+        assert_eq!(Commit::parse(&Address::EMPTY, &parentless).unwrap().parent_closure, None);
+        let tag = message("DTAG", &[(4, Value::Bytes(&a(5).0))]);
+        assert_eq!(Tag::parse(&Address::EMPTY, &tag).unwrap().commit, Some(a(5)));
+        // A working set as a push writes it: no meta at all.
+        let working_set = message("WRST", &[(4, Value::Bytes(&a(3).0)), (6, Value::Bytes(&a(3).0))]);
+        let read = WorkingSet::parse(&Address::EMPTY, &working_set).unwrap();
+        assert_eq!((read.working_root, read.staged_root), (Some(a(3)), Some(a(3))));
+        assert_eq!(Tag::parse(&Address::EMPTY, &message("DTAG", &[])).unwrap().commit, None);
+    }
+
+    #[test]
+    fn reads_closure_nodes() {
+        let keys = [ClosureKey { height: 1, commit: a(4) }, ClosureKey { height: 2, commit: a(1) }];
+        let chunk = closure_node(0, &keys, &[]);
+        let node = CommitClosureNode::parse(&Address::EMPTY, &chunk).unwrap();
+        assert_eq!(node.keys, keys);
+        assert!(node.children.is_empty());
+    }
+
+    #[test]
+    fn names_an_unexpected_file_id() {
+        let chunk = message("DCMT", &[]);
+        let error = Tag::parse(&Address::EMPTY, &chunk).unwrap_err();
+        assert_eq!(error.to_string(), format!("unknown file id \"DCMT\" in chunk {}, expected DTAG", Address::EMPTY));
+        let odd = message("\u{1}\u{2}ab", &[]);
+        assert!(Tag::parse(&Address::EMPTY, &odd).unwrap_err().to_string().contains(r#""\x01\x02ab""#));
+    }
+
+    #[test]
+    fn refuses_bad_envelopes() {
+        let good = commit(1, &[], Address::EMPTY);
+        let mut wrong_kind = good.clone();
+        wrong_kind[0] = 0x0d;
+        let mut wrong_length = good.clone();
+        wrong_length[3] ^= 1;
+        for chunk in [&wrong_kind, &wrong_length, &good[..8].to_vec()] {
+            let error = Commit::parse(&Address::EMPTY, chunk).unwrap_err();
+            assert!(matches!(error, StorageError::BadEnvelope(_)), "{error}");
+        }
+    }
+
+    #[test]
+    fn refuses_wrong_address_lengths_and_unsorted_keys() {
+        let chunk = message("DCMT", &[(8, Value::Bytes(&[1; 30]))]);
+        let error = Commit::parse(&Address::EMPTY, &chunk).unwrap_err();
+        assert!(error.to_string().contains("parent_addrs is 30 bytes"), "{error}");
+        let chunk = address_map(0, &[(b"b", a(1)), (b"a", a(2))]);
+        let error = AddressMapNode::parse(&Address::EMPTY, &chunk).unwrap_err();
+        assert!(error.to_string().contains("out of order"), "{error}");
+        let chunk = message("ADRM", &[(4, Value::Bytes(b"abc")), (6, Value::U16s(&[0, 5]))]);
+        let error = AddressMapNode::parse(&Address::EMPTY, &chunk).unwrap_err();
+        assert!(error.to_string().contains("do not split"), "{error}");
+    }
+
+    #[test]
+    fn refuses_tables_from_a_newer_schema() {
+        let chunk = message("DTAG", &[(4, Value::Bytes(&a(1).0)), (16, Value::U64(1))]);
+        let error = Tag::parse(&Address::EMPTY, &chunk).unwrap_err();
+        assert!(error.to_string().contains("has 7 fields"), "{error}");
+    }
+
+    #[test]
+    fn hostile_bytes_are_errors_not_panics() {
+        let good = address_map(1, &[(b"refs/heads/a", a(1)), (b"refs/heads/b", a(2))]);
+        for i in PREFIX_LEN..good.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[i] ^= flip;
+                let _ = AddressMapNode::parse(&Address::EMPTY, &bad);
+            }
+        }
+        for len in 0..good.len() {
+            let mut cut = frame(&good[PREFIX_LEN..PREFIX_LEN + len.max(8).min(good.len() - PREFIX_LEN)]);
+            cut.truncate(cut.len().min(len + PREFIX_LEN));
+            let _ = AddressMapNode::parse(&Address::EMPTY, &cut);
+        }
+    }
+}
