@@ -23,6 +23,12 @@ pub enum GatewayError {
     PermissionDenied { user: String, database: String, needed: crate::config::Permission },
     #[error("table-file URL refused: {0}")]
     FileUrlRefused(String),
+    #[error("push refused: {what} is not allowed for user {user:?} by {rule}")]
+    PushRefused { what: String, user: String, rule: String },
+    #[error("push refused: cannot inspect it: {0}")]
+    InspectionFailed(String),
+    #[error("push not inspected (try again): {0}")]
+    InspectionUnavailable(String),
     #[error("unknown gRPC method {0}: doltgate serves dolt.services.remotesapi.v1alpha1.ChunkStoreService")]
     UnknownMethod(String),
     #[error("bad request message: {0}")]
@@ -73,7 +79,11 @@ impl GatewayError {
     pub fn grpc_code(&self) -> Code {
         match self {
             GatewayError::Unauthenticated(_) => Code::Unauthenticated,
-            GatewayError::PermissionDenied { .. } | GatewayError::FileUrlRefused(_) => Code::PermissionDenied,
+            GatewayError::PermissionDenied { .. }
+            | GatewayError::FileUrlRefused(_)
+            | GatewayError::PushRefused { .. } => Code::PermissionDenied,
+            GatewayError::InspectionFailed(_) => Code::FailedPrecondition,
+            GatewayError::InspectionUnavailable(_) => Code::Unavailable,
             GatewayError::UnknownMethod(_) => Code::Unimplemented,
             GatewayError::CompressedMessage => Code::Unimplemented,
             GatewayError::BadMessage(_)
@@ -96,7 +106,11 @@ impl GatewayError {
     pub fn http_status(&self) -> StatusCode {
         match self {
             GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            GatewayError::PermissionDenied { .. } | GatewayError::FileUrlRefused(_) => StatusCode::FORBIDDEN,
+            GatewayError::PermissionDenied { .. }
+            | GatewayError::FileUrlRefused(_)
+            | GatewayError::PushRefused { .. } => StatusCode::FORBIDDEN,
+            GatewayError::InspectionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            GatewayError::InspectionUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::NotAFileUrl(_) | GatewayError::DatabaseNotFound { .. } | GatewayError::NoRoute { .. } => {
                 StatusCode::NOT_FOUND
             }

@@ -57,6 +57,7 @@ pub struct Gateway {
 pub struct Auth {
     pub(crate) authenticator: Authenticator,
     pub(crate) grants: Grants,
+    pub(crate) push_rules: crate::push::rules::PushRules,
     pub(crate) upstream_credentials: UpstreamCredentials,
 }
 
@@ -151,6 +152,7 @@ impl Auth {
         Ok(Auth {
             authenticator: Authenticator::new(config)?,
             grants: Grants::new(&config.grants),
+            push_rules: crate::push::rules::PushRules::new(&config.push_rules),
             upstream_credentials: config.upstream_credentials,
         })
     }

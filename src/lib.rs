@@ -8,6 +8,8 @@
 //! | [`gateway`]   | telling gRPC from table-file traffic                               |
 //! | [`authn`]     | who is calling: credentials read, proven, cached                   |
 //! | [`authz`]     | what they may do: read/write grants per database                   |
+//! | [`push`]      | what a Commit changes (ref diff of old and new root), push rules   |
+//! | [`storage`]   | decoding Dolt's chunks: table files, archives, flatbuffers, refs   |
 //! | [`route`]     | which cluster serves the database a request names                  |
 //! | [`cluster`]   | members' roles, which member a read or write goes to               |
 //! | [`grpc`]      | forwarding calls message by message, URL rewriting, statuses       |
@@ -30,6 +32,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod listener;
 pub mod metrics;
+pub mod push;
 pub mod remotesapi;
 pub mod route;
 pub mod storage;

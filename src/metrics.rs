@@ -38,6 +38,8 @@ pub struct Metrics {
     pub auth_cache: IntCounterVec,
     /// Calls refused for lack of a grant, by the permission they needed.
     pub authz_denied: IntCounterVec,
+    /// Commits inspected, by verdict (`allowed`, `refused`, `error`).
+    pub push_verdicts: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -152,6 +154,12 @@ impl Metrics {
                 "Requests refused for lack of a grant, by the permission needed.",
                 &["permission"],
             ),
+            push_verdicts: counter(
+                &registry,
+                "doltgate_push_verdicts_total",
+                "Commits inspected for push rules, by verdict.",
+                &["verdict"],
+            ),
             build_info: build,
             registry,
         }
@@ -160,7 +168,8 @@ impl Metrics {
     /// Names of every family, whether or not it has samples yet.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 16] = [
+        let collectors: [&dyn Collector; 17] = [
+            &self.push_verdicts,
             &self.auth_attempts,
             &self.auth_sql_logins,
             &self.auth_cache,

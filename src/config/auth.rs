@@ -41,8 +41,66 @@ pub struct AuthConfig {
     pub jwt: Vec<JwtProviderConfig>,
     #[serde(default)]
     pub grants: Vec<GrantConfig>,
+    /// Which ref changes a Commit may make; see [`PushRuleConfig`].
+    #[serde(default)]
+    pub push_rules: Vec<PushRuleConfig>,
     #[serde(default)]
     pub cache: AuthCacheConfig,
+}
+
+/// What users may do to matching refs when they push. For each ref a push
+/// changes, the most specific matching rules decide (the most literal
+/// characters in the ref pattern, then in the database pattern); ties
+/// combine. Users those rules do not name may do nothing to that ref. With
+/// no matching rule, the built-in default lets anyone with write access
+/// create and fast-forward branches and create tags, and nothing else.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushRuleConfig {
+    /// Named in refusals; default `push_rules[N]`.
+    pub name: Option<String>,
+    /// Database globs, case-insensitive.
+    #[serde(default = "every_database")]
+    pub databases: Vec<String>,
+    /// Branch name globs (`main`, `release/*`). Exactly one of branches, tags, refs.
+    pub branches: Option<Vec<String>>,
+    /// Tag name globs.
+    pub tags: Option<Vec<String>>,
+    /// Full ref name globs for everything else (`refs/internal/*`, ...).
+    pub refs: Option<Vec<String>>,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Branches: create, fast_forward, force, delete. Tags: create, move,
+    /// delete. Other refs: create, move, delete. Empty: nothing (protects).
+    pub allow: Vec<PushOp>,
+}
+
+fn every_database() -> Vec<String> {
+    vec!["*".into()]
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum PushOp {
+    Create,
+    FastForward,
+    Force,
+    Delete,
+    Move,
+}
+
+impl std::fmt::Display for PushOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PushOp::Create => "create",
+            PushOp::FastForward => "fast_forward",
+            PushOp::Force => "force",
+            PushOp::Delete => "delete",
+            PushOp::Move => "move",
+        })
+    }
 }
 
 fn yes() -> bool {
@@ -267,11 +325,40 @@ impl AuthConfig {
                 return Err(invalid(&key, "grants to nobody: set users or groups"));
             }
         }
+        for (i, rule) in self.push_rules.iter().enumerate() {
+            validate_push_rule(&format!("auth.push_rules[{i}]"), rule)?;
+        }
         if self.cache.max_entries == 0 {
             return Err(invalid("auth.cache.max_entries", "must be greater than zero"));
         }
         Ok(())
     }
+}
+
+fn validate_push_rule(key: &str, rule: &PushRuleConfig) -> Result<(), ConfigError> {
+    let (field, patterns, allowed): (&str, &Vec<String>, &[PushOp]) = match (&rule.branches, &rule.tags, &rule.refs) {
+        (Some(p), None, None) => ("branches", p, &[PushOp::Create, PushOp::FastForward, PushOp::Force, PushOp::Delete]),
+        (None, Some(p), None) => ("tags", p, &[PushOp::Create, PushOp::Move, PushOp::Delete]),
+        (None, None, Some(p)) => ("refs", p, &[PushOp::Create, PushOp::Move, PushOp::Delete]),
+        _ => return Err(invalid(key, "set exactly one of branches, tags, refs")),
+    };
+    if patterns.is_empty() {
+        return Err(invalid(format!("{key}.{field}"), "name at least one pattern"));
+    }
+    for pattern in patterns.iter().chain(&rule.databases) {
+        glob::Pattern::new(pattern).map_err(|e| invalid(format!("{key}.{field}"), format!("{pattern:?}: {e}")))?;
+    }
+    if let Some(op) = rule.allow.iter().find(|op| !allowed.contains(op)) {
+        let names: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+        return Err(invalid(
+            format!("{key}.allow"),
+            format!("{op} does not apply to {field}; use {}", names.join(", ")),
+        ));
+    }
+    if rule.users.is_empty() && rule.groups.is_empty() {
+        return Err(invalid(key, "applies to nobody: set users or groups (a rule with allow = [] protects refs)"));
+    }
+    Ok(())
 }
 
 fn validate_provider(key: &str, provider: &JwtProviderConfig) -> Result<(), ConfigError> {

@@ -145,6 +145,8 @@ fn accept(gateway: &Gateway, request: Request<Incoming>) -> Result<Call, Gateway
 /// Who a routed call runs as, once admitted.
 struct Admitted {
     user: String,
+    /// `None` in transparent mode, where Dolt checks the credentials.
+    principal: Option<authn::Principal>,
 }
 
 /// Proves who is calling and that they may make this call on the database
@@ -160,7 +162,7 @@ async fn admit(
     let Some(auth) = &gateway.auth else {
         let _ = access.user.set(claimed.clone());
         call.headers.insert(http::header::AUTHORIZATION, call.credential.authorization().clone());
-        return Ok(Admitted { user: claimed });
+        return Ok(Admitted { user: claimed, principal: None });
     };
     let cluster = gateway.cluster(&routed.destination.cluster);
     let host = origin.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_owned)).unwrap_or_default();
@@ -176,7 +178,7 @@ async fn admit(
         UpstreamCredentials::Passthrough => call.credential.authorization().clone(),
     };
     call.headers.insert(http::header::AUTHORIZATION, upstream_authorization);
-    Ok(Admitted { user: principal.name })
+    Ok(Admitted { user: principal.name.clone(), principal: Some(principal) })
 }
 
 /// A unary call: its one message is read (and routed) before anything is
@@ -194,7 +196,7 @@ async fn forward_unary(
     let cluster = gateway.cluster(&routed.destination.cluster);
     let (index, response) = if call.rpc.is_write() {
         connection.affinity.pin_to_primary(&cluster.name);
-        send_write(cluster, &routed, &call.uri, &call.headers).await?
+        send_write(gateway, cluster, &routed, &call, &admitted).await?
     } else {
         send_unary_read(cluster, &routed, &call.uri, &call.headers, &connection.affinity).await?
     };
@@ -388,12 +390,14 @@ async fn send_unary_read(
 
 /// A write goes to the primary only. A Commit (the one RPC that moves refs)
 /// first re-checks that the chosen member is still primary, waiting for the
-/// next one if it is not.
+/// next one if it is not; with `[auth]`, its ref changes are then reviewed
+/// against the push rules before it is forwarded.
 async fn send_write(
+    gateway: &Gateway,
     cluster: &Cluster,
     routed: &RoutedRequest,
-    uri: &http::Uri,
-    headers: &HeaderMap,
+    call: &Call,
+    admitted: &Admitted,
 ) -> Result<(usize, Response<Incoming>), GatewayError> {
     let index = loop {
         let index = cluster.primary_for_write().await?;
@@ -402,7 +406,20 @@ async fn send_write(
         }
         tracing::info!(cluster = %cluster.name, endpoint = %cluster.endpoints[index].name, "primary changed under a Commit; waiting for the new one");
     };
-    let request = upstream_request(cluster, index, uri, headers, full_upstream_body(routed.first.clone()))?;
+    if let (Rpc::Commit, Some(auth), Some(principal)) = (routed.rpc, &gateway.auth, &admitted.principal) {
+        let authorization =
+            call.headers.get(http::header::AUTHORIZATION).cloned().expect("admitted calls carry credentials");
+        crate::push::review(crate::push::CommitUnderReview {
+            rules: &auth.push_rules,
+            principal,
+            database: &routed.repo.path,
+            endpoint: &cluster.endpoints[index],
+            message: routed.first.slice(frame::HEADER_LEN..),
+            authorization,
+        })
+        .await?;
+    }
+    let request = upstream_request(cluster, index, &call.uri, &call.headers, full_upstream_body(routed.first.clone()))?;
     let response = cluster.endpoints[index].upstream.send_grpc(request, true).await;
     Ok((index, record_transport(cluster, index, response)?))
 }

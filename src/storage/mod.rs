@@ -76,6 +76,9 @@ pub enum StorageError {
     BadJournal { offset: u64, reason: String },
     #[error("{path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
+    /// A network-backed source could not fetch chunks (the upstream is down or refused).
+    #[error("cannot fetch chunks: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,185 @@
+//! Per-branch push permissions: every Commit (the RPC that swaps a database's
+//! whole root) is read before it is forwarded. doltgate registers the
+//! Commit's table files upstream, reads the old (`last`) and new (`current`)
+//! roots through the upstream, diffs their ref maps node by node, classifies
+//! each change (branch create / fast-forward / force / delete, tag create /
+//! move / delete, working set, other refs) and checks it against the
+//! [`rules`]. Any refused change refuses the whole Commit; any failure to
+//! inspect refuses it too (fail closed). Every Commit leaves one audit line.
+
+pub mod rules;
+pub mod upstream_chunks;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use prost::Message;
+
+use crate::authn::Principal;
+use crate::cluster::Endpoint;
+use crate::config::auth::PushOp;
+use crate::error::GatewayError;
+use crate::remotesapi::proto::CommitRequest;
+use crate::storage::refs::{diff, RefChange, RefKind};
+use crate::storage::{ancestry, Address, ChunkSource, StorageError};
+use rules::{Decision, PushRules, Target};
+use upstream_chunks::{UpstreamChunks, UpstreamRepo};
+
+/// One ref change of a Commit, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub name: String,
+    pub kind: RefKind,
+    pub old: Option<Address>,
+    pub new: Option<Address>,
+    pub op: PushOp,
+}
+
+impl Change {
+    /// How a person would say it: "force-push to refs/heads/main".
+    pub fn describe(&self) -> String {
+        let verb = match (self.kind, self.op) {
+            (_, PushOp::Create) => "create",
+            (_, PushOp::Delete) => "delete",
+            (_, PushOp::FastForward) => "fast-forward",
+            (_, PushOp::Force) => "force-push to",
+            (RefKind::WorkingSet, PushOp::Move) => "update",
+            (_, PushOp::Move) => "move",
+        };
+        format!("{verb} {}", self.name)
+    }
+}
+
+/// Classifies each change; a branch update is a fast-forward only if the
+/// old commit is an ancestor of the new one (read from the commit closure).
+pub async fn classify<S: ChunkSource>(source: &S, changes: &[RefChange]) -> Result<Vec<Change>, StorageError> {
+    let mut classified = Vec::with_capacity(changes.len());
+    for change in changes {
+        let (kind, _) = RefKind::of(&change.name);
+        let op = match (change.old, change.new) {
+            (None, Some(_)) => PushOp::Create,
+            (Some(_), None) => PushOp::Delete,
+            (Some(old), Some(new)) if kind == RefKind::Branch => {
+                if ancestry::is_ancestor(source, &old, &new).await? {
+                    PushOp::FastForward
+                } else {
+                    PushOp::Force
+                }
+            }
+            _ => PushOp::Move,
+        };
+        classified.push(Change { name: change.name.clone(), kind, old: change.old, new: change.new, op });
+    }
+    Ok(classified)
+}
+
+/// The verdict on each change of one Commit.
+pub fn judge(rules: &PushRules, principal: &Principal, database: &str, changes: &[Change]) -> Vec<Decision> {
+    changes
+        .iter()
+        .map(|change| {
+            let (_, short) = RefKind::of(&change.name);
+            match change.kind {
+                RefKind::Branch => rules.decide(principal, database, Target::Branch(short), change.op),
+                RefKind::Tag => rules.decide(principal, database, Target::Tag(short), change.op),
+                // A working set belongs to its branch: whoever may write the branch may write it.
+                RefKind::WorkingSet => rules.may_write_branch(principal, database, short),
+                _ => rules.decide(principal, database, Target::Other(&change.name), change.op),
+            }
+        })
+        .collect()
+}
+
+/// What the push inspector needs to read and judge one Commit.
+pub struct CommitUnderReview<'a> {
+    pub rules: &'a PushRules,
+    pub principal: &'a Principal,
+    /// The database as the client named it (rules match this name).
+    pub database: &'a str,
+    pub endpoint: &'a Endpoint,
+    /// The request message as it goes upstream (repository renamed).
+    pub message: Bytes,
+    pub authorization: HeaderValue,
+}
+
+/// Reads, judges and audits one Commit; `Ok` means forward it.
+pub async fn review(commit: CommitUnderReview<'_>) -> Result<(), GatewayError> {
+    let started = std::time::Instant::now();
+    let result = inspect(&commit).await;
+    let (verdict, detail, changes) = match &result {
+        Ok((changes, decisions)) => match refusal(&commit, changes, decisions) {
+            Some(err) => ("refused", err.to_string(), summary(changes, decisions)),
+            None => ("allowed", String::new(), summary(changes, decisions)),
+        },
+        Err(err) => ("error", err.to_string(), String::new()),
+    };
+    tracing::info!(
+        target: "doltgate::audit",
+        user = %commit.principal.name,
+        database = %commit.database,
+        verdict,
+        changes = %changes,
+        detail = %detail,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "push"
+    );
+    crate::metrics::metrics().push_verdicts.with_label_values(&[verdict]).inc();
+    let (changes, decisions) = result?;
+    match refusal(&commit, &changes, &decisions) {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+async fn inspect(commit: &CommitUnderReview<'_>) -> Result<(Vec<Change>, Vec<Decision>), GatewayError> {
+    let request = CommitRequest::decode(commit.message.clone())
+        .map_err(|e| GatewayError::InspectionFailed(format!("unreadable Commit request: {e}")))?;
+    let address = |bytes: &Bytes, field: &str| {
+        Address::from_slice(bytes).ok_or_else(|| {
+            GatewayError::InspectionFailed(format!("Commit {field} is {} bytes, not a 20-byte address", bytes.len()))
+        })
+    };
+    let (current, last) = (address(&request.current, "current")?, address(&request.last, "last")?);
+    let repo = UpstreamRepo {
+        endpoint: commit.endpoint,
+        repo_id: request.repo_id.clone(),
+        repo_path: request.repo_path.clone(),
+        authorization: commit.authorization.clone(),
+    };
+    repo.register_table_files(&request.chunk_table_info, request.client_repo_format.clone()).await?;
+    let source = UpstreamChunks::new(&repo);
+    let ref_diff = diff(&source, &last, &current).await.map_err(inspection_error)?;
+    let changes = classify(&source, &ref_diff.changes).await.map_err(inspection_error)?;
+    let decisions = judge(commit.rules, commit.principal, commit.database, &changes);
+    Ok((changes, decisions))
+}
+
+/// The refusal for the first refused change, if any.
+fn refusal(commit: &CommitUnderReview<'_>, changes: &[Change], decisions: &[Decision]) -> Option<GatewayError> {
+    changes.iter().zip(decisions).find(|(_, d)| !d.allowed).map(|(change, decision)| GatewayError::PushRefused {
+        what: change.describe(),
+        user: commit.principal.name.clone(),
+        rule: decision.rule.clone(),
+    })
+}
+
+fn summary(changes: &[Change], decisions: &[Decision]) -> String {
+    let short = |a: &Option<Address>| a.map(|a| a.to_string()[..8].to_owned()).unwrap_or_else(|| "none".into());
+    changes
+        .iter()
+        .zip(decisions)
+        .map(|(c, d)| {
+            let verdict = if d.allowed { "allowed" } else { "refused" };
+            format!("{} {}..{} {} {verdict} by {}", c.name, short(&c.old), short(&c.new), c.op, d.rule)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Storage errors while inspecting: the upstream being away is transient,
+/// anything else (missing or corrupt chunks) is the push's fault.
+fn inspection_error(err: StorageError) -> GatewayError {
+    match err {
+        StorageError::Unavailable(reason) => GatewayError::InspectionUnavailable(reason),
+        other => GatewayError::InspectionFailed(other.to_string()),
+    }
+}

@@ -1,0 +1,251 @@
+//! Chunks read from a Dolt remotesapi endpoint, as a [`ChunkSource`] for the
+//! push inspector: `StreamDownloadLocations` says where each chunk sits, and
+//! ranged GETs of the sealed URLs fetch exactly those bytes (plus, for an
+//! archive, its zstd dictionary, fetched once per file).
+//!
+//! The Commit's new chunks were uploaded moments ago but are not yet in the
+//! upstream's manifest; [`register_table_files`] adds the Commit's table files
+//! first (`AddTableFiles` adds chunks and never moves a ref; the Commit adding
+//! them again changes nothing), so the upstream serves old and new chunks
+//! alike and no doltgate replica needs to have seen the upload.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Version};
+use http_body_util::{BodyExt, Full, Limited};
+use prost::Message;
+
+use crate::cluster::Endpoint;
+use crate::error::GatewayError;
+use crate::grpc::frame::{FrameDecoder, Framed};
+use crate::grpc::status::read_status;
+use crate::remotesapi::proto::{
+    download_loc, AddTableFilesRequest, AddTableFilesResponse, ChunkTableInfo, ClientRepoFormat,
+    GetDownloadLocsRequest, GetDownloadLocsResponse, RepoId,
+};
+use crate::storage::archive::{decode_with_dictionary, ZstdDictionary};
+use crate::storage::{decode_range_chunk, Address, ChunkSource, StorageError};
+
+const SERVICE: &str = "/dolt.services.remotesapi.v1alpha1.ChunkStoreService/";
+/// Largest response doltgate reads for its own calls.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Which repository on which endpoint, and the credentials to use there.
+pub struct UpstreamRepo<'a> {
+    pub endpoint: &'a Endpoint,
+    pub repo_id: Option<RepoId>,
+    pub repo_path: String,
+    pub authorization: HeaderValue,
+}
+
+impl UpstreamRepo<'_> {
+    /// One call to a ChunkStoreService method: a single request message,
+    /// every response message back (a stream answers one per request).
+    async fn call<Resp: Message + Default>(
+        &self,
+        method: &str,
+        request: &impl Message,
+    ) -> Result<Vec<Resp>, GatewayError> {
+        let upstream = &self.endpoint.upstream;
+        let failed = |reason: String| GatewayError::UpstreamFailed {
+            address: upstream.address().to_owned(),
+            reason: format!("{method} (push inspection): {reason}"),
+        };
+        let body = Framed::encode(&request.encode_to_vec()).into_bytes();
+        let mut http_request = Request::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
+        *http_request.method_mut() = http::Method::POST;
+        *http_request.uri_mut() = upstream.uri(&format!("{SERVICE}{method}"))?;
+        *http_request.version_mut() = Version::HTTP_2;
+        *http_request.headers_mut() = grpc_headers(&self.authorization);
+        let response = upstream.send_grpc(http_request, true).await?;
+        if let Some((code, message)) = read_status(response.headers()).filter(|(code, _)| *code != tonic::Code::Ok) {
+            return Err(failed(format!("{code:?}: {message}")));
+        }
+        let collected = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        match read_status(&trailers) {
+            Some((tonic::Code::Ok, _)) => {}
+            Some((code, message)) => return Err(failed(format!("{code:?}: {message}"))),
+            None => return Err(failed("the response ended without a status".into())),
+        }
+        let mut decoder = FrameDecoder::new(MAX_RESPONSE_BYTES);
+        decoder.push(collected.to_bytes());
+        let mut messages = Vec::new();
+        while let Some(framed) = decoder.next_message()? {
+            messages.push(Resp::decode(framed.message()).map_err(|e| failed(format!("bad response: {e}")))?);
+        }
+        Ok(messages)
+    }
+
+    /// Adds the Commit's table files to the upstream's store (no ref moves).
+    pub async fn register_table_files(
+        &self,
+        files: &[ChunkTableInfo],
+        format: Option<ClientRepoFormat>,
+    ) -> Result<(), GatewayError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let request = AddTableFilesRequest {
+            repo_id: self.repo_id.clone(),
+            repo_path: self.repo_path.clone(),
+            client_repo_format: format,
+            chunk_table_info: files.to_vec(),
+            ..Default::default()
+        };
+        let responses: Vec<AddTableFilesResponse> = self.call("AddTableFiles", &request).await?;
+        if responses.first().is_some_and(|r| r.success) {
+            Ok(())
+        } else {
+            Err(GatewayError::UpstreamFailed {
+                address: self.endpoint.upstream.address().to_owned(),
+                reason: "AddTableFiles (push inspection) did not succeed".into(),
+            })
+        }
+    }
+}
+
+fn grpc_headers(authorization: &HeaderValue) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(3);
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    headers.insert(http::header::AUTHORIZATION, authorization.clone());
+    headers
+}
+
+/// Reads chunks of one upstream repository.
+pub struct UpstreamChunks<'a> {
+    repo: &'a UpstreamRepo<'a>,
+    /// Parsed archive dictionaries by (file path, dictionary offset).
+    dictionaries: Mutex<HashMap<(String, u64), Arc<ZstdDictionary>>>,
+}
+
+/// One chunk's place in a table file or archive.
+struct Located {
+    address: Address,
+    path_and_query: String,
+    offset: u64,
+    length: u32,
+    dictionary: Option<(u64, u32)>,
+}
+
+impl<'a> UpstreamChunks<'a> {
+    pub fn new(repo: &'a UpstreamRepo<'a>) -> Self {
+        Self { repo, dictionaries: Mutex::new(HashMap::new()) }
+    }
+
+    async fn locate(&self, addresses: &[Address]) -> Result<Vec<Located>, GatewayError> {
+        let request = GetDownloadLocsRequest {
+            repo_id: self.repo.repo_id.clone(),
+            repo_path: self.repo.repo_path.clone(),
+            chunk_hashes: addresses.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect(),
+            ..Default::default()
+        };
+        // The streaming form, because the unary one refuses chunks in archives.
+        let responses: Vec<GetDownloadLocsResponse> = self.repo.call("StreamDownloadLocations", &request).await?;
+        let mut located = Vec::with_capacity(addresses.len());
+        for loc in responses.into_iter().flat_map(|r| r.locs) {
+            let Some(download_loc::Location::HttpGetRange(range)) = loc.location else { continue };
+            let path_and_query = path_and_query(&range.url).ok_or_else(|| GatewayError::UpstreamFailed {
+                address: self.repo.endpoint.upstream.address().to_owned(),
+                reason: format!("unusable download URL {:.120}", range.url),
+            })?;
+            for chunk in range.ranges {
+                let Some(address) = Address::from_slice(&chunk.hash) else { continue };
+                let dictionary =
+                    (chunk.dictionary_length != 0).then_some((chunk.dictionary_offset, chunk.dictionary_length));
+                located.push(Located {
+                    address,
+                    path_and_query: path_and_query.to_owned(),
+                    offset: chunk.offset,
+                    length: chunk.length,
+                    dictionary,
+                });
+            }
+        }
+        Ok(located)
+    }
+
+    async fn fetch_range(&self, path_and_query: &str, offset: u64, length: u32) -> Result<Bytes, GatewayError> {
+        let upstream = &self.repo.endpoint.upstream;
+        let last = offset + u64::from(length).max(1) - 1;
+        let mut request = Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync());
+        *request.uri_mut() = upstream.uri(path_and_query)?;
+        request
+            .headers_mut()
+            .insert(http::header::RANGE, HeaderValue::from_str(&format!("bytes={offset}-{last}")).expect("ascii"));
+        let response = upstream.send_file(request).await?;
+        let status = response.status();
+        let failed = |reason: String| GatewayError::UpstreamFailed {
+            address: upstream.address().to_owned(),
+            reason: format!("ranged GET (push inspection): {reason}"),
+        };
+        if !status.is_success() {
+            return Err(failed(format!("HTTP {status}")));
+        }
+        let body = Limited::new(response.into_body(), length as usize + 1)
+            .collect()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let bytes = body.to_bytes();
+        // A server ignoring Range answers 200 with the whole file.
+        if status == http::StatusCode::OK && bytes.len() as u64 > u64::from(length) {
+            return Err(failed("the server ignored the Range header".into()));
+        }
+        Ok(bytes)
+    }
+
+    async fn dictionary(
+        &self,
+        path_and_query: &str,
+        offset: u64,
+        length: u32,
+    ) -> Result<Arc<ZstdDictionary>, StorageError> {
+        let path = path_and_query.split('?').next().unwrap_or_default().to_owned();
+        if let Some(found) = self.dictionaries.lock().unwrap_or_else(|p| p.into_inner()).get(&(path.clone(), offset)) {
+            return Ok(found.clone());
+        }
+        let span = self.fetch_range(path_and_query, offset, length).await.map_err(unavailable)?;
+        let parsed = Arc::new(ZstdDictionary::from_span(&span)?);
+        self.dictionaries.lock().unwrap_or_else(|p| p.into_inner()).insert((path, offset), parsed.clone());
+        Ok(parsed)
+    }
+
+    async fn read(&self, chunk: &Located) -> Result<Bytes, StorageError> {
+        let data = self.fetch_range(&chunk.path_and_query, chunk.offset, chunk.length).await.map_err(unavailable)?;
+        match chunk.dictionary {
+            Some((offset, length)) => {
+                let dictionary = self.dictionary(&chunk.path_and_query, offset, length).await?;
+                decode_with_dictionary(&chunk.address, &data, &dictionary)
+            }
+            None => decode_range_chunk(&chunk.address, &data, None),
+        }
+    }
+}
+
+fn unavailable(err: GatewayError) -> StorageError {
+    StorageError::Unavailable(err.to_string())
+}
+
+impl ChunkSource for UpstreamChunks<'_> {
+    async fn get(&self, addresses: &[Address]) -> crate::storage::Result<HashMap<Address, Bytes>> {
+        if addresses.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let located = self.locate(addresses).await.map_err(unavailable)?;
+        let reads =
+            located.iter().map(|chunk| async move { Ok::<_, StorageError>((chunk.address, self.read(chunk).await?)) });
+        Ok(futures_util::future::try_join_all(reads).await?.into_iter().collect())
+    }
+}
+
+/// The path and query of an absolute `http(s)://` URL.
+fn path_and_query(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
+    rest.find('/').map(|i| &rest[i..])
+}
