@@ -2,8 +2,9 @@
 #
 #   docker build -t registry.example.com/doltgate:0.1.0 .
 #
-# The binary is built with the same command CI's release check uses, against
-# the committed Cargo.lock. The runtime image has no shell and no package
+# The binary is built by `cargo build --release --locked --bin doltgate`,
+# exactly, against the committed Cargo.lock (--locked fails rather than
+# resolve new versions). The runtime image has no shell and no package
 # manager: only glibc, libgcc and the binary, run as an unprivileged user.
 
 # Builder: the official Rust image (Debian bookworm, matching the runtime's

@@ -406,16 +406,26 @@ fn check_doltgate_container(objects: &[Value], workload: &Value, container: &Val
         "{what}: terminationGracePeriodSeconds {grace} must exceed drain_delay + drain_timeout ({drain:?})"
     );
 
-    // Every password variable the config names comes from a Secret.
+    // Every secret variable the config names comes from a Secret.
+    let from_secret = |variable: &str| {
+        container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["name"] == variable && e["valueFrom"]["secretKeyRef"]["name"].is_string())
+    };
+    if let Some(variable) = &config.file_urls.key_env {
+        assert!(from_secret(variable), "{what}: file_urls.key_env {variable} is not set from a Secret");
+    }
+    // Replicas behind one Service must sign table-file URLs with one key.
+    if kind(workload) == "Deployment" {
+        let shared = config.file_urls.key_env.is_some() || config.file_urls.key_file.is_some();
+        assert!(shared, "{what}: replicas need a shared file_urls key (key_env or key_file)");
+    }
     for (cluster_name, cluster) in &config.clusters {
         if let Some(variable) = &cluster.sql_password_env {
-            let from_secret = container["env"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|e| e["name"] == variable.as_str() && e["valueFrom"]["secretKeyRef"]["name"].is_string());
             assert!(
-                from_secret,
+                from_secret(variable),
                 "{what}: clusters.{cluster_name}.sql_password_env {variable} is not set from a Secret"
             );
         }
