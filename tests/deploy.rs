@@ -58,16 +58,19 @@ fn kubernetes_validate() -> PathBuf {
     find_tool("KUBERNETES_VALIDATE", "kubernetes-validate")
 }
 
-/// The interpreter kubernetes-validate runs with (its script's `#!` line),
-/// which has PyYAML.
+/// A Python that has PyYAML: the one kubernetes-validate runs with (beside
+/// it in its venv, or named by its `#!` line), else `python3`.
 fn python() -> PathBuf {
     let script = kubernetes_validate();
+    let sibling = script.with_file_name("python3");
+    if sibling.is_file() {
+        return sibling;
+    }
     let text = std::fs::read(&script).unwrap_or_else(|e| panic!("cannot read {}: {e}", script.display()));
     let first = String::from_utf8_lossy(&text).lines().next().unwrap_or_default().to_owned();
-    match first.strip_prefix("#!") {
-        Some(interpreter) if !interpreter.trim().starts_with("/usr/bin/env") => {
-            PathBuf::from(interpreter.split_whitespace().next().expect("interpreter in #! line"))
-        }
+    let interpreter = first.strip_prefix("#!").and_then(|line| line.split_whitespace().next()).map(PathBuf::from);
+    match interpreter {
+        Some(path) if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("python")) => path,
         _ => PathBuf::from("python3"),
     }
 }
