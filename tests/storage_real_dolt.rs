@@ -298,6 +298,11 @@ fn pushes_write_archives_and_diff_to_exactly_the_refs_they_move() {
     assert!(!block_on(is_ancestor(&source, &main.old.unwrap(), &main.new.unwrap())).unwrap());
     let forced_names: Vec<&str> = forced.changes.iter().map(|c| c.name.as_str()).collect();
     assert!(forced_names.contains(&"workingSets/heads/main"), "a force push writes the working set: {forced_names:?}");
+    // That working set has no meta at all, which Dolt's schema calls required.
+    let written = forced.changes.iter().find(|c| c.name == "workingSets/heads/main").unwrap();
+    let working_set = block_on(read_working_set(&source, &written.new.unwrap())).unwrap();
+    let commit_root = block_on(read_commit(&source, &local["feature"])).unwrap().root;
+    assert_eq!((working_set.working_root, working_set.staged_root), (commit_root, commit_root));
 
     let (source, tagged) = push(&["origin", "v2"]);
     let tag = &tagged.changes[..];

@@ -473,6 +473,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn corrupt_bytes_anywhere_are_errors_not_panics() {
+        let chunks = [b"first".as_slice(), b"second chunk", b"third chunk, longer"];
+        let good = build(&chunks, 3);
+        for i in 0..good.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[i] ^= flip;
+                if let Ok(archive) = Archive::parse(bad.into()) {
+                    chunks.iter().for_each(|c| drop(archive.get(&Address::of(c))));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn refuses_a_span_id_beyond_the_spans() {
         let (chunks, file) = archive(3);
         let spans = chunks.len() as u64 + 1;

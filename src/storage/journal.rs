@@ -54,7 +54,9 @@ impl Journal {
             let payload = record.payload.map(|r| r.start + offset..r.end + offset);
             match (record.kind, record.address, payload) {
                 (KIND_ROOT, Some(address), _) => journal.root = Some(address),
-                (KIND_CHUNK, Some(address), Some(payload)) => drop(journal.chunks.insert(address, payload)),
+                (KIND_CHUNK, Some(address), Some(payload)) => {
+                    journal.chunks.insert(address, payload);
+                }
                 (kind, ..) => return Err(bad(offset, format!("record of kind {kind} lacks its address or payload"))),
             }
             offset += len;

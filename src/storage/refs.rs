@@ -122,6 +122,9 @@ pub async fn read_refs<S: ChunkSource>(source: &S, root: &Address) -> Result<Ref
 
 /// Every ref `new_root` adds, removes or moves relative to `old_root`.
 pub async fn diff<S: ChunkSource>(source: &S, old_root: &Address, new_root: &Address) -> Result<RefDiff> {
+    if old_root == new_root {
+        return Ok(RefDiff { changes: Vec::new(), chunks_read: 0, batches: 0 });
+    }
     let counting = CountingSource::new(source);
     let roots: Vec<Address> = [old_root, new_root].into_iter().filter(|a| !a.is_empty()).copied().collect();
     let chunks = get_all(&counting, &roots).await?;
@@ -389,6 +392,8 @@ mod tests {
                 ("workingSets/heads/main", false, true),
             ]
         );
+        let same = block_on(super::diff(&source, &new_root, &new_root)).unwrap();
+        assert_eq!((same.changes.len(), same.chunks_read), (0, 0));
         let from_empty = block_on(super::diff(&source, &Address::EMPTY, &old_root)).unwrap();
         assert_eq!(from_empty.changes.len(), 60);
         assert!(from_empty.changes.iter().all(|c| c.old.is_none()));

@@ -364,6 +364,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn corrupt_bytes_anywhere_are_errors_not_panics() {
+        let chunks = [b"first".as_slice(), b"second chunk", b"third chunk, longer"];
+        let good = build(&chunks);
+        for i in 0..good.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[i] ^= flip;
+                if let Ok(table) = TableFile::parse(bad.into()) {
+                    chunks.iter().for_each(|c| drop(table.get(&Address::of(c))));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn refuses_out_of_range_ordinals() {
         let chunk = b"x".as_slice();
         let mut file = build(&[chunk]);
