@@ -116,7 +116,7 @@ pub async fn review(commit: CommitUnderReview<'_>) -> Result<(), GatewayError> {
         target: "doltgate::audit",
         user = %commit.principal.name,
         database = %commit.database,
-        verdict,
+        %verdict,
         changes = %changes,
         detail = %detail,
         duration_ms = started.elapsed().as_millis() as u64,

@@ -1,0 +1,287 @@
+//! Per-branch push rules with the real `dolt` CLI pushing through doltgate
+//! to a real `dolt sql-server` whose database has 130 branches (a ref map of
+//! several tree levels). The users have no grants on Dolt beyond a login;
+//! doltgate inspects every Commit and enforces:
+//!
+//! - `features`: dan and mia may do anything to `feature/*`;
+//! - `protect-main`: only mia may touch `main`, and only fast-forward;
+//! - `release-tags`: only mia may create `v*` tags (never move them);
+//! - defaults elsewhere: create and fast-forward branches, create tags.
+//!
+//! Refused pushes leave the server's refs as they were; every push leaves
+//! an audit line; an upload through one doltgate and the Commit through
+//! another (sharing config and URL key) are judged the same.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use support::*;
+
+const URL_KEY: &str = "push-rules-test-url-key-0123456789abcdef";
+const USERS: [(&str, &str); 2] = [("dan", "dans-pass-1"), ("mia", "mias-pass-1")];
+
+fn password(user: &str) -> &'static str {
+    USERS.iter().find(|(name, _)| *name == user).map(|(_, pw)| *pw).expect("a test user")
+}
+
+struct Setup {
+    env: DoltEnv,
+    server: DoltServer,
+    gateway: Doltgate,
+}
+
+fn config_text(server: &DoltServer, public_url: Option<&str>) -> String {
+    let listener = public_url.map(|url| format!("[listener]\npublic_url = \"{url}\"\n")).unwrap_or_default();
+    format!(
+        r#"{listener}
+[clusters.main]
+endpoints = [{{ name = "dolt", remotesapi = "{remotesapi}", sql = "127.0.0.1:{sql}", role = "primary" }}]
+sql_user = "{USER}"
+sql_password_env = "SERVICE_PASSWORD"
+
+[[routes]]
+database_glob = "*"
+cluster = "main"
+
+[file_urls]
+key_env = "URL_KEY"
+
+[auth]
+
+[[auth.grants]]
+databases = ["shop"]
+users = ["dan", "mia"]
+permission = "write"
+
+[[auth.push_rules]]
+name = "features"
+branches = ["feature/*"]
+users = ["dan", "mia"]
+allow = ["create", "fast_forward", "force", "delete"]
+
+[[auth.push_rules]]
+name = "protect-main"
+branches = ["main"]
+users = ["mia"]
+allow = ["fast_forward"]
+
+[[auth.push_rules]]
+name = "release-tags"
+tags = ["v*"]
+users = ["mia"]
+allow = ["create"]
+"#,
+        remotesapi = server.remotesapi_addr(),
+        sql = server.sql_port,
+    )
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let env = DoltEnv::new();
+        let data = env.path().join("server");
+        let db = data.join("shop");
+        env.init_repo(&db);
+        env.ok(&db, &["sql", "-q", "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(64));"]);
+        env.ok(&db, &["sql", "-q", "INSERT INTO items VALUES (1, 'apple');"]);
+        env.ok(&db, &["commit", "-Am", "first"]);
+        env.ok(&db, &["sql", "-q", "INSERT INTO items VALUES (2, 'pear');"]);
+        env.ok(&db, &["commit", "-Am", "second"]);
+        let branches: String = (0..130).map(|i| format!("CALL dolt_branch('b{i:03}');")).collect();
+        env.ok(&db, &["sql", "-q", &branches]);
+        let users: String =
+            USERS.iter().map(|(user, pw)| format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}';")).collect();
+        env.ok(&data, &["sql", "-q", &users]);
+        let server = DoltServer::start(&env, &data);
+        let config = env.path().join("doltgate.toml");
+        std::fs::write(&config, config_text(&server, None)).unwrap();
+        let gateway = start_gateway(&env, &config);
+        Setup { env, server, gateway }
+    }
+
+    fn url(&self, gateway: &Doltgate) -> String {
+        format!("http://127.0.0.1:{}/shop", gateway.port)
+    }
+
+    fn clone_as(&self, user: &str) -> PathBuf {
+        let dest = self.env.path().join(format!("clone-{user}"));
+        let args = ["clone", "--user", user, &self.url(&self.gateway), dest.to_str().unwrap()];
+        self.env.ok_with(self.env.path(), &args, &[("DOLT_REMOTE_PASSWORD", password(user))]);
+        dest
+    }
+
+    fn push(&self, repo: &Path, user: &str, args: &[&str]) -> Output {
+        let mut all = vec!["push", "--user", user];
+        all.extend_from_slice(args);
+        self.env.run(repo, &all, &[("DOLT_REMOTE_PASSWORD", password(user))])
+    }
+
+    fn push_ok(&self, repo: &Path, user: &str, args: &[&str]) {
+        let out = self.push(repo, user, args);
+        assert!(out.status.success(), "push {args:?} as {user} failed:\n{}", output(&out));
+    }
+
+    /// Asserts the push is refused with a message containing every needle,
+    /// and that the server's refs did not move.
+    fn push_refused(&self, repo: &Path, user: &str, args: &[&str], needles: &[&str]) {
+        let before = self.server_refs();
+        let out = self.push(repo, user, args);
+        let text = output(&out);
+        assert!(!out.status.success(), "push {args:?} as {user} should have been refused:\n{text}");
+        for needle in needles {
+            assert!(text.contains(needle), "push {args:?} as {user}: no {needle:?} in:\n{text}");
+        }
+        assert_eq!(self.server_refs(), before, "a refused push moved no ref");
+    }
+
+    /// Every branch and tag on the server with its hash.
+    fn server_refs(&self) -> String {
+        let branches = self.server.sql(&self.env, "SELECT name, hash FROM shop.dolt_branches ORDER BY name");
+        let tags = self.server.sql(&self.env, "SELECT tag_name, tag_hash FROM shop.dolt_tags ORDER BY tag_name");
+        format!("{branches}{tags}")
+    }
+
+    fn server_hash(&self, branch: &str) -> Option<String> {
+        let query = format!("SELECT hash FROM shop.dolt_branches WHERE name = '{branch}'");
+        self.server.sql(&self.env, &query).lines().nth(1).map(str::to_owned)
+    }
+
+    fn head(&self, repo: &Path) -> String {
+        self.env.log_hashes(repo, "HEAD")[0].clone()
+    }
+
+    fn commit(&self, repo: &Path, id: u32, what: &str) {
+        self.env.ok(repo, &["sql", "-q", &format!("REPLACE INTO items VALUES ({id}, '{what}')")]);
+        self.env.ok(repo, &["commit", "-am", what]);
+    }
+}
+
+fn start_gateway(env: &DoltEnv, config: &Path) -> Doltgate {
+    Doltgate::start_with_config_env(env.path(), config, &[("SERVICE_PASSWORD", PASSWORD), ("URL_KEY", URL_KEY)])
+}
+
+fn output(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn branch_rules_hold_for_real_pushes() {
+    let s = Setup::new();
+    let dan = s.clone_as("dan");
+    s.env.ok(&dan, &["checkout", "-b", "feature/a"]);
+    s.commit(&dan, 10, "dan feature");
+    s.push_ok(&dan, "dan", &["origin", "feature/a"]);
+    assert_eq!(s.server_hash("feature/a"), Some(s.head(&dan)), "a new feature branch is allowed");
+
+    s.env.ok(&dan, &["checkout", "main"]);
+    s.commit(&dan, 11, "dan on main");
+    s.push_refused(
+        &dan,
+        "dan",
+        &["origin", "main"],
+        &["fast-forward refs/heads/main is not allowed for user \"dan\"", "protect-main"],
+    );
+
+    let mia = s.clone_as("mia");
+    s.commit(&mia, 12, "mia on main");
+    s.push_ok(&mia, "mia", &["origin", "main"]);
+    assert_eq!(s.server_hash("main"), Some(s.head(&mia)), "maintainers fast-forward main");
+
+    s.env.ok(&mia, &["reset", "--hard", "HEAD~1"]);
+    s.commit(&mia, 13, "mia rewrites main");
+    s.push_refused(&mia, "mia", &["--force", "origin", "main"], &["force-push to refs/heads/main", "protect-main"]);
+
+    s.env.ok(&dan, &["checkout", "feature/a"]);
+    s.env.ok(&dan, &["reset", "--hard", "HEAD~1"]);
+    s.commit(&dan, 14, "dan rewrites his feature");
+    s.push_ok(&dan, "dan", &["--force", "origin", "feature/a"]);
+    assert_eq!(s.server_hash("feature/a"), Some(s.head(&dan)), "force is allowed on features");
+
+    s.push_ok(&dan, "dan", &["origin", ":feature/a"]);
+    assert_eq!(s.server_hash("feature/a"), None, "deleting a feature branch is allowed");
+    s.push_refused(&dan, "dan", &["origin", ":b007"], &["delete refs/heads/b007", "the default rule"]);
+
+    let log = s.gateway_log();
+    assert!(log.contains("verdict=allowed") && log.contains("verdict=refused"), "audit lines:\n{log}");
+    assert!(log.contains("refs/heads/main") && log.contains("force"), "the audit names refs and kinds");
+}
+
+#[test]
+fn tag_rules_and_a_thousand_chunk_push() {
+    let s = Setup::new();
+    let mia = s.clone_as("mia");
+    s.env.ok(&mia, &["tag", "v1", "HEAD"]);
+    s.push_ok(&mia, "mia", &["origin", "v1"]);
+    s.env.ok(&mia, &["tag", "-d", "v1"]);
+    s.env.ok(&mia, &["tag", "v1", "HEAD~1"]);
+    s.push_refused(&mia, "mia", &["--force", "origin", "v1"], &["move refs/tags/v1", "release-tags"]);
+
+    let dan = s.clone_as("dan");
+    s.env.ok(&dan, &["tag", "v2", "HEAD"]);
+    s.push_refused(&dan, "dan", &["origin", "v2"], &["create refs/tags/v2", "release-tags"]);
+    s.env.ok(&dan, &["tag", "nightly", "HEAD"]);
+    s.push_ok(&dan, "dan", &["origin", "nightly"]);
+
+    // A big commit: its upload is an archive of thousands of zstd chunks.
+    s.env.ok(&dan, &["checkout", "-b", "feature/big"]);
+    s.env.ok(&dan, &["sql", "-q", "CREATE TABLE big (id INT PRIMARY KEY, payload VARCHAR(200));"]);
+    let insert = "INSERT INTO big WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 199) \
+                  SELECT a.i * 1000 + b.i, CONCAT(SHA2(a.i * 1000 + b.i, 256), SHA2(a.i - b.i, 256)) \
+                  FROM n AS a CROSS JOIN n AS b;";
+    s.env.ok(&dan, &["sql", "-q", insert]);
+    s.env.ok(&dan, &["commit", "-Am", "big"]);
+    s.push_ok(&dan, "dan", &["origin", "feature/big"]);
+    let rows = s.server.sql(&s.env, "SELECT COUNT(*) FROM `shop/feature/big`.big");
+    assert!(rows.contains("40000"), "{rows}");
+    let largest = largest_archive_chunks(&s.server.data_dir.join("shop/.dolt/noms"));
+    assert!(largest >= 1000, "the push's archive held {largest} chunks");
+}
+
+#[test]
+fn upload_through_one_gateway_and_commit_through_another() {
+    let s = Setup::new();
+    // The first gateway hands out upload URLs that lead to the second.
+    let config = s.env.path().join("front.toml");
+    let uploads = &s.gateway;
+    let public_url = format!("http://127.0.0.1:{}", uploads.port);
+    std::fs::write(&config, config_text(&s.server, Some(&public_url))).unwrap();
+    let front = start_gateway(&s.env, &config);
+
+    let dan = s.env.path().join("front-clone");
+    let args = ["clone", "--user", "dan", &s.url(&front), dan.to_str().unwrap()];
+    s.env.ok_with(s.env.path(), &args, &[("DOLT_REMOTE_PASSWORD", password("dan"))]);
+    s.env.ok(&dan, &["checkout", "-b", "feature/split"]);
+    s.commit(&dan, 20, "split push");
+    s.push_ok(&dan, "dan", &["origin", "feature/split"]);
+    assert_eq!(s.server_hash("feature/split"), Some(s.head(&dan)));
+    s.env.ok(&dan, &["checkout", "main"]);
+    s.commit(&dan, 21, "split push to main");
+    s.push_refused(&dan, "dan", &["origin", "main"], &["fast-forward refs/heads/main", "protect-main"]);
+
+    let uploads_log = uploads.process.log();
+    let front_log = front.process.log();
+    assert!(uploads_log.contains("method=PUT"), "uploads went through the second gateway:\n{uploads_log}");
+    assert!(!front_log.contains("method=PUT"), "and not through the first");
+    assert!(front_log.contains("method=Commit") && front_log.contains("verdict=refused"), "{front_log}");
+}
+
+impl Setup {
+    fn gateway_log(&self) -> String {
+        self.gateway.process.log()
+    }
+}
+
+/// Chunks in the largest archive of a store directory.
+fn largest_archive_chunks(noms: &Path) -> usize {
+    std::fs::read_dir(noms)
+        .unwrap()
+        .filter_map(|entry| {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).ok()?;
+            doltgate::storage::Archive::parse(bytes.into()).ok().map(|archive| archive.chunk_count())
+        })
+        .max()
+        .unwrap_or(0)
+}
