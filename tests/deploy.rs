@@ -18,6 +18,8 @@
 //! fails the test: it is never skipped. YAML is turned into JSON by the Python
 //! that runs kubernetes-validate (PyYAML is one of its dependencies).
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,28 +36,12 @@ const KUBERNETES_VERSIONS: &[&str] = &["1.30.0", "1.37.0"];
 const CONFIG_DIR: &str = "/etc/doltgate";
 const CONFIG_KEY: &str = "doltgate.toml";
 
-fn find_tool(env: &str, name: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "${env} points at {}, which does not exist", path.display());
-        return path;
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()));
-    on_path.flatten().unwrap_or_else(|| {
-        panic!(
-            "`{name}` not found: set ${env} or run scripts/install-peers (the README's test command does). \
-             The deploy tests are never skipped."
-        )
-    })
-}
-
 fn kustomize() -> PathBuf {
-    find_tool("KUSTOMIZE", "kustomize")
+    support::find_peer("KUSTOMIZE", "kustomize")
 }
 
 fn kubernetes_validate() -> PathBuf {
-    find_tool("KUBERNETES_VALIDATE", "kubernetes-validate")
+    support::find_peer("KUBERNETES_VALIDATE", "kubernetes-validate")
 }
 
 /// A Python that has PyYAML: the one kubernetes-validate runs with (beside

@@ -67,10 +67,7 @@ impl Setup {
         let env = DoltEnv::new();
         let data = env.path().join("server");
         let db = data.join("shop");
-        env.init_repo(&db);
-        env.ok(&db, &["sql", "-q", "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(64));"]);
-        env.ok(&db, &["sql", "-q", "INSERT INTO items VALUES (1, 'apple'), (2, 'pear');"]);
-        env.ok(&db, &["commit", "-Am", "items"]);
+        env.seed_items_database(&db);
         // Plain logins: no CLONE_ADMIN, no SUPER.
         let users = format!(
             "CREATE USER '{BOB}'@'%' IDENTIFIED BY '{BOB_PASSWORD}'; CREATE USER '{EVE}'@'%' IDENTIFIED BY '{EVE_PASSWORD}';"

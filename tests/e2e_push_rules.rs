@@ -83,12 +83,7 @@ impl Setup {
         let env = DoltEnv::new();
         let data = env.path().join("server");
         let db = data.join("shop");
-        env.init_repo(&db);
-        env.ok(&db, &["sql", "-q", "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(64));"]);
-        env.ok(&db, &["sql", "-q", "INSERT INTO items VALUES (1, 'apple');"]);
-        env.ok(&db, &["commit", "-Am", "first"]);
-        env.ok(&db, &["sql", "-q", "INSERT INTO items VALUES (2, 'pear');"]);
-        env.ok(&db, &["commit", "-Am", "second"]);
+        env.seed_items_database(&db);
         let branches: String = (0..130).map(|i| format!("CALL dolt_branch('b{i:03}');")).collect();
         env.ok(&db, &["sql", "-q", &branches]);
         let users: String =

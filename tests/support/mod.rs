@@ -18,7 +18,8 @@ pub fn dolt_binary() -> PathBuf {
     find_peer("DOLT", "dolt")
 }
 
-fn find_peer(env: &str, name: &str) -> PathBuf {
+/// A peer binary from `$ENV`, else from `PATH`; a failure that says how to install it.
+pub fn find_peer(env: &str, name: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         assert!(path.is_file(), "${env} points at {}, which does not exist", path.display());
@@ -181,6 +182,16 @@ impl DoltEnv {
     /// Rows of a query as CSV.
     pub fn query_csv(&self, repo: &Path, query: &str) -> String {
         self.ok(repo, &["sql", "-r", "csv", "-q", query])
+    }
+
+    /// A database `items (id, name)` with two commits ("first": apple, "second": pear).
+    pub fn seed_items_database(&self, db: &Path) {
+        self.init_repo(db);
+        self.ok(db, &["sql", "-q", "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(64));"]);
+        self.ok(db, &["sql", "-q", "INSERT INTO items VALUES (1, 'apple');"]);
+        self.ok(db, &["commit", "-Am", "first"]);
+        self.ok(db, &["sql", "-q", "INSERT INTO items VALUES (2, 'pear');"]);
+        self.ok(db, &["commit", "-Am", "second"]);
     }
 
     /// Creates a database directory with `dolt init`.
