@@ -58,6 +58,9 @@ pub struct Auth {
     pub(crate) authenticator: Authenticator,
     pub(crate) grants: Grants,
     pub(crate) push_rules: crate::push::rules::PushRules,
+    /// Pushes must also pass the upstream's `dolt_branch_control` rows.
+    pub(crate) mirrors_branch_control: bool,
+    branch_control_poll_interval: std::time::Duration,
     pub(crate) upstream_credentials: UpstreamCredentials,
 }
 
@@ -89,6 +92,9 @@ impl Gateway {
     pub fn start_discovery(&self) {
         for cluster in self.clusters.values() {
             crate::cluster::discovery::spawn_pollers(cluster);
+            if let Some(auth) = self.auth.as_ref().filter(|auth| auth.mirrors_branch_control) {
+                crate::push::branch_control::spawn_poller(cluster, auth.branch_control_poll_interval);
+            }
         }
     }
 
@@ -153,6 +159,8 @@ impl Auth {
             authenticator: Authenticator::new(config)?,
             grants: Grants::new(&config.grants),
             push_rules: crate::push::rules::PushRules::new(&config.push_rules),
+            mirrors_branch_control: config.branch_control == crate::config::auth::BranchControlMode::Mirror,
+            branch_control_poll_interval: config.branch_control_poll_interval,
             upstream_credentials: config.upstream_credentials,
         })
     }

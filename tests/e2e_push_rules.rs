@@ -10,7 +10,9 @@
 //!
 //! Refused pushes leave the server's refs as they were; every push leaves
 //! an audit line; an upload through one doltgate and the Commit through
-//! another (sharing config and URL key) are judged the same.
+//! another (sharing config and URL key) are judged the same; with
+//! `branch_control = "mirror"`, Dolt's own `dolt_branch_control` and
+//! `dolt_branch_namespace_control` rows bind pushes too.
 
 mod support;
 
@@ -32,7 +34,7 @@ struct Setup {
     gateway: Doltgate,
 }
 
-fn config_text(server: &DoltServer, public_url: Option<&str>) -> String {
+fn config_text(server: &DoltServer, public_url: Option<&str>, auth_options: &str) -> String {
     let listener = public_url.map(|url| format!("[listener]\npublic_url = \"{url}\"\n")).unwrap_or_default();
     format!(
         r#"{listener}
@@ -49,6 +51,7 @@ cluster = "main"
 key_env = "URL_KEY"
 
 [auth]
+{auth_options}
 
 [[auth.grants]]
 databases = ["shop"]
@@ -80,6 +83,11 @@ allow = ["create"]
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with_auth_options("", "")
+    }
+
+    /// `server_sql` runs as the local superuser before the server starts.
+    fn with_auth_options(auth_options: &str, server_sql: &str) -> Setup {
         let env = DoltEnv::new();
         let data = env.path().join("server");
         let db = data.join("shop");
@@ -89,9 +97,12 @@ impl Setup {
         let users: String =
             USERS.iter().map(|(user, pw)| format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}';")).collect();
         env.ok(&data, &["sql", "-q", &users]);
+        if !server_sql.is_empty() {
+            env.ok(&data, &["sql", "-q", server_sql]);
+        }
         let server = DoltServer::start(&env, &data);
         let config = env.path().join("doltgate.toml");
-        std::fs::write(&config, config_text(&server, None)).unwrap();
+        std::fs::write(&config, config_text(&server, None, auth_options)).unwrap();
         let gateway = start_gateway(&env, &config);
         Setup { env, server, gateway }
     }
@@ -241,7 +252,7 @@ fn upload_through_one_gateway_and_commit_through_another() {
     let config = s.env.path().join("front.toml");
     let uploads = &s.gateway;
     let public_url = format!("http://127.0.0.1:{}", uploads.port);
-    std::fs::write(&config, config_text(&s.server, Some(&public_url))).unwrap();
+    std::fs::write(&config, config_text(&s.server, Some(&public_url), "")).unwrap();
     let front = start_gateway(&s.env, &config);
 
     let dan = s.env.path().join("front-clone");
@@ -279,4 +290,27 @@ fn largest_archive_chunks(noms: &Path) -> usize {
         })
         .max()
         .unwrap_or(0)
+}
+
+#[test]
+fn dolts_own_branch_control_rows_bind_pushes_when_mirrored() {
+    let s = Setup::with_auth_options(
+        "branch_control = \"mirror\"\nbranch_control_poll_interval = \"200ms\"",
+        "USE shop; INSERT INTO dolt_branch_control VALUES ('shop', 'b00%', 'dan', '%', 'read'); \
+         INSERT INTO dolt_branch_namespace_control VALUES ('shop', 'rel%', 'mia', '%');",
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let dan = s.clone_as("dan");
+    s.env.ok(&dan, &["checkout", "b001"]);
+    s.commit(&dan, 30, "dan on b001");
+    s.push_refused(&dan, "dan", &["origin", "b001"], &["fast-forward refs/heads/b001", "dolt_branch_control"]);
+    s.env.ok(&dan, &["checkout", "b100"]);
+    s.commit(&dan, 31, "dan on b100");
+    s.push_ok(&dan, "dan", &["origin", "b100"]);
+    s.env.ok(&dan, &["checkout", "-b", "rel-1"]);
+    s.push_refused(&dan, "dan", &["origin", "rel-1"], &["create refs/heads/rel-1", "dolt_branch_namespace_control"]);
+    let mia = s.clone_as("mia");
+    s.env.ok(&mia, &["checkout", "-b", "rel-2"]);
+    s.push_ok(&mia, "mia", &["origin", "rel-2"]);
+    assert_eq!(s.server_hash("rel-2"), Some(s.head(&mia)));
 }

@@ -102,6 +102,10 @@ pub struct Cluster {
     /// `Basic` credentials of doltgate's own SQL user, presented upstream
     /// in place of the client's when `[auth]` is on.
     pub service_authorization: Option<http::HeaderValue>,
+    /// doltgate's SQL user and password, for reading Dolt's own tables.
+    pub(crate) service_login: Option<(String, String)>,
+    /// The last mirrored `dolt_branch_control` rows, or why there are none.
+    pub branch_control: arc_swap::ArcSwap<Result<crate::push::branch_control::BranchControl, String>>,
     /// Spreads new connections across members for `any` and `prefer_standby`.
     next: AtomicUsize,
 }
@@ -148,6 +152,8 @@ impl Cluster {
                 Some(user) => Some(crate::authn::basic_authorization(user, sql_password.unwrap_or_default())?),
                 None => None,
             },
+            service_login: config.sql_user.clone().map(|user| (user, sql_password.unwrap_or_default().to_owned())),
+            branch_control: arc_swap::ArcSwap::from_pointee(Err("not read yet".to_owned())),
             next: AtomicUsize::new(0),
         };
         cluster.recompute_primary();

@@ -44,6 +44,15 @@ pub struct AuthConfig {
     /// Which ref changes a Commit may make; see [`PushRuleConfig`].
     #[serde(default)]
     pub push_rules: Vec<PushRuleConfig>,
+    /// `mirror`: also apply the upstream's own `dolt_branch_control` and
+    /// `dolt_branch_namespace_control` rows to branch pushes (a push must
+    /// pass both), read over SQL as the cluster's `sql_user`. `ignore`: only
+    /// `push_rules` apply.
+    #[serde(default)]
+    pub branch_control: BranchControlMode,
+    /// How often the mirrored rows are read again.
+    #[serde(default = "default_branch_control_poll", with = "humantime_serde")]
+    pub branch_control_poll_interval: Duration,
     #[serde(default)]
     pub cache: AuthCacheConfig,
 }
@@ -105,6 +114,18 @@ impl std::fmt::Display for PushOp {
 
 fn yes() -> bool {
     true
+}
+
+fn default_branch_control_poll() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BranchControlMode {
+    #[default]
+    Ignore,
+    Mirror,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
@@ -268,9 +289,9 @@ pub const JWT_ALGORITHMS: [&str; 12] =
     ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
 
 impl AuthConfig {
-    pub fn validate(&self, has_service_user: impl Fn() -> Option<String>) -> Result<(), ConfigError> {
+    pub fn validate(&self, cluster_without_service_user: impl Fn() -> Option<String>) -> Result<(), ConfigError> {
         if self.upstream_credentials == UpstreamCredentials::Service {
-            if let Some(cluster_key) = has_service_user() {
+            if let Some(cluster_key) = cluster_without_service_user() {
                 return Err(invalid(
                     cluster_key,
                     "auth.upstream_credentials = \"service\" needs the cluster's sql_user (a Dolt user with SUPER and CLONE_ADMIN); set it, or use upstream_credentials = \"passthrough\"",
@@ -327,6 +348,17 @@ impl AuthConfig {
         }
         for (i, rule) in self.push_rules.iter().enumerate() {
             validate_push_rule(&format!("auth.push_rules[{i}]"), rule)?;
+        }
+        if self.branch_control == BranchControlMode::Mirror {
+            if let Some(cluster_key) = cluster_without_service_user() {
+                return Err(invalid(
+                    cluster_key,
+                    "auth.branch_control = \"mirror\" reads Dolt's tables as the cluster's sql_user; set it",
+                ));
+            }
+            if self.branch_control_poll_interval.is_zero() {
+                return Err(invalid("auth.branch_control_poll_interval", "must be greater than zero"));
+            }
         }
         if self.cache.max_entries == 0 {
             return Err(invalid("auth.cache.max_entries", "must be greater than zero"));

@@ -196,7 +196,7 @@ async fn forward_unary(
     let cluster = gateway.cluster(&routed.destination.cluster);
     let (index, response) = if call.rpc.is_write() {
         connection.affinity.pin_to_primary(&cluster.name);
-        send_write(gateway, cluster, &routed, &call, &admitted).await?
+        send_write(gateway, cluster, &routed, &call, &admitted, connection.remote).await?
     } else {
         send_unary_read(cluster, &routed, &call.uri, &call.headers, &connection.affinity).await?
     };
@@ -398,6 +398,7 @@ async fn send_write(
     routed: &RoutedRequest,
     call: &Call,
     admitted: &Admitted,
+    client: std::net::SocketAddr,
 ) -> Result<(usize, Response<Incoming>), GatewayError> {
     let index = loop {
         let index = cluster.primary_for_write().await?;
@@ -409,9 +410,15 @@ async fn send_write(
     if let (Rpc::Commit, Some(auth), Some(principal)) = (routed.rpc, &gateway.auth, &admitted.principal) {
         let authorization =
             call.headers.get(http::header::AUTHORIZATION).cloned().expect("admitted calls carry credentials");
+        let mirrored = auth.mirrors_branch_control.then(|| cluster.branch_control.load_full());
+        let host = client.ip().to_string();
         crate::push::review(crate::push::CommitUnderReview {
-            rules: &auth.push_rules,
-            principal,
+            judges: crate::push::Judges {
+                rules: &auth.push_rules,
+                branch_control: mirrored.as_deref(),
+                principal,
+                host: &host,
+            },
             database: &routed.repo.path,
             endpoint: &cluster.endpoints[index],
             message: routed.first.slice(frame::HEADER_LEN..),

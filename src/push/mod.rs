@@ -7,6 +7,7 @@
 //! [`rules`]. Any refused change refuses the whole Commit; any failure to
 //! inspect refuses it too (fail closed). Every Commit leaves one audit line.
 
+pub mod branch_control;
 pub mod rules;
 pub mod upstream_chunks;
 
@@ -72,27 +73,64 @@ pub async fn classify<S: ChunkSource>(source: &S, changes: &[RefChange]) -> Resu
     Ok(classified)
 }
 
+/// Who pushes, by doltgate's rules and (when mirrored) by Dolt's own rows.
+pub struct Judges<'a> {
+    pub rules: &'a PushRules,
+    /// `Some` when `dolt_branch_control` is mirrored: its rows, or why they could not be read.
+    pub branch_control: Option<&'a Result<branch_control::BranchControl, String>>,
+    pub principal: &'a Principal,
+    /// The client's address, matched against the rows' host patterns.
+    pub host: &'a str,
+}
+
 /// The verdict on each change of one Commit.
-pub fn judge(rules: &PushRules, principal: &Principal, database: &str, changes: &[Change]) -> Vec<Decision> {
+pub fn judge(judges: &Judges<'_>, database: &str, changes: &[Change]) -> Vec<Decision> {
+    let (rules, principal) = (judges.rules, judges.principal);
     changes
         .iter()
         .map(|change| {
             let (_, short) = RefKind::of(&change.name);
-            match change.kind {
+            let ours = match change.kind {
                 RefKind::Branch => rules.decide(principal, database, Target::Branch(short), change.op),
                 RefKind::Tag => rules.decide(principal, database, Target::Tag(short), change.op),
                 // A working set belongs to its branch: whoever may write the branch may write it.
                 RefKind::WorkingSet => rules.may_write_branch(principal, database, short),
                 _ => rules.decide(principal, database, Target::Other(&change.name), change.op),
+            };
+            match (change.kind, judges.branch_control) {
+                (RefKind::Branch | RefKind::WorkingSet, Some(mirrored)) if ours.allowed => {
+                    dolts_verdict(mirrored, database, short, change, judges)
+                }
+                _ => ours,
             }
         })
         .collect()
 }
 
+/// The mirrored rows' verdict on a change doltgate's rules allow.
+fn dolts_verdict(
+    mirrored: &Result<branch_control::BranchControl, String>,
+    database: &str,
+    branch: &str,
+    change: &Change,
+    judges: &Judges<'_>,
+) -> Decision {
+    let control = match mirrored {
+        Ok(control) => control,
+        Err(why) => {
+            return Decision { allowed: false, rule: format!("dolt_branch_control, which cannot be read ({why})") }
+        }
+    };
+    let pusher = branch_control::Pusher { user: &judges.principal.name, host: judges.host };
+    // A working set is written with its branch: it needs write on the branch.
+    let op = if change.kind == RefKind::WorkingSet { PushOp::FastForward } else { change.op };
+    let (allowed, rule) = control.decide(database, branch, op, &pusher);
+    Decision { allowed, rule }
+}
+
 /// What the push inspector needs to read and judge one Commit.
 pub struct CommitUnderReview<'a> {
-    pub rules: &'a PushRules,
-    pub principal: &'a Principal,
+    pub judges: Judges<'a>,
     /// The database as the client named it (rules match this name).
     pub database: &'a str,
     pub endpoint: &'a Endpoint,
@@ -114,7 +152,7 @@ pub async fn review(commit: CommitUnderReview<'_>) -> Result<(), GatewayError> {
     };
     tracing::info!(
         target: "doltgate::audit",
-        user = %commit.principal.name,
+        user = %commit.judges.principal.name,
         database = %commit.database,
         %verdict,
         changes = %changes,
@@ -149,7 +187,7 @@ async fn inspect(commit: &CommitUnderReview<'_>) -> Result<(Vec<Change>, Vec<Dec
     let source = UpstreamChunks::new(&repo);
     let ref_diff = diff(&source, &last, &current).await.map_err(inspection_error)?;
     let changes = classify(&source, &ref_diff.changes).await.map_err(inspection_error)?;
-    let decisions = judge(commit.rules, commit.principal, commit.database, &changes);
+    let decisions = judge(&commit.judges, commit.database, &changes);
     Ok((changes, decisions))
 }
 
@@ -157,7 +195,7 @@ async fn inspect(commit: &CommitUnderReview<'_>) -> Result<(Vec<Change>, Vec<Dec
 fn refusal(commit: &CommitUnderReview<'_>, changes: &[Change], decisions: &[Decision]) -> Option<GatewayError> {
     changes.iter().zip(decisions).find(|(_, d)| !d.allowed).map(|(change, decision)| GatewayError::PushRefused {
         what: change.describe(),
-        user: commit.principal.name.clone(),
+        user: commit.judges.principal.name.clone(),
         rule: decision.rule.clone(),
     })
 }
