@@ -1,6 +1,6 @@
-//! A fault under load with real peers: the upstream `dolt sql-server` is
-//! killed (SIGKILL) while a real `dolt clone` moves table files through
-//! doltgate, then started again on the same ports.
+//! Faults with real peers: the upstream `dolt sql-server` is killed (SIGKILL)
+//! while a real `dolt clone` moves table files through doltgate, then started
+//! again on the same ports; then the same during a `dolt push`.
 //!
 //! - the clone in flight fails with a clear error (or, if Dolt's own retries
 //!   outlast the outage, completes intact), and never leaves a corrupt copy;
@@ -8,6 +8,9 @@
 //!   back, with the server's history;
 //! - doltgate's open file descriptors and resident memory return to what they
 //!   were after a warm-up clone (a small allowance for allocator slack).
+//!
+//! - then the same during a push's table-file upload: the push fails, no ref
+//!   on the server moved, and the retried push lands with the client's hash.
 //!
 //! Bounded in time: every wait has a deadline.
 
@@ -165,7 +168,7 @@ fn upstream_killed_mid_clone_then_restarted() {
     assert!(std::fs::metadata(format!("/proc/{pid}")).is_ok(), "doltgate exited:\n{}", gateway.process.log());
 
     // Back up on the same ports: a retried clone succeeds through the same doltgate.
-    let _server = start_server(&env, &data, sql_port, remotesapi_port, 2);
+    let mut server = start_server(&env, &data, sql_port, remotesapi_port, 2);
     let again = env.path().join("again");
     let mut attempts = 0;
     let recovered = eventually(Duration::from_secs(120), || {
@@ -177,11 +180,71 @@ fn upstream_killed_mid_clone_then_restarted() {
     assert_eq!(env.log_hashes(&again, "main"), expected);
     env.ok(&again, &["fsck"]);
 
+    // Second fault: SIGKILL the upstream while a push uploads its table file
+    // (right after doltgate answered GetUploadLocations). The push fails, and
+    // once the server is back no ref has moved; the retried push lands with
+    // the client's hash.
+    let extra = env.path().join("extra.csv");
+    write_csv(&extra, 16_000, 1000);
+    env.ok(&again, &["checkout", "-b", "big-push"]);
+    env.ok(&again, &["sql", "-q", "CREATE TABLE more (id INT PRIMARY KEY, payload TEXT NOT NULL);"]);
+    env.ok(&again, &["table", "import", "-u", "more", extra.to_str().unwrap()]);
+    env.ok(&again, &["commit", "-Am", "more rows"]);
+    let pushed = env.log_hashes(&again, "big-push")[0].clone();
+    let branches = |env: &DoltEnv| {
+        let port = sql_port.to_string();
+        let args = ["--host", "127.0.0.1", "--port", &port, "--user", USER, "--password", PASSWORD, "--no-tls"];
+        let query = "SELECT name, hash FROM faulty.dolt_branches ORDER BY name";
+        env.ok(env.path(), &[&args[..], &["sql", "-r", "csv", "-q", query]].concat())
+    };
+    let branches_before = branches(&env);
+    let push_env = [("DOLT_REMOTE_PASSWORD", PASSWORD)];
+    let log_len = gateway.process.log().len();
+    let mut push = env.command(&again, &["push", "--user", USER, "origin", "big-push"]);
+    push.envs(push_env).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut push = push.spawn().unwrap();
+    let push_out = watch(push.stdout.take().unwrap());
+    let push_err = watch(push.stderr.take().unwrap());
+    let uploading = eventually_fast(Duration::from_secs(60), || {
+        gateway.process.log()[log_len..].contains("GetUploadLocations") || push.try_wait().unwrap().is_some()
+    });
+    assert!(uploading, "the push never asked for upload locations");
+    assert!(push.try_wait().unwrap().is_none(), "the push finished before the upstream could be killed");
+    server.stop();
+    let push_done = eventually(Duration::from_secs(240), || push.try_wait().unwrap().is_some());
+    assert!(push_done, "the push neither failed nor finished within 240s of the upstream dying");
+    let push_status = push.wait().unwrap();
+    let push_output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&push_out.lock().unwrap()),
+        String::from_utf8_lossy(&push_err.lock().unwrap())
+    );
+    let said = push_output.split(['\n', '\u{8}']).filter(|l| l.to_lowercase().contains("error")).next_back();
+    println!("push across the outage: exited {push_status}; said: {said:?}");
+    let _server = start_server(&env, &data, sql_port, remotesapi_port, 3);
+    if push_status.success() {
+        assert!(branches(&env).contains(&pushed), "a push the client saw succeed is not on the server");
+    } else {
+        let clear = ["unavailable", "unreachable", "connection refused", "upstream"]
+            .iter()
+            .any(|needle| push_output.to_lowercase().contains(needle));
+        assert!(clear, "the failed push's error does not say the remote is unavailable:\n{push_output}");
+        assert_eq!(branches(&env), branches_before, "a failed push moved a ref");
+    }
+    let mut push_attempts = 0;
+    let landed = eventually(Duration::from_secs(120), || {
+        push_attempts += 1;
+        env.run(&again, &["push", "--user", USER, "origin", "big-push"], &push_env).status.success()
+    });
+    assert!(landed, "no push succeeded after the upstream came back ({push_attempts} attempts)");
+    let after = branches(&env);
+    assert!(after.contains(&format!("big-push,{pushed}")), "the retried push is not on the server as pushed:\n{after}");
+
     // Resources return to the warm baseline: no leaked sockets or buffers.
     let fds_settled = eventually(Duration::from_secs(30), || open_fds(pid) <= fds_before + 4);
     let (fds_after, rss_after) = (open_fds(pid), rss_kib(pid));
     println!(
-        "faults survived: 1 (upstream SIGKILL mid-clone, restart); fds {fds_before} -> {fds_after}; \
+        "faults survived: 2 (upstream SIGKILL mid-clone and mid-push, restarts); fds {fds_before} -> {fds_after}; \
          RSS {rss_before} KiB -> {rss_after} KiB; {} clone attempt(s) after the restart; {} in all",
         attempts,
         humanize(started.elapsed())
@@ -191,6 +254,18 @@ fn upstream_killed_mid_clone_then_restarted() {
         rss_after <= rss_before + 32 * 1024,
         "doltgate's RSS grew from {rss_before} KiB to {rss_after} KiB across the fault"
     );
+}
+
+/// Like [`eventually`], looking every 5 ms.
+fn eventually_fast(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ok()
 }
 
 /// Collects everything a pipe yields, as it arrives.
