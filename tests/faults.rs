@@ -219,7 +219,7 @@ fn upstream_killed_mid_clone_then_restarted() {
         String::from_utf8_lossy(&push_out.lock().unwrap()),
         String::from_utf8_lossy(&push_err.lock().unwrap())
     );
-    let said = push_output.split(['\n', '\u{8}']).filter(|l| l.to_lowercase().contains("error")).next_back();
+    let said = push_output.split(['\n', '\u{8}']).rfind(|l| l.to_lowercase().contains("error"));
     println!("push across the outage: exited {push_status}; said: {said:?}");
     let _server = start_server(&env, &data, sql_port, remotesapi_port, 3);
     if push_status.success() {
