@@ -344,14 +344,10 @@ fn bad_input_is_refused_exactly_and_never_reaches_dolt() {
     let mut corpus = Corpus::default();
     runtime.block_on(run(&s, &mut corpus));
     corpus.check("server branches unchanged after the corpus", s.server_branches(), branches_before);
-    // KNOWN (reported): the text log prints the claimed Basic user name raw, so a
-    // newline in it starts a line of the client's choosing. Shown, not asserted,
-    // until the log escapes it.
+    // A newline in a claimed user name must not start a log line of the client's choosing.
     let log = s.gateway.process.log();
     let forged = log.lines().filter(|l| l.starts_with("INFO doltgate forged_log_line")).count();
-    if forged > 0 {
-        println!("KNOWN ISSUE: {forged} log line(s) forged through a Basic user name");
-    }
+    corpus.check("no log line forged through a Basic user name", forged, 0);
     println!("bad-input corpus: {} cases tried, {} mismatches", corpus.tried, corpus.failures.len());
     assert!(corpus.failures.is_empty(), "mismatches:\n{}", corpus.failures.join("\n"));
     assert!(s.gateway.process.child.id() > 0);
@@ -600,11 +596,9 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
         }
         let message = [vec![0x1a, 5], b"shop\xff".to_vec()].concat();
         let raw = raw_grpc(port, ROOT_PATH, &[("authorization", ci.as_bytes().to_vec())], frame(0, &message)).await;
-        // KNOWN (reported): doltgate reads the name lossily ("shop\u{fffd}" matches
-        // "shop*") and forwards the call; Dolt refuses to decode it (INTERNAL, which
-        // Dolt's client retries). Nothing is read. Should be INVALID_ARGUMENT here.
-        let raw = raw.map(|r| (r.1, r.2.contains("invalid UTF-8")));
-        corpus.check("repo_path not UTF-8 under a shop* grant", raw, Ok((Some(Code::Internal as i32), true)));
+        // Refused here, never matched lossily against a grant or forwarded.
+        let raw = raw.map(|r| (r.1, r.2.contains("not UTF-8")));
+        corpus.check("repo_path not UTF-8 under a shop* grant", raw, Ok((Some(Code::InvalidArgument as i32), true)));
         forwarded = s.forwarded();
     }
     refused!(
@@ -616,7 +610,7 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
         // repo_path (field 3) that is not UTF-8.
         let message = [vec![0x1a, 4], b"sh\xffp".to_vec()].concat();
         let raw = raw_grpc(port, ROOT_PATH, &[("authorization", bob.as_bytes().to_vec())], frame(0, &message)).await;
-        corpus.check("repo_path not UTF-8", raw.map(|r| r.1), Ok(Some(Code::PermissionDenied as i32)));
+        corpus.check("repo_path not UTF-8", raw.map(|r| r.1), Ok(Some(Code::InvalidArgument as i32)));
         corpus.check("repo_path not UTF-8 (not forwarded)", s.forwarded(), forwarded);
     }
 
@@ -738,11 +732,10 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
     {
         let mut request = commit(missing.clone(), root.to_vec());
         request.chunk_table_info = vec![ChunkTableInfo { hash: vec![0x33; 20].into(), chunk_count: 3 }];
-        // KNOWN (reported): Dolt answers the inspector's AddTableFiles with
-        // FAILED_PRECONDITION, which doltgate turns into UNAVAILABLE (retried).
+        // Dolt refuses the inspector's AddTableFiles; that stays a permanent refusal.
         refused!(
             "Commit naming a table file that was never uploaded",
-            Code::Unavailable,
+            Code::FailedPrecondition,
             client.commit(with_auth(request, &[bob]))
         );
     }

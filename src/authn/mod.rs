@@ -85,11 +85,30 @@ impl ClientCredential {
     /// the scheme alone for tokens. Never the secret.
     pub fn user_for_logs(&self) -> String {
         match self.presented() {
-            Ok(Presented::Basic { user, .. }) => user,
+            Ok(Presented::Basic { user, .. }) => shown(&user),
             Ok(Presented::Bearer(_)) => "bearer".into(),
             Err(_) => "malformed".into(),
         }
     }
+}
+
+/// A client-chosen name as it may appear in logs and messages: control
+/// characters escaped (no forged log lines) and at most 64 characters (no
+/// oversized status headers).
+pub fn shown(name: &str) -> String {
+    const MAX: usize = 64;
+    let mut out: String = name
+        .chars()
+        .take(MAX)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() { c.escape_default().collect() } else { vec![c] };
+            escaped
+        })
+        .collect();
+    if name.chars().count() > MAX {
+        out.push('…');
+    }
+    out
 }
 
 fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
@@ -215,7 +234,7 @@ impl Authenticator {
                     return known.verify(&user, &password);
                 }
                 if !self.sql_passwords {
-                    return Err(unauthenticated(format!("unknown user {user:?}")));
+                    return Err(unauthenticated(format!("unknown user {:?}", shown(&user))));
                 }
                 password::check_sql_login(at.cluster, &user, &password).await
             }
@@ -303,6 +322,13 @@ mod tests {
             let err = credential(value).presented().unwrap_err().to_string();
             assert!(err.contains(why), "{value}: {err}");
         }
+    }
+
+    #[test]
+    fn names_are_made_safe_for_logs_and_headers() {
+        assert_eq!(shown("evil\nINFO forged"), "evil\\nINFO forged");
+        assert_eq!(shown(&"x".repeat(10_000)).chars().count(), 65);
+        assert_eq!(shown("bob"), "bob");
     }
 
     #[test]

@@ -29,7 +29,7 @@ impl StaticUser {
         let hash = PasswordHash::new(&self.hash).map_err(|_| unauthenticated("stored hash is unreadable"))?;
         Argon2::default()
             .verify_password(password.as_bytes(), &hash)
-            .map_err(|_| unauthenticated(format!("wrong password for user {user:?}")))?;
+            .map_err(|_| unauthenticated(format!("wrong password for user {:?}", super::shown(user))))?;
         Ok(Principal { name: user.to_owned(), groups: self.groups.clone(), expires: None })
     }
 }
@@ -48,7 +48,8 @@ pub async fn check_sql_login(cluster: &Cluster, user: &str, password: &str) -> R
     let addresses = cluster.sql_addresses();
     if addresses.is_empty() {
         return Err(unauthenticated(format!(
-            "cannot check the password of {user:?}: cluster {:?} has no SQL address (set endpoints[].sql) and no static user matches",
+            "cannot check the password of {:?}: cluster {:?} has no SQL address (set endpoints[].sql) and no static user matches",
+            super::shown(user),
             cluster.name
         )));
     }
@@ -61,8 +62,11 @@ pub async fn check_sql_login(cluster: &Cluster, user: &str, password: &str) -> R
             }
             Err(LoginError::Denied(message)) => {
                 crate::metrics::metrics().auth_sql_logins.with_label_values(&["refused"]).inc();
-                tracing::debug!(%user, %message, "SQL login refused");
-                return Err(unauthenticated(format!("wrong password for user {user:?} (or no such user)")));
+                tracing::debug!(user = %super::shown(user), message = %super::shown(&message), "SQL login refused");
+                return Err(unauthenticated(format!(
+                    "wrong password for user {:?} (or no such user)",
+                    super::shown(user)
+                )));
             }
             Err(LoginError::Unreachable(reason)) => {
                 crate::metrics::metrics().auth_sql_logins.with_label_values(&["error"]).inc();

@@ -168,7 +168,7 @@ async fn admit(
     let host = origin.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_owned)).unwrap_or_default();
     let audience = authn::Audience { cluster, host: &host };
     let proven = auth.authenticator.authenticate(&call.credential, &audience).await;
-    let _ = access.user.set(proven.as_ref().map(|p| p.name.clone()).unwrap_or(claimed));
+    let _ = access.user.set(proven.as_ref().map(|p| authn::shown(&p.name)).unwrap_or(claimed));
     let principal = proven?;
     auth.grants.check(&principal, &routed.repo.path, call.rpc.permission())?;
     let upstream_authorization = match auth.upstream_credentials {

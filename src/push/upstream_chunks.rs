@@ -61,7 +61,7 @@ impl UpstreamRepo<'_> {
         *http_request.headers_mut() = grpc_headers(&self.authorization);
         let response = upstream.send_grpc(http_request, true).await?;
         if let Some((code, message)) = read_status(response.headers()).filter(|(code, _)| *code != tonic::Code::Ok) {
-            return Err(failed(format!("{code:?}: {message}")));
+            return Err(refused_or_failed(code, format!("{method} (push inspection): {code:?}: {message}"), failed));
         }
         let collected = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
             .collect()
@@ -70,7 +70,9 @@ impl UpstreamRepo<'_> {
         let trailers = collected.trailers().cloned().unwrap_or_default();
         match read_status(&trailers) {
             Some((tonic::Code::Ok, _)) => {}
-            Some((code, message)) => return Err(failed(format!("{code:?}: {message}"))),
+            Some((code, message)) => {
+                return Err(refused_or_failed(code, format!("{method} (push inspection): {code:?}: {message}"), failed))
+            }
             None => return Err(failed("the response ended without a status".into())),
         }
         let mut decoder = FrameDecoder::new(MAX_RESPONSE_BYTES);
@@ -107,6 +109,18 @@ impl UpstreamRepo<'_> {
                 reason: "AddTableFiles (push inspection) did not succeed".into(),
             })
         }
+    }
+}
+
+/// A permanent upstream refusal (the push names files that do not exist, say)
+/// stays permanent; anything else may pass and is worth a retry.
+fn refused_or_failed(code: tonic::Code, message: String, failed: impl Fn(String) -> GatewayError) -> GatewayError {
+    use tonic::Code::*;
+    match code {
+        InvalidArgument | NotFound | FailedPrecondition | PermissionDenied | Unauthenticated | OutOfRange => {
+            GatewayError::InspectionFailed(message)
+        }
+        _ => failed(message),
     }
 }
 

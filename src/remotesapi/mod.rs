@@ -171,7 +171,11 @@ pub fn read_repo_name(rpc: Rpc, message: &[u8]) -> Result<RepoName, wire::WireEr
     let mut repo_id = None;
     wire::read::<wire::WireError>(message, rpc.request_schema(), &mut |label, value| {
         match label {
-            Label::RepoPath => repo_path = Some(String::from_utf8_lossy(value).into_owned()),
+            Label::RepoPath => {
+                let path =
+                    std::str::from_utf8(value).map_err(|_| wire::WireError::Malformed("repo_path is not UTF-8"))?;
+                repo_path = Some(path.to_owned());
+            }
             Label::RepoId => repo_id = Some(value.to_vec()),
             Label::Url => {}
         }

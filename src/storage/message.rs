@@ -122,7 +122,13 @@ impl<'a> Fields<'a> {
         // SAFETY: `verify` checked the table at `position`, its vtable, and every
         // field the accessors below can read, against this buffer.
         let table = unsafe { Table::new(flatbuffer, position) };
-        let fields = table.vtable().num_fields();
+        // A vtable shorter than its own 4-byte header passes the verifier;
+        // counting its fields would underflow.
+        let vtable_bytes = table.vtable().num_bytes();
+        if vtable_bytes < 4 {
+            return Err(bad(format!("vtable of {vtable_bytes} bytes is shorter than its header")));
+        }
+        let fields = (vtable_bytes - 4) / 2;
         if fields > schema.num_fields {
             return Err(bad(format!(
                 "has {fields} fields, this reader knows {} (written by a newer Dolt?)",
@@ -629,5 +635,23 @@ pub(crate) mod tests {
             cut.truncate(cut.len().min(len + PREFIX_LEN));
             let _ = AddressMapNode::parse(&Address::EMPTY, &cut);
         }
+    }
+}
+
+#[cfg(test)]
+mod regression_tests {
+    use super::*;
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// Found by fuzzing: vtables shorter than their own header passed the verifier.
+    #[test]
+    fn short_vtables_are_errors_not_panics() {
+        let closure = hex("1b00004814000000434d434c000000000000000a000004000c000000010000000000000000000000040000001c00000001000000000000002efd0a221201f5d42a9d83209c8801740a67e8b3");
+        let root = hex("1b0000881000000053545254000006000800040006000000040000006c0000001b0000681c0000004144524d00000001000000000000000010000c00000004000e00000001000000000000000c000000200000002400000014000000cbe202b5666dcba23f48f873f23afa4b1e807cc90200000000000f000f000000726566732f68656164732f6d61696e00");
+        assert!(CommitClosureNode::parse(&Address::of(&closure), &closure).is_err());
+        assert!(StoreRoot::parse(&Address::of(&root), &root).is_err());
     }
 }
