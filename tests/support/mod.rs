@@ -320,16 +320,38 @@ impl Doltgate {
         Doltgate::spawn_with_env(log_dir, args, &[])
     }
 
+    /// A port asked for free can be taken by another process before doltgate
+    /// binds it (tests run in parallel); that one case is retried on a new port.
     fn spawn_with_env(log_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Doltgate {
-        let port = free_port();
-        let log = log_dir.join(format!("doltgate-{port}.log"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_doltgate"));
-        command.args(["--listen", &format!("127.0.0.1:{port}")]).args(args);
-        command.env("RUST_LOG", "doltgate=debug,info");
-        command.envs(env.iter().copied());
-        let mut child = spawn_logged(command, &log);
-        wait_for_port(port, &mut child, "doltgate", &log);
-        Doltgate { process: ChildGuard { child, log }, port }
+        for _ in 0..5 {
+            let port = free_port();
+            let log = log_dir.join(format!("doltgate-{port}.log"));
+            let mut command = Command::new(env!("CARGO_BIN_EXE_doltgate"));
+            command.args(["--listen", &format!("127.0.0.1:{port}")]).args(args);
+            command.env("RUST_LOG", "doltgate=debug,info");
+            command.envs(env.iter().copied());
+            let mut child = spawn_logged(command, &log);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let raced = loop {
+                if Instant::now() > deadline {
+                    break false;
+                }
+                if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200))
+                    .is_ok()
+                {
+                    break false;
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break read_log(&log).contains("Address already in use");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            if !raced {
+                wait_for_port(port, &mut child, "doltgate", &log);
+                return Doltgate { process: ChildGuard { child, log }, port };
+            }
+        }
+        panic!("doltgate could not bind a free port in 5 attempts");
     }
 
     pub fn url(&self, path: &str) -> String {
