@@ -35,7 +35,11 @@ fuzz_target!(|data: &[u8]| {
         match credential.presented() {
             Ok(Presented::Basic { user, password }) => {
                 assert!(!user.is_empty());
-                assert_eq!(for_logs, doltgate::authn::shown(&user), "logs name the user (escaped, bounded) and nothing else");
+                assert_eq!(
+                    for_logs,
+                    doltgate::authn::shown(&user),
+                    "logs name the user (escaped, bounded) and nothing else"
+                );
                 assert!(!for_logs.contains('\n'), "no log line can be forged");
                 let _ = password;
             }
