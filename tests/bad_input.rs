@@ -116,19 +116,7 @@ impl Setup {
         let (pkcs8, dana_public, dana_id) = dolt_key();
         let admin_port = free_port();
         let config = env.path().join("doltgate.toml");
-        let carol_hash = {
-            use std::io::Write;
-            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_doltgate"))
-                .arg("hash-password")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            write!(child.stdin.take().unwrap(), "{CAROL_PASSWORD}").unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success());
-            String::from_utf8(out.stdout).unwrap().trim().to_owned()
-        };
+        let carol_hash = hash_password(CAROL_PASSWORD);
         std::fs::write(
             &config,
             format!(
@@ -139,14 +127,7 @@ address = "127.0.0.1:{admin_port}"
 [file_urls]
 key_env = "URL_KEY"
 
-[clusters.main]
-endpoints = [{{ name = "dolt", remotesapi = "{remotesapi}", sql = "127.0.0.1:{sql}", role = "primary" }}]
-sql_user = "{USER}"
-sql_password_env = "SERVICE_PASSWORD"
-
-[[routes]]
-database_glob = "*"
-cluster = "main"
+{cluster}
 
 [auth]
 upstream_credentials = "service"
@@ -183,8 +164,7 @@ databases = ["shop*"]
 users = ["ci-bot"]
 permission = "read"
 "#,
-                remotesapi = server.remotesapi_addr(),
-                sql = server.sql_port,
+                cluster = service_cluster_config(&server),
             ),
         )
         .unwrap();

@@ -48,20 +48,6 @@ fn client_with_key() -> (DoltEnv, String) {
     (client, key)
 }
 
-fn hash_password(password: &str) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_doltgate"))
-        .arg("hash-password")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 impl Setup {
     fn new() -> Setup {
         let env = DoltEnv::new();
@@ -86,14 +72,7 @@ impl Setup {
 [admin]
 address = "127.0.0.1:{admin_port}"
 
-[clusters.main]
-endpoints = [{{ name = "dolt", remotesapi = "{remotesapi}", sql = "127.0.0.1:{sql}", role = "primary" }}]
-sql_user = "{USER}"
-sql_password_env = "SERVICE_PASSWORD"
-
-[[routes]]
-database_glob = "*"
-cluster = "main"
+{cluster}
 
 [auth]
 upstream_credentials = "service"
@@ -130,8 +109,7 @@ databases = ["sh*"]
 groups = ["writers"]
 permission = "write"
 "#,
-                remotesapi = server.remotesapi_addr(),
-                sql = server.sql_port,
+                cluster = service_cluster_config(&server),
                 carol_hash = hash_password(CAROL_PASSWORD),
             ),
         )

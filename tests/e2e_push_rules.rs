@@ -38,14 +38,7 @@ fn config_text(server: &DoltServer, public_url: Option<&str>, auth_options: &str
     let listener = public_url.map(|url| format!("[listener]\npublic_url = \"{url}\"\n")).unwrap_or_default();
     format!(
         r#"{listener}
-[clusters.main]
-endpoints = [{{ name = "dolt", remotesapi = "{remotesapi}", sql = "127.0.0.1:{sql}", role = "primary" }}]
-sql_user = "{USER}"
-sql_password_env = "SERVICE_PASSWORD"
-
-[[routes]]
-database_glob = "*"
-cluster = "main"
+{cluster}
 
 [file_urls]
 key_env = "URL_KEY"
@@ -76,8 +69,7 @@ tags = ["v*"]
 users = ["mia"]
 allow = ["create"]
 "#,
-        remotesapi = server.remotesapi_addr(),
-        sql = server.sql_port,
+        cluster = service_cluster_config(server),
     )
 }
 

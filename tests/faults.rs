@@ -27,23 +27,7 @@ use support::*;
 /// same upstream to doltgate).
 fn start_server(env: &DoltEnv, data: &Path, sql_port: u16, remotesapi_port: u16, run: usize) -> ChildGuard {
     let log = env.path().join(format!("dolt-sql-server-run{run}.log"));
-    let mut command = env.command(
-        data,
-        &[
-            "sql-server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &sql_port.to_string(),
-            "--remotesapi-port",
-            &remotesapi_port.to_string(),
-        ],
-    );
-    let out = std::fs::File::create(&log).unwrap();
-    command.stdout(out.try_clone().unwrap()).stderr(out);
-    let mut child = command.spawn().expect("start dolt sql-server");
-    wait_for_port(remotesapi_port, &mut child, "dolt sql-server", &log);
-    ChildGuard { child, log }
+    DoltServer::launch(env, data, sql_port, remotesapi_port, &log)
 }
 
 fn open_fds(pid: u32) -> usize {

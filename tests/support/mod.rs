@@ -223,6 +223,13 @@ impl DoltServer {
         let sql_port = free_port();
         let remotesapi_port = free_port();
         let log = env.path().join(format!("dolt-sql-server-{remotesapi_port}.log"));
+        let process = DoltServer::launch(env, data_dir, sql_port, remotesapi_port, &log);
+        DoltServer { process, sql_port, remotesapi_port, data_dir: data_dir.to_owned() }
+    }
+
+    /// Runs `dolt sql-server` over `data_dir` on the given ports (a restart on
+    /// the same ports is the same upstream to doltgate), logging to `log`.
+    pub fn launch(env: &DoltEnv, data_dir: &Path, sql_port: u16, remotesapi_port: u16, log: &Path) -> ChildGuard {
         let mut command = env.command(
             data_dir,
             &[
@@ -236,9 +243,9 @@ impl DoltServer {
             ],
         );
         command.stdin(Stdio::null());
-        let mut child = spawn_logged(command, &log);
-        wait_for_port(remotesapi_port, &mut child, "dolt sql-server", &log);
-        DoltServer { process: ChildGuard { child, log }, sql_port, remotesapi_port, data_dir: data_dir.to_owned() }
+        let mut child = spawn_logged(command, log);
+        wait_for_port(remotesapi_port, &mut child, "dolt sql-server", log);
+        ChildGuard { child, log: log.to_owned() }
     }
 
     /// Starts `dolt sql-server --config <yaml>` (ports come from the YAML); waits
@@ -367,6 +374,33 @@ impl Doltgate {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmHWM in /proc/PID/status")
     }
+}
+
+/// The config for one always-primary server behind doltgate, with the test
+/// user as doltgate's service user (password from `$SERVICE_PASSWORD`) and
+/// a catch-all route.
+pub fn service_cluster_config(server: &DoltServer) -> String {
+    format!(
+        "[clusters.main]\nendpoints = [{{ name = \"dolt\", remotesapi = \"{}\", sql = \"127.0.0.1:{}\", role = \"primary\" }}]\n\
+         sql_user = \"{USER}\"\nsql_password_env = \"SERVICE_PASSWORD\"\n\n[[routes]]\ndatabase_glob = \"*\"\ncluster = \"main\"\n",
+        server.remotesapi_addr(),
+        server.sql_port
+    )
+}
+
+/// `doltgate hash-password` for `password`.
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doltgate"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// Environment for dolt commands that authenticate as the test user.
