@@ -263,15 +263,30 @@ impl AddressMapNode {
             },
             keys,
         };
-        check_node(node.level, &node.keys, node.addresses.len()).map_err(bad)?;
+        check_node(node.level, &node.keys, node.addresses.len(), Leaves::Addressed).map_err(bad)?;
         Ok(node)
     }
 }
 
+/// Whether a tree's leaves carry an address per key (ref maps) or only keys
+/// (commit closures, whose keys are the whole entry).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leaves {
+    Addressed,
+    KeysOnly,
+}
+
 /// Both tree kinds need these before anyone walks them: keys strictly
-/// ascending (diffs and lookups rely on order), one address per key, a sane
-/// depth, and no empty internal node.
-fn check_node<K: Ord + std::fmt::Debug>(level: u8, keys: &[K], addresses: usize) -> std::result::Result<(), String> {
+/// ascending (diffs and lookups rely on order), one address per key wherever
+/// the tree has addresses, a sane depth, and no empty internal node. A ref
+/// map leaf whose addresses fall short of its keys would hide refs from the
+/// push diff, so it is an error, never a shorter zip.
+fn check_node<K: Ord + std::fmt::Debug>(
+    level: u8,
+    keys: &[K],
+    addresses: usize,
+    leaves: Leaves,
+) -> std::result::Result<(), String> {
     if level > MAX_TREE_LEVEL {
         return Err(format!("level {level} is deeper than {MAX_TREE_LEVEL}"));
     }
@@ -281,7 +296,8 @@ fn check_node<K: Ord + std::fmt::Debug>(level: u8, keys: &[K], addresses: usize)
     if level > 0 && keys.is_empty() {
         return Err("an internal node has no children".to_owned());
     }
-    if addresses != keys.len() && (level > 0 || addresses != 0) {
+    let addressed = level > 0 || leaves == Leaves::Addressed;
+    if addressed && addresses != keys.len() || !addressed && addresses != 0 {
         return Err(format!("{} keys but {addresses} addresses", keys.len()));
     }
     Ok(())
@@ -390,7 +406,7 @@ impl CommitClosureNode {
             0 => Vec::new(),
             _ => decode_counts(fields.bytes(8).unwrap_or_default(), keys.len()).map_err(bad)?,
         };
-        check_node(level, &keys, children.len()).map_err(bad)?;
+        check_node(level, &keys, children.len(), Leaves::KeysOnly).map_err(bad)?;
         Ok(CommitClosureNode { level, tree_count: fields.u64(10), keys, children, subtree_counts })
     }
 }
@@ -536,6 +552,19 @@ pub(crate) mod tests {
         assert_eq!(root.refs.addresses, vec![a(1), a(2)]);
         assert_eq!(root.refs.tree_count, 2);
         assert_eq!(file_id(&Address::EMPTY, &chunk).unwrap(), *b"STRT");
+    }
+
+    #[test]
+    fn a_ref_map_leaf_with_keys_but_no_addresses_is_refused() {
+        // Found by the storage fuzz target: zipping keys with a shorter
+        // address list would hide refs from the push diff.
+        let offsets = [0u16, 15];
+        let chunk = message(
+            "ADRM",
+            &[(4, Value::Bytes(b"refs/heads/main")), (6, Value::U16s(&offsets)), (12, Value::U64(1)), (14, Value::U8(0))],
+        );
+        let error = AddressMapNode::parse(&Address::of(&chunk), &chunk).unwrap_err().to_string();
+        assert!(error.contains("1 keys but 0 addresses"), "{error}");
     }
 
     #[test]
