@@ -122,15 +122,18 @@ impl Gateway {
         connection: ConnectionInfo,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let in_flight = crate::metrics::InFlight::start();
+        // The proxies' futures are boxed: hyper moves this future into a new
+        // task per request, and inline they made it ~5 KiB, copied on every
+        // spawn and poll (memmove led the unary-load profile).
         let response = if is_grpc(&request) {
             if request.version() == Version::HTTP_2 {
                 let origin = self.client_origin(&request, &connection);
-                grpc::proxy(&self, request, &connection, origin).await
+                Box::pin(grpc::proxy(&self, request, &connection, origin)).await
             } else {
                 GatewayError::GrpcNeedsHttp2(request.version()).to_http_response().map(full_body)
             }
         } else {
-            files::proxy(&self, request).await
+            Box::pin(files::proxy(&self, request)).await
         };
         // In flight until the last byte of the answer has gone out.
         Ok(response.map(|body| ObservedBody::new(body, Box::new(move |_, _| drop(in_flight))).boxed_unsync()))

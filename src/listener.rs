@@ -87,18 +87,21 @@ impl Listener {
             let gateway = self.gateway.clone();
             let service = service_fn(move |request| gateway.load_full().handle(request, info.clone()));
             let result = match &self.tls {
+                // Each kind of connection is boxed at its own size: inline, every
+                // plain connection's task would be as large as a TLS one's.
                 None => {
                     let conn = self.http.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    Box::pin(watcher.watch(conn.into_owned())).await
                 }
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(err)) => return tracing::debug!(%remote, error = %err, "TLS handshake failed"),
-                        Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
-                    };
+                    let stream =
+                        match Box::pin(tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(err)) => return tracing::debug!(%remote, error = %err, "TLS handshake failed"),
+                            Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
+                        };
                     let conn = self.http.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    Box::pin(watcher.watch(conn.into_owned())).await
                 }
             };
             if let Err(err) = result {

@@ -167,7 +167,9 @@ async fn admit(
     let cluster = gateway.cluster(&routed.destination.cluster);
     let host = origin.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_owned)).unwrap_or_default();
     let audience = authn::Audience { cluster, host: &host };
-    let proven = auth.authenticator.authenticate(&call.credential, &audience).await;
+    // Boxed, like the write path below: rarely needed state (SQL logins, JWKS
+    // fetches) should not size every call's future.
+    let proven = Box::pin(auth.authenticator.authenticate(&call.credential, &audience)).await;
     let _ = access.user.set(proven.as_ref().map(|p| authn::shown(&p.name)).unwrap_or(claimed));
     let principal = proven?;
     auth.grants.check(&principal, &routed.repo.path, call.rpc.permission())?;
@@ -196,7 +198,7 @@ async fn forward_unary(
     let cluster = gateway.cluster(&routed.destination.cluster);
     let (index, response) = if call.rpc.is_write() {
         connection.affinity.pin_to_primary(&cluster.name);
-        send_write(gateway, cluster, &routed, &call, &admitted, connection.remote).await?
+        Box::pin(send_write(gateway, cluster, &routed, &call, &admitted, connection.remote)).await?
     } else {
         send_unary_read(cluster, &routed, &call.uri, &call.headers, &connection.affinity).await?
     };

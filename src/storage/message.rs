@@ -561,7 +561,12 @@ pub(crate) mod tests {
         let offsets = [0u16, 15];
         let chunk = message(
             "ADRM",
-            &[(4, Value::Bytes(b"refs/heads/main")), (6, Value::U16s(&offsets)), (12, Value::U64(1)), (14, Value::U8(0))],
+            &[
+                (4, Value::Bytes(b"refs/heads/main")),
+                (6, Value::U16s(&offsets)),
+                (12, Value::U64(1)),
+                (14, Value::U8(0)),
+            ],
         );
         let error = AddressMapNode::parse(&Address::of(&chunk), &chunk).unwrap_err().to_string();
         assert!(error.contains("1 keys but 0 addresses"), "{error}");
