@@ -32,7 +32,8 @@ pub async fn proxy(gateway: &Gateway, request: Request<Incoming>) -> Response<Re
     // The path only: the query is what makes a sealed URL usable, so it stays out of logs.
     let path = request.uri().path().to_owned();
     let range = request.headers().get(http::header::RANGE).and_then(|r| r.to_str().ok()).map(str::to_owned);
-    let result = forward(gateway, request).await;
+    let mut holder = UrlHolder::default();
+    let result = forward(gateway, request, &mut holder).await;
     let status = match &result {
         Ok(response) => response.status(),
         Err(err) => err.http_status(),
@@ -43,6 +44,8 @@ pub async fn proxy(gateway: &Gateway, request: Request<Incoming>) -> Response<Re
         %method,
         %path,
         range = %range.as_deref().unwrap_or("none"),
+        user = %holder.user,
+        database = %holder.database,
         status = status.as_u16(),
         duration_ms = started.elapsed().as_millis() as u64,
         error = error.as_deref().unwrap_or(""),
@@ -64,7 +67,19 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-async fn forward(gateway: &Gateway, request: Request<Incoming>) -> Result<Response<ResponseBody>, GatewayError> {
+/// Whom the URL of a table-file request was issued to, for its log line:
+/// URLs are bearer capabilities, so this is the user who was handed it.
+#[derive(Default)]
+struct UrlHolder {
+    user: String,
+    database: String,
+}
+
+async fn forward(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    holder: &mut UrlHolder,
+) -> Result<Response<ResponseBody>, GatewayError> {
     let started = std::time::Instant::now();
     let method = request.method().clone();
     let has_body = match *request.method() {
@@ -74,6 +89,8 @@ async fn forward(gateway: &Gateway, request: Request<Incoming>) -> Result<Respon
     };
     let path_and_query = request.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let target = gateway.url_signer.open(path_and_query, has_body)?;
+    holder.user = crate::authn::shown(&target.capability.principal);
+    holder.database = crate::authn::shown(&target.capability.database);
     let endpoint_name = &target.capability.endpoint;
     let (cluster, index) = gateway
         .endpoint(endpoint_name)

@@ -1,13 +1,14 @@
-//! TLS for the client-facing listener (rustls), offering HTTP/2 and
-//! HTTP/1.1 by ALPN: Dolt's client asks for `h2` on `https://` remotes, and
-//! its table-file fetcher may use either.
+//! rustls configurations: the client-facing listener's, offering HTTP/2 and
+//! HTTP/1.1 by ALPN (Dolt's client asks for `h2` on `https://` remotes, and
+//! its table-file fetcher may use either), and the client side doltgate uses
+//! to fetch JWK Sets from identity providers.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::ServerConfig;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::TlsConfig;
 
@@ -36,13 +37,43 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> 
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |reason: String| TlsError::Cert { path: path.display().to_string(), reason };
+    read_pem_certs(path).map_err(|reason| TlsError::Cert { path: path.display().to_string(), reason })
+}
+
+/// Every CERTIFICATE block of a PEM file; none is an error.
+pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(e.to_string()))?
+        .map_err(|e| e.to_string())?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     if certs.is_empty() {
-        return Err(err("no CERTIFICATE blocks found".into()));
+        return Err("no CERTIFICATE blocks found".into());
     }
     Ok(certs)
+}
+
+/// A client configuration trusting the certificates in `ca_file`, or else the
+/// system's roots (which honour `SSL_CERT_FILE` and `SSL_CERT_DIR`).
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in read_pem_certs(path).map_err(|e| format!("{}: {e}", path.display()))? {
+                roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            if let Some(err) = found.errors.first() {
+                tracing::warn!(error = %err, "some system CA certificates could not be read");
+            }
+            roots.add_parsable_certificates(found.certs);
+        }
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }

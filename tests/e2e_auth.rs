@@ -7,6 +7,8 @@
 //! - `dolt creds` keys registered in the config authenticate a plain
 //!   `dolt clone`, and an unregistered key is refused;
 //! - a whole clone costs a handful of SQL logins, not one per call;
+//! - with `upstream_credentials = "passthrough"` Dolt sees (and checks) the
+//!   client's own credential;
 //! - real ghz calls with a bearer JWT from a configured issuer pass, and
 //!   with an expired one are refused.
 
@@ -50,6 +52,12 @@ fn client_with_key() -> (DoltEnv, String) {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with_upstream_credentials("service")
+    }
+
+    /// `upstream_credentials = mode`. In either mode the admin user
+    /// (`USER`, with SUPER on Dolt) may write to every database by policy.
+    fn with_upstream_credentials(mode: &str) -> Setup {
         let env = DoltEnv::new();
         let data = env.path().join("server");
         let db = data.join("shop");
@@ -75,7 +83,7 @@ address = "127.0.0.1:{admin_port}"
 {cluster}
 
 [auth]
-upstream_credentials = "service"
+upstream_credentials = "{mode}"
 
 [[auth.users]]
 name = "{CAROL}"
@@ -107,6 +115,11 @@ permission = "read"
 [[auth.grants]]
 databases = ["sh*"]
 groups = ["writers"]
+permission = "write"
+
+[[auth.grants]]
+databases = ["*"]
+users = ["{USER}"]
 permission = "write"
 "#,
                 cluster = service_cluster_config(&server),
@@ -157,6 +170,12 @@ fn a_user_without_dolt_grants_clones_and_pushes_when_policy_allows() {
     let s = Setup::new();
     let out = s.clone_as(BOB, BOB_PASSWORD, "bob");
     assert!(out.status.success(), "{}", text(&out));
+    let log = s.gateway.process.log();
+    assert!(
+        log.lines().any(|l| l.contains("table-file request") && l.contains("user=bob") && l.contains("database=shop")),
+        "table-file transfers are logged with the user their URL was issued to:\n{log}"
+    );
+    assert!(!log.contains(BOB_PASSWORD), "the password never reaches the log");
     let repo = s.dest("bob");
     commit_on_new_branch(&s.env, &repo, "bobs-feature");
     let env = [("DOLT_REMOTE_PASSWORD", BOB_PASSWORD)];
@@ -170,6 +189,19 @@ fn a_user_without_dolt_grants_clones_and_pushes_when_policy_allows() {
     let refused = s.env.fails(&repo, &["push", "--user", BOB, "direct", "bobs-direct"], &env);
     assert!(refused.contains("SuperUser") || refused.contains("PermissionDenied"), "{refused}");
     assert!(!s.server_branches().contains("bobs-direct"));
+}
+
+#[test]
+fn passthrough_lets_dolt_check_the_clients_own_credentials_too() {
+    let s = Setup::with_upstream_credentials("passthrough");
+    // bob passes doltgate's policy, but Dolt now sees bob, who has no CLONE_ADMIN.
+    let out = s.clone_as(BOB, BOB_PASSWORD, "bob");
+    assert!(!out.status.success(), "Dolt must refuse bob's own credential: {}", text(&out));
+    assert!(text(&out).contains("bob has not been granted CLONE_ADMIN"), "Dolt's own refusal: {}", text(&out));
+    assert!(!s.dest("bob").join(".dolt").exists());
+    // The admin user passes both doltgate and Dolt.
+    let out = s.clone_as(USER, PASSWORD, "admin");
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]

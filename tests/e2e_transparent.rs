@@ -166,21 +166,9 @@ fn upstream_down_is_unavailable_naming_the_address() {
     assert!(out.contains(&dead), "message should name the upstream: {out}");
 }
 
-/// A CA, a certificate for 127.0.0.1 signed by it, and a doltgate config that uses them.
+/// A doltgate config serving TLS with a certificate for 127.0.0.1 from a test CA (`ca.pem`).
 fn write_tls_config(dir: &std::path::Path) -> PathBuf {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "doltgate test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    leaf_params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("tls.crt"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("tls.key"), leaf_key.serialize_pem()).unwrap();
+    support::write_test_ca(dir);
     let config = dir.join("doltgate-tls.toml");
     std::fs::write(
         &config,

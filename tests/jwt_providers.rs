@@ -6,6 +6,8 @@
 //!
 //! Keys are made at run time (RSA with the `openssl` CLI, the rest with rcgen).
 
+mod support;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -154,14 +156,18 @@ async fn jwks_file_picks_up_a_rotated_key() {
     assert_eq!(verify(&auth, &rotated).await.unwrap().name, "erin", "the new kid is picked up");
 }
 
-/// A JWK Set served over HTTP on loopback; counts fetches.
-async fn serve_jwks(body: Arc<Mutex<String>>, fetches: Arc<AtomicUsize>) -> std::net::SocketAddr {
+/// A JWK Set served over HTTP on loopback (HTTPS with `tls`); counts fetches.
+async fn serve_jwks(
+    body: Arc<Mutex<String>>,
+    fetches: Arc<AtomicUsize>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let (body, fetches) = (body.clone(), fetches.clone());
+            let (body, fetches, tls) = (body.clone(), fetches.clone(), tls.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |_req| {
                     fetches.fetch_add(1, Ordering::SeqCst);
@@ -172,8 +178,15 @@ async fn serve_jwks(body: Arc<Mutex<String>>, fetches: Arc<AtomicUsize>) -> std:
                         )))
                     }
                 });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    None => drop(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await),
+                    Some(tls) => {
+                        // A client that does not trust the certificate hangs up mid-handshake.
+                        let Ok(stream) = tls.accept(stream).await else { return };
+                        drop(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await)
+                    }
+                }
             });
         }
     });
@@ -187,7 +200,7 @@ async fn jwks_url_is_fetched_on_unknown_kids_at_a_bounded_rate() {
     let (next_signing, _, next_raw) = rcgen_pair(&rcgen::PKCS_ED25519);
     let body = Arc::new(Mutex::new(json!({ "keys": [ed_jwk("k1", &raw)] }).to_string()));
     let fetches = Arc::new(AtomicUsize::new(0));
-    let addr = serve_jwks(body.clone(), fetches.clone()).await;
+    let addr = serve_jwks(body.clone(), fetches.clone(), None).await;
     let auth = authenticator(
         dir.path(),
         &format!("algorithms = [\"EdDSA\"]\njwks_url = \"http://{addr}/jwks.json\"\njwks_min_refresh = \"1h\""),
@@ -209,6 +222,38 @@ async fn jwks_url_is_fetched_on_unknown_kids_at_a_bounded_rate() {
     );
     let token = sign(Algorithm::EdDSA, Some("k2"), &next_signing, &claims());
     assert_eq!(verify(&auth, &token).await.unwrap().name, "erin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_url_over_https_trusts_only_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    support::write_test_ca(dir.path());
+    let tls = doltgate::tls::server_config(&doltgate::config::TlsConfig {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+    })
+    .unwrap();
+    let (signing, _, raw) = rcgen_pair(&rcgen::PKCS_ED25519);
+    let body = Arc::new(Mutex::new(json!({ "keys": [ed_jwk("k1", &raw)] }).to_string()));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let addr = serve_jwks(body, fetches.clone(), Some(tls.into())).await;
+    let token = sign(Algorithm::EdDSA, Some("k1"), &signing, &claims());
+    let provider = |trust: &str| {
+        format!(
+            "algorithms = [\"EdDSA\"]\njwks_url = \"https://{addr}/jwks.json\"\njwks_min_refresh = \"1ms\"\n{trust}"
+        )
+    };
+
+    let ca = dir.path().join("ca.pem");
+    let trusting = authenticator(dir.path(), &provider(&format!("jwks_ca_file = {:?}", ca.to_str().unwrap())));
+    assert_eq!(verify(&trusting, &token).await.unwrap().name, "erin");
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "the key set came over TLS");
+
+    // The system roots do not include the test CA: the fetch fails and says why.
+    let untrusting = authenticator(dir.path(), &provider(""));
+    let err = verify(&untrusting, &token).await.unwrap_err();
+    assert!(err.contains("could not be reloaded"), "{err}");
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "no request was served without a trusted handshake");
 }
 
 #[tokio::test]
@@ -282,6 +327,12 @@ fn config_refuses_key_confusion_and_unknown_algorithms() {
         ("algorithms = [\"RS256\"]\nsecret = \"s\"".to_owned(), "RS256 does not fit the key"),
         ("algorithms = [\"none\"]\nsecret = \"s\"".to_owned(), "\"none\" is not one of"),
         ("algorithms = [\"HS256\"]\nsecret = \"s\"\nleeway = \"1h\"".to_owned(), "at most 5m"),
+        (format!("algorithms = [\"RS256\", \"ES256\"]\nkey_file = \"{pem}\""), "need different kinds of key"),
+        ("algorithms = [\"EdDSA\"]\njwks_url = \"ftp://idp/jwks\"".to_owned(), "must be an https:// or http:// URL"),
+        (
+            format!("algorithms = [\"EdDSA\"]\njwks_url = \"http://idp/jwks\"\njwks_ca_file = \"{pem}\""),
+            "applies only to an https:// jwks_url",
+        ),
     ] {
         let text = format!(
             "[upstream]\naddress = \"127.0.0.1:1\"\n[auth]\nupstream_credentials = \"passthrough\"\n[[auth.jwt]]\nname = \"idp\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\n{provider}\n"

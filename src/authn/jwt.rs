@@ -1,6 +1,6 @@
 //! Bearer JWTs from configured issuers: the token's `iss` picks the provider,
 //! whose key (HMAC secret, PEM public key, or a JWK Set from a file or an
-//! HTTP URL) and rules (algorithms, audiences, leeway) decide.
+//! HTTPS URL) and rules (algorithms, audiences, leeway) decide.
 //!
 //! Each provider accepts only algorithms of its key's family, so neither
 //! `alg: none` nor an HMAC token "signed" with a public key can pass.
@@ -165,7 +165,9 @@ impl Keys {
             }
             (None, Some(url)) => {
                 let uri = url.parse().map_err(|e| format!("{key}.jwks_url: {e}"))?;
-                JwksSource::new(JwksLocation::Url(uri), config.jwks_min_refresh, HashMap::new())
+                let tls = crate::tls::client_config(config.jwks_ca_file.as_deref())
+                    .map_err(|e| format!("{key}.jwks_ca_file: {e}"))?;
+                JwksSource::new(JwksLocation::Url { uri, tls }, config.jwks_min_refresh, HashMap::new())
             }
             (None, None) => return Err(format!("{key}: no key configured")),
         };
@@ -175,7 +177,7 @@ impl Keys {
 
 enum JwksLocation {
     File(PathBuf),
-    Url(http::Uri),
+    Url { uri: http::Uri, tls: Arc<rustls::ClientConfig> },
 }
 
 type KeyMap = HashMap<String, Arc<DecodingKey>>;
@@ -245,16 +247,23 @@ impl JwksSource {
     async fn load(&self) -> Result<KeyMap, String> {
         let bytes = match &self.location {
             JwksLocation::File(path) => tokio::fs::read(path).await.map_err(|e| e.to_string())?.into(),
-            JwksLocation::Url(uri) => fetch(uri).await?,
+            JwksLocation::Url { uri, tls } => fetch(uri, tls).await?,
         };
         Self::parse(&bytes)
     }
 }
 
-async fn fetch(uri: &http::Uri) -> Result<Bytes, String> {
+/// GETs a JWK Set, bounded in time and size. A client per fetch: fetches
+/// are rare (rate-limited per provider), so nothing is pooled.
+async fn fetch(uri: &http::Uri, tls: &Arc<rustls::ClientConfig>) -> Result<Bytes, String> {
     use http_body_util::BodyExt;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(rustls::ClientConfig::clone(tls))
+        .https_or_http()
+        .enable_http1()
+        .build();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<Bytes>>();
+        .build::<_, http_body_util::Empty<Bytes>>(connector);
     let request = async {
         let response = client.get(uri.clone()).await.map_err(|e| format!("GET {uri}: {e}"))?;
         if !response.status().is_success() {

@@ -169,9 +169,13 @@ pub struct JwtProviderConfig {
     pub key_file: Option<PathBuf>,
     /// A JWK Set on disk.
     pub jwks_file: Option<PathBuf>,
-    /// A JWK Set over HTTP; fetched at start and again when a token names an
-    /// unknown `kid` (at most once per `jwks_min_refresh`).
+    /// A JWK Set over HTTPS (or HTTP, on a trusted network); fetched when the
+    /// first token arrives and again when a token names an unknown `kid` (at
+    /// most once per `jwks_min_refresh`).
     pub jwks_url: Option<String>,
+    /// PEM certificates trusted for an `https://` `jwks_url` instead of the
+    /// system's roots (an identity provider behind a private CA).
+    pub jwks_ca_file: Option<PathBuf>,
     #[serde(default = "default_jwks_min_refresh", with = "humantime_serde")]
     pub jwks_min_refresh: Duration,
     /// Clock skew forgiven on `exp` and `nbf` (at most 5m).
@@ -429,13 +433,46 @@ fn validate_provider(key: &str, provider: &JwtProviderConfig) -> Result<(), Conf
     if provider.leeway > MAX_LEEWAY {
         return Err(invalid(format!("{key}.leeway"), "at most 5m"));
     }
-    if let Some(url) = &provider.jwks_url {
-        let ok = url.parse::<http::Uri>().is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
-        if !ok {
-            return Err(invalid(format!("{key}.jwks_url"), format!("{url:?} must be an http:// URL")));
+    if let Some(path) = &provider.key_file {
+        // One PEM key has one family; an algorithm of another could never verify.
+        let family = |alg: &str| if alg.starts_with("PS") { "RS".to_owned() } else { alg[..2].to_owned() };
+        let first = family(&provider.algorithms[0]);
+        if let Some(other) = provider.algorithms.iter().find(|alg| family(alg) != first) {
+            return Err(invalid(
+                format!("{key}.algorithms"),
+                format!(
+                    "{other} and {} need different kinds of key; {} holds one",
+                    provider.algorithms[0],
+                    path.display()
+                ),
+            ));
         }
     }
-    for (field, path) in [("key_file", &provider.key_file), ("jwks_file", &provider.jwks_file)] {
+    let jwks_https = match &provider.jwks_url {
+        Some(url) => {
+            let scheme = url
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|u| u.authority().is_some())
+                .and_then(|u| u.scheme_str().filter(|s| matches!(*s, "http" | "https")).map(str::to_owned));
+            match scheme {
+                Some(scheme) => scheme == "https",
+                None => {
+                    return Err(invalid(
+                        format!("{key}.jwks_url"),
+                        format!("{url:?} must be an https:// or http:// URL"),
+                    ))
+                }
+            }
+        }
+        None => false,
+    };
+    if provider.jwks_ca_file.is_some() && !jwks_https {
+        return Err(invalid(format!("{key}.jwks_ca_file"), "applies only to an https:// jwks_url"));
+    }
+    for (field, path) in
+        [("key_file", &provider.key_file), ("jwks_file", &provider.jwks_file), ("jwks_ca_file", &provider.jwks_ca_file)]
+    {
         if let Some(path) = path {
             if !path.is_file() {
                 return Err(invalid(format!("{key}.{field}"), format!("{} is not a readable file", path.display())));
