@@ -20,12 +20,6 @@ fn write_config(path: &Path, upstream: &str, databases: &[&str]) {
     std::fs::write(path, text).unwrap();
 }
 
-fn hangup(gateway: &Doltgate) {
-    let status =
-        std::process::Command::new("kill").args(["-HUP", &gateway.process.pid().to_string()]).status().unwrap();
-    assert!(status.success());
-}
-
 fn wait_for_log(gateway: &Doltgate, needle: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while gateway.process.log().matches(needle).count() < count {
@@ -60,10 +54,10 @@ fn sighup_applies_a_valid_config_without_failing_calls_and_keeps_the_old_one_oth
     });
     std::thread::sleep(Duration::from_secs(1));
     write_config(&config, &upstream, &["orders", "billing"]);
-    hangup(&gateway);
+    gateway.signal("HUP");
     wait_for_log(&gateway, "configuration reloaded", 1);
     std::thread::sleep(Duration::from_millis(500));
-    hangup(&gateway); // a second reload mid-load, same file
+    gateway.signal("HUP"); // a second reload mid-load, same file
     let (ok, total, _) = load.join().unwrap();
     assert!(total > 50, "the load ran ({total} calls)");
     assert_eq!(ok, total, "no call failed across two reloads");
@@ -74,7 +68,7 @@ fn sighup_applies_a_valid_config_without_failing_calls_and_keeps_the_old_one_oth
 
     // An invalid file is rejected, logged, and changes nothing.
     std::fs::write(&config, "[clusters.main]\nendpoints = []\n").unwrap();
-    hangup(&gateway);
+    gateway.signal("HUP");
     wait_for_log(&gateway, "configuration reload rejected", 1);
     assert!(gateway.process.log().contains("clusters.main.endpoints"), "the log names the bad key");
     let orders = env.path().join("orders-clone");

@@ -44,8 +44,7 @@ fn sigterm_mid_clone_lets_the_clone_finish() {
         assert!(Instant::now() < deadline, "the clone never reached the table files");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let sent = std::process::Command::new("kill").args(["-TERM", &gateway.process.pid().to_string()]).status().unwrap();
-    assert!(sent.success());
+    gateway.signal("TERM");
     assert!(!clone.is_finished(), "SIGTERM must land while the clone is running");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(http_get(admin, "/readyz"), (503, "not ready: shutting down\n".to_owned()));

@@ -12,6 +12,10 @@
 //! - then the same during a push's table-file upload: the push fails, no ref
 //!   on the server moved, and the retried push lands with the client's hash.
 //!
+//! - SIGHUP (configuration reloads) while a clone downloads and while a push
+//!   uploads: both complete as if nothing happened, with the server's and the
+//!   client's hashes.
+//!
 //! Bounded in time: every wait has a deadline.
 
 mod support;
@@ -30,17 +34,8 @@ fn start_server(env: &DoltEnv, data: &Path, sql_port: u16, remotesapi_port: u16,
     DoltServer::launch(env, data, sql_port, remotesapi_port, &log)
 }
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("doltgate's fd table").count()
-}
-
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+    proc_status_kib(pid, "VmRSS")
 }
 
 fn text(out: &Output) -> String {
@@ -65,11 +60,9 @@ fn eventually(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
     ok()
 }
 
-#[test]
-fn upstream_killed_mid_clone_then_restarted() {
-    let started = Instant::now();
-    let env = DoltEnv::new();
-    let data = env.path().join("server");
+/// A `faulty` database of about 20 MB under `data`, and the test user with
+/// Dolt's clone and push grants; returns `main`'s history.
+fn seed_faulty_database(env: &DoltEnv, data: &Path) -> Vec<String> {
     let db = data.join("faulty");
     env.init_repo(&db);
     let csv = env.path().join("rows.csv");
@@ -77,11 +70,45 @@ fn upstream_killed_mid_clone_then_restarted() {
     env.ok(&db, &["sql", "-q", "CREATE TABLE big (id INT PRIMARY KEY, payload TEXT NOT NULL);"]);
     env.ok(&db, &["table", "import", "-u", "big", csv.to_str().unwrap()]);
     env.ok(&db, &["commit", "-Am", "rows"]);
-    let expected = env.log_hashes(&db, "main");
     let grants = format!(
         "CREATE USER IF NOT EXISTS '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT CLONE_ADMIN, SUPER ON *.* TO '{USER}'@'%';"
     );
-    env.ok(&data, &["sql", "-q", &grants]);
+    env.ok(data, &["sql", "-q", &grants]);
+    env.log_hashes(&db, "main")
+}
+
+/// A new branch `name` in `repo` with a table of about 16 MB of fresh rows,
+/// committed; returns its head.
+fn commit_big_branch(env: &DoltEnv, repo: &Path, name: &str) -> String {
+    let extra = env.path().join(format!("{name}.csv"));
+    write_csv(&extra, 16_000, 1000);
+    env.ok(repo, &["checkout", "-b", name]);
+    env.ok(repo, &["sql", "-q", "CREATE TABLE more (id INT PRIMARY KEY, payload TEXT NOT NULL);"]);
+    env.ok(repo, &["table", "import", "-u", "more", extra.to_str().unwrap()]);
+    env.ok(repo, &["commit", "-Am", "more rows"]);
+    env.log_hashes(repo, name)[0].clone()
+}
+
+/// `name,hash` of every branch of `faulty`, read over SQL.
+fn server_branches(env: &DoltEnv, sql_port: u16) -> String {
+    let port = sql_port.to_string();
+    let args = ["--host", "127.0.0.1", "--port", &port, "--user", USER, "--password", PASSWORD, "--no-tls"];
+    let query = "SELECT name, hash FROM faulty.dolt_branches ORDER BY name";
+    env.ok(env.path(), &[&args[..], &["sql", "-r", "csv", "-q", query]].concat())
+}
+
+/// Whether a clone's progress output says chunks are being downloaded.
+fn downloading(progress: &std::sync::Mutex<Vec<u8>>) -> bool {
+    let seen = String::from_utf8_lossy(&progress.lock().unwrap()).into_owned();
+    seen.split(" chunks being downloaded").any(|before| before.ends_with(|c: char| c.is_ascii_digit() && c != '0'))
+}
+
+#[test]
+fn upstream_killed_mid_clone_then_restarted() {
+    let started = Instant::now();
+    let env = DoltEnv::new();
+    let data = env.path().join("server");
+    let expected = seed_faulty_database(&env, &data);
     let (sql_port, remotesapi_port) = (free_port(), free_port());
     let mut server = start_server(&env, &data, sql_port, remotesapi_port, 1);
 
@@ -113,11 +140,7 @@ fn upstream_killed_mid_clone_then_restarted() {
         .unwrap();
     let progress = watch(clone.stdout.take().unwrap());
     let errors = watch(clone.stderr.take().unwrap());
-    let downloading = || {
-        let seen = String::from_utf8_lossy(&progress.lock().unwrap()).into_owned();
-        seen.split(" chunks being downloaded").any(|before| before.ends_with(|c: char| c.is_ascii_digit() && c != '0'))
-    };
-    let moving = eventually(Duration::from_secs(60), || downloading() || clone.try_wait().unwrap().is_some());
+    let moving = eventually(Duration::from_secs(60), || downloading(&progress) || clone.try_wait().unwrap().is_some());
     assert!(moving, "the clone never started downloading");
     assert!(clone.try_wait().unwrap().is_none(), "the clone finished before the upstream could be killed");
     server.stop();
@@ -168,19 +191,8 @@ fn upstream_killed_mid_clone_then_restarted() {
     // (right after doltgate answered GetUploadLocations). The push fails, and
     // once the server is back no ref has moved; the retried push lands with
     // the client's hash.
-    let extra = env.path().join("extra.csv");
-    write_csv(&extra, 16_000, 1000);
-    env.ok(&again, &["checkout", "-b", "big-push"]);
-    env.ok(&again, &["sql", "-q", "CREATE TABLE more (id INT PRIMARY KEY, payload TEXT NOT NULL);"]);
-    env.ok(&again, &["table", "import", "-u", "more", extra.to_str().unwrap()]);
-    env.ok(&again, &["commit", "-Am", "more rows"]);
-    let pushed = env.log_hashes(&again, "big-push")[0].clone();
-    let branches = |env: &DoltEnv| {
-        let port = sql_port.to_string();
-        let args = ["--host", "127.0.0.1", "--port", &port, "--user", USER, "--password", PASSWORD, "--no-tls"];
-        let query = "SELECT name, hash FROM faulty.dolt_branches ORDER BY name";
-        env.ok(env.path(), &[&args[..], &["sql", "-r", "csv", "-q", query]].concat())
-    };
+    let pushed = commit_big_branch(&env, &again, "big-push");
+    let branches = |env: &DoltEnv| server_branches(env, sql_port);
     let branches_before = branches(&env);
     let push_env = [("DOLT_REMOTE_PASSWORD", PASSWORD)];
     let log_len = gateway.process.log().len();
@@ -238,6 +250,107 @@ fn upstream_killed_mid_clone_then_restarted() {
         rss_after <= rss_before + 32 * 1024,
         "doltgate's RSS grew from {rss_before} KiB to {rss_after} KiB across the fault"
     );
+}
+
+#[test]
+fn sighup_mid_clone_and_mid_push_changes_nothing_in_flight() {
+    let env = DoltEnv::new();
+    let data = env.path().join("server");
+    let expected = seed_faulty_database(&env, &data);
+    let server = DoltServer::start(&env, &data);
+    let config = env.path().join("doltgate.toml");
+    let admin = free_port();
+    // Each reload builds a new gateway (routes, clusters, upstream pools) and
+    // swaps it in; the transfers in flight keep the one they started on.
+    let write_config = |routes: &[&str]| {
+        let mut text = format!(
+            "[admin]\naddress = \"127.0.0.1:{admin}\"\n[clusters.main]\nendpoints = [{{ name = \"dolt-0\", remotesapi = \"{}\", role = \"primary\" }}]\n",
+            server.remotesapi_addr()
+        );
+        for db in routes {
+            text.push_str(&format!("[[routes]]\ndatabase = \"{db}\"\ncluster = \"main\"\n"));
+        }
+        std::fs::write(&config, text).unwrap();
+    };
+    write_config(&["faulty"]);
+    let gateway = Doltgate::start_with_config(env.path(), &config);
+    let pid = gateway.process.pid();
+    let url = gateway.url("faulty");
+    let warm = env.path().join("warm");
+    let out = clone_command(&env, &url, &warm).output().unwrap();
+    assert!(out.status.success(), "warm-up clone failed: {}", text(&out));
+    std::thread::sleep(Duration::from_millis(500));
+    let fds_before = open_fds(pid);
+    let mut reloads = 0;
+    let mut reload = |routes: &[&str]| {
+        write_config(routes);
+        gateway.signal("HUP");
+        reloads += 1;
+        let logged = eventually_fast(Duration::from_secs(10), || {
+            gateway.process.log().matches("configuration reloaded").count() >= reloads
+        });
+        assert!(logged, "reload {reloads} was not applied:\n{}", gateway.process.log());
+    };
+
+    // Reloads while the clone downloads its table files.
+    let cut = env.path().join("reloaded");
+    let mut clone = clone_command(&env, &url, &cut)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let progress = watch(clone.stdout.take().unwrap());
+    let errors = watch(clone.stderr.take().unwrap());
+    let moving =
+        eventually_fast(Duration::from_secs(60), || downloading(&progress) || clone.try_wait().unwrap().is_some());
+    assert!(moving, "the clone never started downloading");
+    let mut during_clone = 0;
+    for routes in [&["faulty", "other"][..], &["faulty"], &["faulty", "other"]] {
+        if clone.try_wait().unwrap().is_some() {
+            break;
+        }
+        reload(routes);
+        during_clone += 1;
+    }
+    assert!(during_clone >= 1, "the clone finished before a reload could land");
+    let status = clone.wait().unwrap();
+    assert!(status.success(), "clone across reloads failed: {}", String::from_utf8_lossy(&errors.lock().unwrap()));
+    assert_eq!(env.log_hashes(&cut, "main"), expected);
+    env.ok(&cut, &["fsck"]);
+
+    // Reloads while a push uploads its table file; the Commit after them lands.
+    let pushed = commit_big_branch(&env, &cut, "reload-push");
+    let log_len = gateway.process.log().len();
+    let mut push = env.command(&cut, &["push", "--user", USER, "origin", "reload-push"]);
+    push.env("DOLT_REMOTE_PASSWORD", PASSWORD).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut push = push.spawn().unwrap();
+    let push_err = watch(push.stderr.take().unwrap());
+    let uploading = eventually_fast(Duration::from_secs(60), || {
+        gateway.process.log()[log_len..].contains("GetUploadLocations") || push.try_wait().unwrap().is_some()
+    });
+    assert!(uploading, "the push never asked for upload locations");
+    let mut during_push = 0;
+    for routes in [&["faulty"][..], &["faulty", "other"]] {
+        if push.try_wait().unwrap().is_some() {
+            break;
+        }
+        reload(routes);
+        during_push += 1;
+    }
+    let status = push.wait().unwrap();
+    assert!(status.success(), "push across reloads failed: {}", String::from_utf8_lossy(&push_err.lock().unwrap()));
+    let branches = server_branches(&env, server.sql_port);
+    assert!(
+        branches.contains(&format!("reload-push,{pushed}")),
+        "the push is not on the server as pushed:\n{branches}"
+    );
+
+    let fds_settled = eventually(Duration::from_secs(30), || open_fds(pid) <= fds_before + 4);
+    println!(
+        "reloads survived: {during_clone} mid-clone, {during_push} mid-push; fds {fds_before} -> {}",
+        open_fds(pid)
+    );
+    assert!(fds_settled, "doltgate holds {} fds, {fds_before} before the reloads", open_fds(pid));
 }
 
 /// Like [`eventually`], looking every 5 ms.

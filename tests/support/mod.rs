@@ -385,13 +385,29 @@ impl Doltgate {
 
     /// Peak resident memory of the doltgate process so far, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status")
+        proc_status_kib(self.process.pid(), "VmHWM")
     }
+
+    /// Sends `signal` (`"HUP"`, `"TERM"`, ...) to the doltgate process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.process.pid().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} doltgate failed");
+    }
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`, ...).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+/// Open file descriptors of a process.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the process's fd table").count()
 }
 
 /// The config for one always-primary server behind doltgate, with the test
