@@ -609,3 +609,38 @@ fn grafana_dashboard_config_map_carries_the_dashboard() {
         .any(|o| o["data"]["doltgate-dashboard.json"] == dashboard.as_str());
     assert!(found, "no ConfigMap labelled grafana_dashboard=1 carries deploy/grafana/doltgate-dashboard.json");
 }
+
+/// The image must ship what CI builds and exercises: the Dockerfile's build
+/// command is the one benches/run runs (its smoke run is in `.ci/run`), and
+/// the runtime stage runs the binary as a numeric non-root user, reading the
+/// configuration where the manifests mount it.
+#[test]
+fn the_image_builds_and_runs_what_ci_builds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let build = dockerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("RUN cargo build"))
+        .expect("a RUN cargo build line in the Dockerfile");
+    let bench = std::fs::read_to_string(root.join("benches/run")).unwrap();
+    let words: Vec<&str> = build.split_whitespace().collect();
+    let bench_build = format!(
+        "build = [\"cargo\", \"build\", {}]",
+        words.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", ")
+    );
+    assert!(bench.contains(&bench_build), "benches/run must build with `cargo build{build}`, as the Dockerfile does");
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    assert!(ci.lines().any(|l| l.trim_start().starts_with("benches/run --smoke")), ".ci/run runs the smoke benchmark");
+
+    let runtime = dockerfile.rsplit("\nFROM ").next().unwrap();
+    let user = runtime.lines().find_map(|l| l.strip_prefix("USER ")).expect("a USER in the runtime stage");
+    assert!(
+        user.split(':').all(|id| id.parse::<u32>().is_ok_and(|id| id != 0)),
+        "USER {user} must be numeric, not root"
+    );
+    assert!(!runtime.contains("RUN "), "the runtime stage needs no shell");
+    assert!(
+        runtime.contains(&format!("\"--config\", \"{CONFIG_DIR}/{CONFIG_KEY}\"")),
+        "the ENTRYPOINT reads {CONFIG_DIR}/{CONFIG_KEY}, where deploy/ mounts the ConfigMap"
+    );
+}

@@ -103,6 +103,25 @@ fn downloading(progress: &std::sync::Mutex<Vec<u8>>) -> bool {
     seen.split(" chunks being downloaded").any(|before| before.ends_with(|c: char| c.is_ascii_digit() && c != '0'))
 }
 
+type Pipe = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// Starts a clone of `url` into `dest` and returns once its table-file
+/// download has begun (its progress line says so) or it has ended, with what
+/// it printed so far and goes on printing.
+fn clone_until_downloading(env: &DoltEnv, url: &str, dest: &Path) -> (std::process::Child, Pipe, Pipe) {
+    let mut clone = clone_command(env, url, dest)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let progress = watch(clone.stdout.take().unwrap());
+    let errors = watch(clone.stderr.take().unwrap());
+    let moving =
+        eventually_fast(Duration::from_secs(60), || downloading(&progress) || clone.try_wait().unwrap().is_some());
+    assert!(moving, "the clone never started downloading");
+    (clone, progress, errors)
+}
+
 #[test]
 fn upstream_killed_mid_clone_then_restarted() {
     let started = Instant::now();
@@ -133,15 +152,7 @@ fn upstream_killed_mid_clone_then_restarted() {
     // table-file download has begun (its progress line), long before 20 MB
     // can have gone through.
     let cut = env.path().join("cut");
-    let mut clone = clone_command(&env, &url, &cut)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let progress = watch(clone.stdout.take().unwrap());
-    let errors = watch(clone.stderr.take().unwrap());
-    let moving = eventually(Duration::from_secs(60), || downloading(&progress) || clone.try_wait().unwrap().is_some());
-    assert!(moving, "the clone never started downloading");
+    let (mut clone, progress, errors) = clone_until_downloading(&env, &url, &cut);
     assert!(clone.try_wait().unwrap().is_none(), "the clone finished before the upstream could be killed");
     server.stop();
     let killed_at = Instant::now();
@@ -294,16 +305,7 @@ fn sighup_mid_clone_and_mid_push_changes_nothing_in_flight() {
 
     // Reloads while the clone downloads its table files.
     let cut = env.path().join("reloaded");
-    let mut clone = clone_command(&env, &url, &cut)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let progress = watch(clone.stdout.take().unwrap());
-    let errors = watch(clone.stderr.take().unwrap());
-    let moving =
-        eventually_fast(Duration::from_secs(60), || downloading(&progress) || clone.try_wait().unwrap().is_some());
-    assert!(moving, "the clone never started downloading");
+    let (mut clone, _, errors) = clone_until_downloading(&env, &url, &cut);
     let mut during_clone = 0;
     for routes in [&["faulty", "other"][..], &["faulty"], &["faulty", "other"]] {
         if clone.try_wait().unwrap().is_some() {
@@ -366,7 +368,7 @@ fn eventually_fast(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
 }
 
 /// Collects everything a pipe yields, as it arrives.
-fn watch(mut pipe: impl std::io::Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+fn watch(mut pipe: impl std::io::Read + Send + 'static) -> Pipe {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = seen.clone();
     std::thread::spawn(move || {
