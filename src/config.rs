@@ -288,6 +288,11 @@ pub struct LimitsConfig {
     /// HTTP/1.1 clients must send their request headers within this time.
     #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// A call's first request message (a unary call's only one; the one a
+    /// stream names its database in) must arrive whole within this time, so
+    /// a stalled client cannot hold streams open forever.
+    #[serde(default = "default_request_read_timeout", with = "humantime_serde")]
+    pub request_read_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -297,6 +302,7 @@ impl Default for LimitsConfig {
             max_concurrent_streams: default_max_concurrent_streams(),
             max_header_bytes: default_max_header_bytes(),
             header_read_timeout: default_header_read_timeout(),
+            request_read_timeout: default_request_read_timeout(),
         }
     }
 }
@@ -312,6 +318,9 @@ fn default_max_header_bytes() -> u32 {
 }
 fn default_header_read_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_request_read_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -447,6 +456,9 @@ impl Config {
         }
         if self.limits.max_message_bytes > u32::MAX as usize {
             return Err(invalid("limits.max_message_bytes", "must fit the 4-byte gRPC length prefix"));
+        }
+        if self.limits.request_read_timeout.is_zero() {
+            return Err(invalid("limits.request_read_timeout", "must be greater than zero"));
         }
         if self.limits.max_concurrent_streams == 0 {
             return Err(invalid("limits.max_concurrent_streams", "must be greater than zero"));

@@ -63,6 +63,8 @@ pub enum GatewayError {
     UpstreamFailed { address: String, reason: String },
     #[error("reading the client's request failed: {0}")]
     ClientBody(String),
+    #[error("no complete request message arrived within {} (limits.request_read_timeout)", humantime_secs(*.after))]
+    RequestReadTimeout { after: Duration },
     #[error("not a doltgate table-file URL: {0}")]
     NotAFileUrl(String),
     #[error("method {0} is not allowed on table files (use GET, PUT or POST)")]
@@ -96,7 +98,7 @@ impl GatewayError {
             GatewayError::NoPrimary { .. } | GatewayError::NotPrimaryAnymore { .. } => Code::Unavailable,
             GatewayError::StandbyRefusesWrites { .. } => Code::FailedPrecondition,
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => Code::Unavailable,
-            GatewayError::UpstreamTimeout { .. } => Code::DeadlineExceeded,
+            GatewayError::UpstreamTimeout { .. } | GatewayError::RequestReadTimeout { .. } => Code::DeadlineExceeded,
             GatewayError::ClientBody(_) => Code::Cancelled,
             GatewayError::NotAFileUrl(_) => Code::NotFound,
             GatewayError::FileMethodNotAllowed(_) | GatewayError::GrpcNeedsHttp2(_) => Code::InvalidArgument,
@@ -120,6 +122,7 @@ impl GatewayError {
             GatewayError::GrpcNeedsHttp2(_) => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::RequestReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnknownMethod(_) | GatewayError::CompressedMessage => StatusCode::NOT_IMPLEMENTED,
             GatewayError::BadMessage(_)

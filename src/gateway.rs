@@ -47,6 +47,7 @@ pub struct Gateway {
     endpoints: HashMap<String, (Arc<Cluster>, usize)>,
     public_url: Option<String>,
     pub(crate) max_message_bytes: usize,
+    pub(crate) request_read_timeout: std::time::Duration,
     /// `None`: clients' credentials pass through for Dolt to check.
     pub(crate) auth: Option<Auth>,
     pub(crate) url_signer: Arc<UrlSigner>,
@@ -83,6 +84,7 @@ impl Gateway {
             endpoints,
             public_url: config.listener.public_url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
             max_message_bytes: config.limits.max_message_bytes,
+            request_read_timeout: config.limits.request_read_timeout,
             auth: config.auth.as_ref().map(Auth::new).transpose()?,
             url_signer: Arc::new(url_signer(&config.file_urls)?),
         })

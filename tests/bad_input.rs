@@ -127,6 +127,9 @@ address = "127.0.0.1:{admin_port}"
 [file_urls]
 key_env = "URL_KEY"
 
+[limits]
+request_read_timeout = "5s"
+
 {cluster}
 
 [auth]
@@ -672,6 +675,28 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
         corpus.holds("64 streams declaring 128 MiB: RSS stays bounded", grown < 64 * 1024, || {
             format!("RSS grew {grown} KiB")
         });
+        corpus.tried += 1;
+    }
+    {
+        // A slow or stalled client: half a message, then nothing. The call is
+        // refused when limits.request_read_timeout (5 s here) passes, long
+        // before the client would give up, and nothing is forwarded.
+        let forwarded = s.forwarded();
+        let started = Instant::now();
+        let half = frame(0, &root_request("shop").encode_to_vec())[..7].to_vec();
+        let held = raw_grpc_held(port, ROOT_PATH, &auth, half, Duration::from_secs(30)).await;
+        let waited = started.elapsed();
+        corpus.check(
+            "a stalled request message: DEADLINE_EXCEEDED naming the limit",
+            held.map(|r| (r.1, r.2.contains("limits.request_read_timeout"))),
+            Ok((Some(Code::DeadlineExceeded as i32), true)),
+        );
+        corpus.holds(
+            "a stalled request message is refused after the limit, not the client's hold",
+            waited < Duration::from_secs(20),
+            || format!("answered after {waited:?}"),
+        );
+        corpus.check("a stalled request message (not forwarded)", s.forwarded(), forwarded);
         corpus.tried += 1;
     }
 

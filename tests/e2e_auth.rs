@@ -10,7 +10,7 @@
 //! - with `upstream_credentials = "passthrough"` Dolt sees (and checks) the
 //!   client's own credential;
 //! - real ghz calls with a bearer JWT from a configured issuer pass, and
-//!   with an expired one are refused.
+//!   with an expired one are refused; the same through `auth.token_header`.
 
 mod support;
 
@@ -84,6 +84,7 @@ address = "127.0.0.1:{admin_port}"
 
 [auth]
 upstream_credentials = "{mode}"
+token_header = "x-doltgate-token"
 
 [[auth.users]]
 name = "{CAROL}"
@@ -280,6 +281,19 @@ fn ghz_with_a_bearer_jwt_reaches_dolt_and_an_expired_one_does_not() {
     assert_eq!((ok, count), (200, 200), "every call with a valid token is answered by Dolt");
     let (ok, count, _) = ghz_as(&format!("Bearer {}", ci_token(-3600)), &target, "GetRepoMetadata", data, &load);
     assert_eq!((ok, count), (0, 200), "an expired token gets nothing");
+
+    // A credential helper's header (`auth.token_header`) stands in for `authorization`.
+    let token = format!("Bearer {}", ci_token(300));
+    let header = [("x-doltgate-token", token.as_str())];
+    let (ok, count, _) = ghz_with_metadata(&header, &target, "GetRepoMetadata", data, &load);
+    assert_eq!((ok, count), (200, 200), "the token header alone authenticates");
+    let both = [("x-doltgate-token", token.as_str()), ("authorization", "Basic bm9ib2R5Ong=")];
+    let (ok, _, _) = ghz_with_metadata(&both, &target, "GetRepoMetadata", data, &load);
+    assert_eq!(ok, 200, "the token header wins over a stale authorization");
+    let expired = format!("Bearer {}", ci_token(-3600));
+    let (ok, _, _) =
+        ghz_with_metadata(&[("x-doltgate-token", expired.as_str())], &target, "GetRepoMetadata", data, &load);
+    assert_eq!(ok, 0, "the token header is checked like authorization");
     let samples = scrape(s.admin_port);
     assert!(total(&samples, "doltgate_auth_attempts_total", &[("kind", "bearer"), ("outcome", "refused")]) >= 1.0);
 }

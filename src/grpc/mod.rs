@@ -308,11 +308,15 @@ struct RoutedRequest {
 /// repository name for the upstream.
 async fn read_and_route(gateway: &Gateway, rpc: Rpc, mut body: Incoming) -> Result<RoutedRequest, GatewayError> {
     let mut decoder = FrameDecoder::new(gateway.max_message_bytes);
-    let first = if rpc.is_streaming() {
-        read_next_message(&mut body, &mut decoder).await?.ok_or(GatewayError::NoDatabase)?
-    } else {
-        read_unary_request(rpc, &mut body, &mut decoder).await?
+    let read = async {
+        if rpc.is_streaming() {
+            read_next_message(&mut body, &mut decoder).await?.ok_or(GatewayError::NoDatabase)
+        } else {
+            read_unary_request(rpc, &mut body, &mut decoder).await
+        }
     };
+    let after = gateway.request_read_timeout;
+    let first = tokio::time::timeout(after, read).await.map_err(|_| GatewayError::RequestReadTimeout { after })??;
     let repo = repo_of(rpc, &first.message())?;
     let destination = gateway.router.resolve(&repo.path)?;
     let first = match &destination.upstream_repo_path {

@@ -479,12 +479,26 @@ pub fn ghz(target: &str, call: &str, data: &str, load: &[&str]) -> (u64, u64, f6
 
 /// Like [`ghz`], sending `authorization` as given.
 pub fn ghz_as(authorization: &str, target: &str, call: &str, data: &str, load: &[&str]) -> (u64, u64, f64) {
+    ghz_with_metadata(&[("authorization", authorization)], target, call, data, load)
+}
+
+/// Like [`ghz_as`], with the call's metadata (headers) given pair by pair.
+pub fn ghz_with_metadata(
+    metadata: &[(&str, &str)],
+    target: &str,
+    call: &str,
+    data: &str,
+    load: &[&str],
+) -> (u64, u64, f64) {
+    let metadata = serde_json::Value::Object(
+        metadata.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string()))).collect(),
+    );
     let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/proto/dolt/services/remotesapi/v1alpha1/chunkstore.proto");
     let imports = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
     let out = Command::new(ghz_binary())
         .args(["--insecure", "--proto", proto, "--import-paths", imports])
         .args(["--call", &format!("dolt.services.remotesapi.v1alpha1.ChunkStoreService/{call}")])
-        .args(["-d", data, "-m", &format!(r#"{{"authorization":"{authorization}"}}"#)])
+        .args(["-d", data, "-m", &metadata.to_string()])
         .args(load)
         .args(["--format", "json", target])
         .output()
