@@ -350,3 +350,50 @@ async fn unknown_services_are_unimplemented() {
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("WhoAmI"), "{}", err.message());
 }
+
+/// Push inspection fails closed, and says whether to retry: an upstream that
+/// cannot be reached while a Commit is being inspected is UNAVAILABLE (Dolt's
+/// client retries), and the Commit is never forwarded.
+#[tokio::test]
+async fn a_commit_whose_inspection_cannot_reach_the_upstream_is_unavailable() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let hash = doltgate::authn::password::hash_password("pw").unwrap();
+    let text = format!(
+        r#"
+[listener]
+address = "127.0.0.1:0"
+[upstream]
+address = "{dead}"
+[auth]
+upstream_credentials = "passthrough"
+[[auth.users]]
+name = "bob"
+password_hash = "{hash}"
+[[auth.grants]]
+databases = ["*"]
+users = ["bob"]
+permission = "write"
+"#
+    );
+    let config = Config::parse(&text).unwrap();
+    let server = doltgate::Server::bind(&config).await.unwrap();
+    let gateway = server.local_addr();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{gateway}")).unwrap().connect().await.unwrap();
+    let mut client = ChunkStoreServiceClient::new(channel);
+    let mut request = Request::new(CommitRequest {
+        repo_path: "shop".into(),
+        current: vec![1; 20].into(),
+        last: vec![2; 20].into(),
+        ..Default::default()
+    });
+    let basic = format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "bob:pw"));
+    request.metadata_mut().insert("authorization", basic.parse().unwrap());
+    let status = client.commit(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("push not inspected (try again)"), "{}", status.message());
+    assert!(status.message().contains(&dead.to_string()), "names the upstream: {}", status.message());
+}
