@@ -103,6 +103,15 @@ fn downloading(progress: &std::sync::Mutex<Vec<u8>>) -> bool {
     seen.split(" chunks being downloaded").any(|before| before.ends_with(|c: char| c.is_ascii_digit() && c != '0'))
 }
 
+/// One whole clone through doltgate, so its pools and buffers are warm
+/// before a baseline of its fds and memory is taken.
+fn warm_up(env: &DoltEnv, url: &str) {
+    let warm = env.path().join("warm");
+    let out = clone_command(env, url, &warm).output().unwrap();
+    assert!(out.status.success(), "warm-up clone failed: {}", text(&out));
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 type Pipe = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
 
 /// Starts a clone of `url` into `dest` and returns once its table-file
@@ -137,11 +146,7 @@ fn upstream_killed_mid_clone_then_restarted() {
     let pid = gateway.process.pid();
     let url = gateway.url("faulty");
 
-    // Warm-up: one whole clone, then the baseline.
-    let warm = env.path().join("warm");
-    let out = clone_command(&env, &url, &warm).output().unwrap();
-    assert!(out.status.success(), "warm-up clone failed: {}", text(&out));
-    std::thread::sleep(Duration::from_millis(500));
+    warm_up(&env, &url);
     let (fds_before, rss_before) = (open_fds(pid), rss_kib(pid));
     let downloaded = |samples: &std::collections::HashMap<String, f64>| {
         total(samples, "doltgate_file_bytes_total", &[("direction", "download")])
@@ -287,10 +292,7 @@ fn sighup_mid_clone_and_mid_push_changes_nothing_in_flight() {
     let gateway = Doltgate::start_with_config(env.path(), &config);
     let pid = gateway.process.pid();
     let url = gateway.url("faulty");
-    let warm = env.path().join("warm");
-    let out = clone_command(&env, &url, &warm).output().unwrap();
-    assert!(out.status.success(), "warm-up clone failed: {}", text(&out));
-    std::thread::sleep(Duration::from_millis(500));
+    warm_up(&env, &url);
     let fds_before = open_fds(pid);
     let mut reloads = 0;
     let mut reload = |routes: &[&str]| {

@@ -202,7 +202,14 @@ async fn harness() -> Harness {
     let mut config = Config::default();
     config.listener.address = "127.0.0.1:0".parse().unwrap();
     config.upstream = Some(UpstreamConfig { name: "fake-0".into(), ..UpstreamConfig::at(upstream.to_string()) });
-    let server = doltgate::Server::bind(&config).await.unwrap();
+    let (gateway, stop_gateway, client) = serve_gateway(&config).await;
+    Harness { client, gateway, _stop_upstream: stop_upstream, _stop_gateway: stop_gateway }
+}
+
+/// doltgate in-process with `config`, and a client of it; dropping the
+/// sender stops it.
+async fn serve_gateway(config: &Config) -> (SocketAddr, oneshot::Sender<()>, ChunkStoreServiceClient<Channel>) {
+    let server = doltgate::Server::bind(config).await.unwrap();
     let gateway = server.local_addr();
     let (stop_gateway, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.run(async move {
@@ -212,7 +219,7 @@ async fn harness() -> Harness {
     let client = ChunkStoreServiceClient::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
-    Harness { client, gateway, _stop_upstream: stop_upstream, _stop_gateway: stop_gateway }
+    (gateway, stop_gateway, client)
 }
 
 /// The URL leads to doltgate, carries a capability, and keeps the upstream's
@@ -375,15 +382,7 @@ users = ["bob"]
 permission = "write"
 "#
     );
-    let config = Config::parse(&text).unwrap();
-    let server = doltgate::Server::bind(&config).await.unwrap();
-    let gateway = server.local_addr();
-    let (_stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{gateway}")).unwrap().connect().await.unwrap();
-    let mut client = ChunkStoreServiceClient::new(channel);
+    let (_gateway, _stop, mut client) = serve_gateway(&Config::parse(&text).unwrap()).await;
     let mut request = Request::new(CommitRequest {
         repo_path: "shop".into(),
         current: vec![1; 20].into(),
