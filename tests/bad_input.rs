@@ -907,12 +907,3 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
     corpus.check("control: the download URL still works after all that", status, 206);
     corpus.check("no gRPC call forwarded since the last control", s.forwarded(), forwarded);
 }
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}

@@ -34,10 +34,6 @@ fn start_server(env: &DoltEnv, data: &Path, sql_port: u16, remotesapi_port: u16,
     DoltServer::launch(env, data, sql_port, remotesapi_port, &log)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    proc_status_kib(pid, "VmRSS")
-}
-
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }

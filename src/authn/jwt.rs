@@ -150,13 +150,13 @@ impl Keys {
         }
         if let Some(path) = &config.key_file {
             let pem = read(path, "key_file")?;
-            let family = config.algorithms[0].as_str();
-            let parsed = match &family[..2] {
-                "RS" | "PS" => DecodingKey::from_rsa_pem(&pem),
-                "ES" => DecodingKey::from_ec_pem(&pem),
+            let family = crate::config::auth::key_family(&config.algorithms[0]);
+            let parsed = match family {
+                "RSA" => DecodingKey::from_rsa_pem(&pem),
+                "EC" => DecodingKey::from_ec_pem(&pem),
                 _ => DecodingKey::from_ed_pem(&pem),
             };
-            return parsed.map(Keys::Fixed).map_err(|e| format!("{key}.key_file: not a {family} public key: {e}"));
+            return parsed.map(Keys::Fixed).map_err(|e| format!("{key}.key_file: not an {family} public key: {e}"));
         }
         let source = match (&config.jwks_file, &config.jwks_url) {
             (Some(path), _) => {
@@ -167,7 +167,18 @@ impl Keys {
                 let uri = url.parse().map_err(|e| format!("{key}.jwks_url: {e}"))?;
                 let tls = crate::tls::client_config(config.jwks_ca_file.as_deref())
                     .map_err(|e| format!("{key}.jwks_ca_file: {e}"))?;
-                JwksSource::new(JwksLocation::Url { uri, tls }, config.jwks_min_refresh, HashMap::new())
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls)
+                    .https_or_http()
+                    .enable_http1()
+                    .build();
+                let client =
+                    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+                JwksSource::new(
+                    JwksLocation::Url { uri, client: Box::new(client) },
+                    config.jwks_min_refresh,
+                    HashMap::new(),
+                )
             }
             (None, None) => return Err(format!("{key}: no key configured")),
         };
@@ -177,8 +188,14 @@ impl Keys {
 
 enum JwksLocation {
     File(PathBuf),
-    Url { uri: http::Uri, tls: Arc<rustls::ClientConfig> },
+    // Boxed: the client is large and built once per provider.
+    Url { uri: http::Uri, client: Box<JwksClient> },
 }
+
+type JwksClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Empty<Bytes>,
+>;
 
 type KeyMap = HashMap<String, Arc<DecodingKey>>;
 
@@ -247,23 +264,15 @@ impl JwksSource {
     async fn load(&self) -> Result<KeyMap, String> {
         let bytes = match &self.location {
             JwksLocation::File(path) => tokio::fs::read(path).await.map_err(|e| e.to_string())?.into(),
-            JwksLocation::Url { uri, tls } => fetch(uri, tls).await?,
+            JwksLocation::Url { uri, client } => fetch(client, uri).await?,
         };
         Self::parse(&bytes)
     }
 }
 
-/// GETs a JWK Set, bounded in time and size. A client per fetch: fetches
-/// are rare (rate-limited per provider), so nothing is pooled.
-async fn fetch(uri: &http::Uri, tls: &Arc<rustls::ClientConfig>) -> Result<Bytes, String> {
+/// GETs a JWK Set, bounded in time and size.
+async fn fetch(client: &JwksClient, uri: &http::Uri) -> Result<Bytes, String> {
     use http_body_util::BodyExt;
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(rustls::ClientConfig::clone(tls))
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, http_body_util::Empty<Bytes>>(connector);
     let request = async {
         let response = client.get(uri.clone()).await.map_err(|e| format!("GET {uri}: {e}"))?;
         if !response.status().is_success() {

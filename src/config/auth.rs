@@ -397,6 +397,17 @@ fn validate_push_rule(key: &str, rule: &PushRuleConfig) -> Result<(), ConfigErro
     Ok(())
 }
 
+/// The kind of key a JWT algorithm verifies with: `"HMAC"`, `"RSA"` (RS* and
+/// PS*), `"EC"` or `"Ed25519"`.
+pub fn key_family(alg: &str) -> &'static str {
+    match alg.get(..2) {
+        Some("HS") => "HMAC",
+        Some("RS" | "PS") => "RSA",
+        Some("ES") => "EC",
+        _ => "Ed25519",
+    }
+}
+
 fn validate_provider(key: &str, provider: &JwtProviderConfig) -> Result<(), ConfigError> {
     let sources = [
         provider.secret.is_some(),
@@ -423,7 +434,7 @@ fn validate_provider(key: &str, provider: &JwtProviderConfig) -> Result<(), Conf
             ));
         }
         // An HMAC algorithm beside a public key is how key confusion starts.
-        if alg.starts_with("HS") != symmetric {
+        if (key_family(alg) == "HMAC") != symmetric {
             return Err(invalid(
                 format!("{key}.algorithms"),
                 format!("{alg} does not fit the key: HS* need secret/secret_env, the others a public key"),
@@ -435,9 +446,8 @@ fn validate_provider(key: &str, provider: &JwtProviderConfig) -> Result<(), Conf
     }
     if let Some(path) = &provider.key_file {
         // One PEM key has one family; an algorithm of another could never verify.
-        let family = |alg: &str| if alg.starts_with("PS") { "RS".to_owned() } else { alg[..2].to_owned() };
-        let first = family(&provider.algorithms[0]);
-        if let Some(other) = provider.algorithms.iter().find(|alg| family(alg) != first) {
+        let first = key_family(&provider.algorithms[0]);
+        if let Some(other) = provider.algorithms.iter().find(|alg| key_family(alg) != first) {
             return Err(invalid(
                 format!("{key}.algorithms"),
                 format!(
@@ -448,26 +458,14 @@ fn validate_provider(key: &str, provider: &JwtProviderConfig) -> Result<(), Conf
             ));
         }
     }
-    let jwks_https = match &provider.jwks_url {
-        Some(url) => {
-            let scheme = url
-                .parse::<http::Uri>()
-                .ok()
-                .filter(|u| u.authority().is_some())
-                .and_then(|u| u.scheme_str().filter(|s| matches!(*s, "http" | "https")).map(str::to_owned));
-            match scheme {
-                Some(scheme) => scheme == "https",
-                None => {
-                    return Err(invalid(
-                        format!("{key}.jwks_url"),
-                        format!("{url:?} must be an https:// or http:// URL"),
-                    ))
-                }
-            }
-        }
-        None => false,
-    };
-    if provider.jwks_ca_file.is_some() && !jwks_https {
+    let jwks_uri = provider.jwks_url.as_ref().map(|url| {
+        url.parse::<http::Uri>()
+            .ok()
+            .filter(|u| u.authority().is_some() && matches!(u.scheme_str(), Some("http" | "https")))
+            .ok_or_else(|| invalid(format!("{key}.jwks_url"), format!("{url:?} must be an https:// or http:// URL")))
+    });
+    let jwks_uri = jwks_uri.transpose()?;
+    if provider.jwks_ca_file.is_some() && jwks_uri.as_ref().and_then(http::Uri::scheme_str) != Some("https") {
         return Err(invalid(format!("{key}.jwks_ca_file"), "applies only to an https:// jwks_url"));
     }
     for (field, path) in
