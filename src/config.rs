@@ -42,7 +42,34 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     #[serde(default)]
     pub file_urls: FileUrlConfig,
+    #[serde(default)]
+    pub uploads: UploadsConfig,
 }
+
+/// How table-file uploads are checked before Dolt may keep them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadsConfig {
+    /// Where uploads are spooled while they pass (unset: the system's temporary directory).
+    pub spool_dir: Option<PathBuf>,
+    /// Largest table file or archive one upload may carry.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        Self { spool_dir: None, max_file_bytes: default_max_file_bytes() }
+    }
+}
+
+/// Dolt's pushes write archives of up to about 1 GiB; leave room above that.
+fn default_max_file_bytes() -> u64 {
+    4 << 30
+}
+
+/// The smallest sensible bound: Dolt's own archive target.
+const MIN_MAX_FILE_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -478,6 +505,17 @@ impl Config {
         }
         if self.file_urls.key_env.is_some() && self.file_urls.key_file.is_some() {
             return Err(invalid("file_urls.key_env", "set at most one of key_env, key_file"));
+        }
+        if self.uploads.max_file_bytes < MIN_MAX_FILE_BYTES {
+            return Err(invalid(
+                "uploads.max_file_bytes",
+                format!("must be at least {MIN_MAX_FILE_BYTES} (Dolt writes archives of up to 1 GiB)"),
+            ));
+        }
+        if let Some(dir) = &self.uploads.spool_dir {
+            if !dir.is_dir() {
+                return Err(invalid("uploads.spool_dir", format!("{} is not a directory", dir.display())));
+            }
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("not a valid filter: {e}")))?;

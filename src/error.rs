@@ -14,6 +14,7 @@ use http::{HeaderValue, StatusCode};
 use tonic::Code;
 
 use crate::remotesapi::wire::WireError;
+use crate::uploads::UploadRefused;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -71,6 +72,38 @@ pub enum GatewayError {
     FileMethodNotAllowed(String),
     #[error("gRPC needs HTTP/2; this request arrived over {0:?}")]
     GrpcNeedsHttp2(http::Version),
+    #[error(transparent)]
+    Upload(#[from] crate::uploads::UploadRefused),
+}
+
+fn upload_code(refused: &UploadRefused) -> Code {
+    match refused {
+        UploadRefused::BadIdLength(_)
+        | UploadRefused::BadSuffix(_)
+        | UploadRefused::BadName(_)
+        | UploadRefused::Journal(_)
+        | UploadRefused::TooLarge { .. } => Code::InvalidArgument,
+        UploadRefused::Unverified(_) | UploadRefused::ChunkCount { .. } | UploadRefused::NotVerified(_) => {
+            Code::FailedPrecondition
+        }
+        UploadRefused::Spool(_) | UploadRefused::UpstreamGone => Code::Unavailable,
+        UploadRefused::ClientBody(_) => Code::Cancelled,
+    }
+}
+
+fn upload_http_status(refused: &UploadRefused) -> StatusCode {
+    match refused {
+        UploadRefused::BadIdLength(_)
+        | UploadRefused::BadSuffix(_)
+        | UploadRefused::BadName(_)
+        | UploadRefused::Journal(_)
+        | UploadRefused::ClientBody(_) => StatusCode::BAD_REQUEST,
+        UploadRefused::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        UploadRefused::Unverified(_) | UploadRefused::ChunkCount { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        UploadRefused::NotVerified(_) => StatusCode::FORBIDDEN,
+        UploadRefused::Spool(_) => StatusCode::SERVICE_UNAVAILABLE,
+        UploadRefused::UpstreamGone => StatusCode::BAD_GATEWAY,
+    }
 }
 
 fn humantime_secs(d: Duration) -> String {
@@ -102,6 +135,7 @@ impl GatewayError {
             GatewayError::ClientBody(_) => Code::Cancelled,
             GatewayError::NotAFileUrl(_) => Code::NotFound,
             GatewayError::FileMethodNotAllowed(_) | GatewayError::GrpcNeedsHttp2(_) => Code::InvalidArgument,
+            GatewayError::Upload(refused) => upload_code(refused),
         }
     }
 
@@ -131,6 +165,7 @@ impl GatewayError {
             | GatewayError::TooManyMessages(_)
             | GatewayError::StreamSwitchedDatabase { .. }
             | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Upload(refused) => upload_http_status(refused),
         }
     }
 

@@ -2,7 +2,8 @@
 //! PUT/POST uploads) to the upstream endpoint whose sealed URL they carry.
 //!
 //! Bodies stream in both directions, so a multi-gigabyte upload or download
-//! passes through holding only hyper's buffers. Only the headers the upstream
+//! passes through holding only hyper's buffers; uploads also pass through
+//! [`uploads`], which holds back their end until the file checks out. Only the headers the upstream
 //! needs are forwarded: a credential helper may add its own headers to these
 //! requests, and they must not leak upstream.
 
@@ -12,6 +13,7 @@ use hyper::body::Incoming;
 
 use crate::error::GatewayError;
 use crate::gateway::{full_body, remove_hop_by_hop, Gateway, ObservedBody, ResponseBody};
+use crate::uploads::{self, UploadName, UploadRefused};
 
 /// Request headers a table-file request may carry upstream.
 const FORWARDED_REQUEST_HEADERS: [&str; 9] = [
@@ -102,13 +104,24 @@ async fn forward(
     }
     let upstream = &endpoint.upstream;
     let uri = upstream.uri(target.upstream_path_and_query)?;
+    // An upload must name a file Dolt could store, and its bytes must be what the name says.
+    let upload = match has_body {
+        true => Some((
+            UploadName::from_upload_path(target.upstream_path_and_query)?,
+            uploads::claimed_chunk_count(target.upstream_path_and_query),
+        )),
+        false => None,
+    };
 
     let (parts, client_body) = request.into_parts();
-    let body = if has_body {
+    let mut verdict = None;
+    let body = if let Some((name, claimed_chunks)) = upload {
+        let guarded = uploads::guard(client_body, name, claimed_chunks, &gateway.uploads)?;
+        verdict = Some(guarded.verdict);
         let count_upload = Box::new(|_: Option<&http::HeaderMap>, bytes| {
             crate::metrics::metrics().file_bytes.with_label_values(&["upload"]).inc_by(bytes);
         });
-        ObservedBody::new(client_body.map_err(Into::into).boxed_unsync(), count_upload).boxed_unsync()
+        ObservedBody::new(guarded.body, count_upload).boxed_unsync()
     } else {
         Empty::new().map_err(|never| match never {}).boxed_unsync()
     };
@@ -118,7 +131,11 @@ async fn forward(
     *upstream_request.version_mut() = Version::HTTP_11;
     *upstream_request.headers_mut() = forwarded_request_headers(&parts.headers);
 
-    let response = upstream.send_file(upstream_request).await?;
+    let response = upstream.send_file(upstream_request).await;
+    if let Some(verdict) = verdict {
+        settle_upload(verdict, &response, &endpoint.name).await?;
+    }
+    let response = response?;
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     let method = method_label(&method);
@@ -131,6 +148,25 @@ async fn forward(
         parts,
         ObservedBody::new(body.map_err(Into::into).boxed_unsync(), count_download).boxed_unsync(),
     ))
+}
+
+/// An upload's verdict decides before the upstream's answer: a refused
+/// file's upstream request fails by design, and the client should hear why.
+/// A file Dolt accepted after it checked out is remembered for its registration.
+async fn settle_upload(
+    verdict: tokio::sync::oneshot::Receiver<Result<crate::storage::verify::Verified, UploadRefused>>,
+    response: &Result<Response<Incoming>, GatewayError>,
+    endpoint: &str,
+) -> Result<(), GatewayError> {
+    match verdict.await {
+        Ok(Err(refused)) if !refused.is_transient() => Err(refused.into()),
+        Ok(Ok(verified)) if response.as_ref().is_ok_and(|r| r.status().is_success()) => {
+            tracing::debug!(file = %verified.name, chunks = verified.chunk_count, "upload verified");
+            uploads::VerifiedUploads::get().record(endpoint, verified.name);
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn forwarded_request_headers(client: &HeaderMap) -> HeaderMap {

@@ -51,6 +51,9 @@ pub struct Gateway {
     /// `None`: clients' credentials pass through for Dolt to check.
     pub(crate) auth: Option<Auth>,
     pub(crate) url_signer: Arc<UrlSigner>,
+    pub(crate) uploads: crate::uploads::UploadSettings,
+    /// The URL key is configured, so other replicas may have verified an upload.
+    pub(crate) peers_share_url_key: bool,
 }
 
 /// Authentication and authorization in effect.
@@ -87,6 +90,8 @@ impl Gateway {
             request_read_timeout: config.limits.request_read_timeout,
             auth: config.auth.as_ref().map(Auth::new).transpose()?,
             url_signer: Arc::new(url_signer(&config.file_urls)?),
+            uploads: crate::uploads::UploadSettings::new(&config.uploads),
+            peers_share_url_key: config.file_urls.key_env.is_some() || config.file_urls.key_file.is_some(),
         })
     }
 

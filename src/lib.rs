@@ -14,6 +14,7 @@
 //! | [`cluster`]   | members' roles, which member a read or write goes to               |
 //! | [`grpc`]      | forwarding calls message by message, URL rewriting, statuses       |
 //! | [`files`]     | forwarding table-file GET/PUT/POST to the endpoint that sealed them|
+//! | [`uploads`]   | upload names, spooling and verifying uploads, trusted registrations|
 //! | [`upstream`]  | pooled connections to a Dolt remotesapi endpoint                   |
 //!
 //! Beside them: [`config`] (the file and its validation), [`remotesapi`]
@@ -37,6 +38,7 @@ pub mod remotesapi;
 pub mod route;
 pub mod storage;
 pub mod tls;
+pub mod uploads;
 pub mod upstream;
 
 use std::future::Future;

@@ -413,6 +413,7 @@ async fn send_write(
         }
         tracing::info!(cluster = %cluster.name, endpoint = %cluster.endpoints[index].name, "primary changed under a Commit; waiting for the new one");
     };
+    check_write_request(gateway, routed, &cluster.endpoints[index], &call.headers).await?;
     if let (Rpc::Commit, Some(auth), Some(principal)) = (routed.rpc, &gateway.auth, &admitted.principal) {
         let authorization =
             call.headers.get(http::header::AUTHORIZATION).cloned().expect("admitted calls carry credentials");
@@ -435,6 +436,41 @@ async fn send_write(
     let request = upstream_request(cluster, index, &call.uri, &call.headers, full_upstream_body(routed.first.clone()))?;
     let response = cluster.endpoints[index].upstream.send_grpc(request, true).await;
     Ok((index, record_transport(cluster, index, response)?))
+}
+
+/// What a write may ask of the store, whoever asks: upload locations only for
+/// names Dolt could store, and registration (`AddTableFiles`, a Commit's
+/// files) only of files that were verified on their way in or are already
+/// in the store.
+async fn check_write_request(
+    gateway: &Gateway,
+    routed: &RoutedRequest,
+    endpoint: &Endpoint,
+    headers: &HeaderMap,
+) -> Result<(), GatewayError> {
+    use crate::remotesapi::proto::{AddTableFilesRequest, CommitRequest, GetUploadLocsRequest};
+    use prost::Message;
+    let message = routed.first.slice(frame::HEADER_LEN..);
+    let unreadable = |_| GatewayError::BadMessage(wire::WireError::Malformed("cannot decode the request message"));
+    let (repo_id, repo_path, files) = match routed.rpc {
+        Rpc::GetUploadLocations => {
+            return Ok(crate::uploads::check_upload_request(
+                &GetUploadLocsRequest::decode(message).map_err(unreadable)?,
+            )?)
+        }
+        Rpc::AddTableFiles => {
+            let request = AddTableFilesRequest::decode(message).map_err(unreadable)?;
+            (request.repo_id, request.repo_path, request.chunk_table_info)
+        }
+        Rpc::Commit => {
+            let request = CommitRequest::decode(message).map_err(unreadable)?;
+            (request.repo_id, request.repo_path, request.chunk_table_info)
+        }
+        _ => return Ok(()),
+    };
+    let Some(authorization) = headers.get(http::header::AUTHORIZATION).cloned() else { return Ok(()) };
+    let repo = crate::push::upstream_chunks::UpstreamRepo { endpoint, repo_id, repo_path, authorization };
+    crate::uploads::check_registration(&repo, &files, gateway.peers_share_url_key).await
 }
 
 fn repo_of(rpc: Rpc, message: &[u8]) -> Result<RepoName, GatewayError> {

@@ -23,7 +23,7 @@ use crate::grpc::frame::{FrameDecoder, Framed};
 use crate::grpc::status::read_status;
 use crate::remotesapi::proto::{
     download_loc, AddTableFilesRequest, AddTableFilesResponse, ChunkTableInfo, ClientRepoFormat,
-    GetDownloadLocsRequest, GetDownloadLocsResponse, RepoId,
+    GetDownloadLocsRequest, GetDownloadLocsResponse, ListTableFilesRequest, ListTableFilesResponse, RepoId,
 };
 use crate::storage::archive::{decode_with_dictionary, ZstdDictionary};
 use crate::storage::{decode_range_chunk, Address, ChunkSource, StorageError};
@@ -82,6 +82,22 @@ impl UpstreamRepo<'_> {
             messages.push(Resp::decode(framed.message()).map_err(|e| failed(format!("bad response: {e}")))?);
         }
         Ok(messages)
+    }
+
+    /// The ids of every file in the upstream store's manifest (the chunk
+    /// journal among them, on a journaling store).
+    pub async fn list_table_files(&self) -> Result<std::collections::HashSet<String>, GatewayError> {
+        let request = ListTableFilesRequest {
+            repo_id: self.repo_id.clone(),
+            repo_path: self.repo_path.clone(),
+            ..Default::default()
+        };
+        let responses: Vec<ListTableFilesResponse> = self.call("ListTableFiles", &request).await?;
+        Ok(responses
+            .into_iter()
+            .flat_map(|r| r.table_file_info.into_iter().chain(r.appendix_table_file_info))
+            .map(|info| info.file_id)
+            .collect())
     }
 
     /// Adds the Commit's table files to the upstream's store (no ref moves).

@@ -133,41 +133,13 @@ impl Footer {
             true => u64::from(be_u32(tail, 4)),
             false => be_u64(tail, 0),
         };
-        Ok(Footer {
+        let footer = Footer {
             version,
             index_len,
             span_count: be_u32(tail, 8).into(),
             chunk_count: be_u32(tail, 12).into(),
             metadata_len: be_u32(tail, 16).into(),
-        })
-    }
-
-    fn len(&self) -> u64 {
-        match self.version < SMALL_FOOTER_VERSION_LIMIT {
-            true => ARCHIVE_FOOTER_LEN as u64 - 4,
-            false => ARCHIVE_FOOTER_LEN as u64,
-        }
-    }
-}
-
-/// A whole archive in memory.
-pub struct Archive {
-    bytes: Bytes,
-    footer: Footer,
-    index_start: usize,
-    /// Raw dictionaries by span id, decompressed once for all the chunks that share one.
-    dictionaries: Mutex<HashMap<u32, Arc<ZstdDictionary>>>,
-}
-
-impl std::fmt::Debug for Archive {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Archive").field("footer", &self.footer).field("len", &self.bytes.len()).finish()
-    }
-}
-
-impl Archive {
-    pub fn parse(bytes: Bytes) -> Result<Archive> {
-        let footer = Footer::parse(&bytes)?;
+        };
         let expected_index =
             footer.span_count * SPAN_END_LEN + footer.chunk_count * (PREFIX_LEN + CHUNK_REF_LEN + SUFFIX_LEN);
         if footer.index_len != expected_index {
@@ -176,19 +148,64 @@ impl Archive {
                 footer.index_len, footer.span_count, footer.chunk_count
             )));
         }
-        let index_start = (bytes.len() as u64)
-            .checked_sub(footer.len() + footer.metadata_len + footer.index_len)
-            .ok_or_else(|| {
-                implausible(format!(
-                    "index of {} bytes and metadata of {} do not fit in {} bytes",
-                    footer.index_len,
-                    footer.metadata_len,
-                    bytes.len()
-                ))
-            })?;
-        let archive = Archive { bytes, footer, index_start: index_start as usize, dictionaries: Mutex::default() };
-        archive.check_index()?;
-        Ok(archive)
+        Ok(footer)
+    }
+
+    fn len(&self) -> u64 {
+        match self.version < SMALL_FOOTER_VERSION_LIMIT {
+            true => ARCHIVE_FOOTER_LEN as u64 - 4,
+            false => ARCHIVE_FOOTER_LEN as u64,
+        }
+    }
+
+    /// Index, metadata and footer: the tail of the file the index lives in.
+    fn tail_len(&self) -> u64 {
+        self.len() + self.metadata_len + self.index_len
+    }
+}
+
+/// A parsed archive index. Like [`super::TableIndex`], it is built from the
+/// tail of a file alone (index, metadata and footer), which is what a check
+/// of a file on disk reads before it reads the chunks.
+#[derive(Debug, Clone)]
+pub struct ArchiveIndex {
+    footer: Footer,
+    /// The index and metadata, nothing before or after.
+    index: Bytes,
+    /// Where the index starts in the file, i.e. the length of the data section.
+    data_len: u64,
+}
+
+impl ArchiveIndex {
+    /// How many bytes at the end of a `file_len`-byte archive hold its index,
+    /// metadata and footer, read from the last [`ARCHIVE_FOOTER_LEN`] bytes.
+    pub fn tail_len(last_bytes: &[u8], file_len: u64) -> Result<u64> {
+        let footer = Footer::parse(last_bytes)?;
+        if footer.tail_len() > file_len {
+            return Err(implausible(format!(
+                "index of {} bytes and metadata of {} do not fit in {file_len} bytes",
+                footer.index_len, footer.metadata_len
+            )));
+        }
+        Ok(footer.tail_len())
+    }
+
+    /// Parses the index from `tail`, the last bytes of a `file_len`-byte
+    /// archive (at least [`ArchiveIndex::tail_len`] of them; the whole file will do).
+    pub fn parse(tail: Bytes, file_len: u64) -> Result<ArchiveIndex> {
+        let footer = Footer::parse(&tail)?;
+        let needed = footer.tail_len();
+        if needed > file_len || needed > tail.len() as u64 || tail.len() as u64 > file_len {
+            return Err(implausible(format!(
+                "index of {} bytes and metadata of {} do not fit in {file_len} bytes",
+                footer.index_len, footer.metadata_len
+            )));
+        }
+        let start = tail.len() - needed as usize;
+        let index = tail.slice(start..tail.len() - footer.len() as usize);
+        let parsed = ArchiveIndex { footer, index, data_len: file_len - needed };
+        parsed.check()?;
+        Ok(parsed)
     }
 
     pub fn version(&self) -> u8 {
@@ -199,59 +216,37 @@ impl Archive {
         self.footer.chunk_count as usize
     }
 
-    /// The metadata JSON Dolt writes (e.g. `{"dolt_version":"..."}`), unparsed.
-    pub fn metadata(&self) -> &[u8] {
-        let start = self.index_start + self.footer.index_len as usize;
-        &self.bytes[start..start + self.footer.metadata_len as usize]
+    /// Bytes of spans before the index.
+    pub fn data_len(&self) -> u64 {
+        self.data_len
     }
 
-    /// How many chunks are compressed with a dictionary.
-    pub fn dictionary_chunk_count(&self) -> usize {
-        (0..self.chunk_count()).filter(|&i| self.chunk_ref(i).0 != 0).count()
+    /// The metadata JSON Dolt writes (e.g. `{"dolt_version":"..."}`), unparsed.
+    pub fn metadata(&self) -> &[u8] {
+        &self.index[self.footer.index_len as usize..]
     }
 
     pub fn lookup(&self, address: &Address) -> Option<ChunkSpans> {
-        let ordinal = self.find(address)?;
+        self.find(address).map(|ordinal| self.spans_of(ordinal))
+    }
+
+    /// Where chunk number `ordinal` (in address order) is.
+    pub fn spans_of(&self, ordinal: usize) -> ChunkSpans {
         let (dictionary, data) = self.chunk_ref(ordinal);
-        Some(ChunkSpans {
-            data: self.byte_span(data),
-            dictionary: (dictionary != 0).then(|| self.byte_span(dictionary)),
-        })
+        ChunkSpans { data: self.byte_span(data), dictionary: (dictionary != 0).then(|| self.byte_span(dictionary)) }
     }
 
     /// Every address this archive holds, in order.
     pub fn addresses(&self) -> impl Iterator<Item = Address> + '_ {
-        (0..self.chunk_count()).map(|i| {
-            let mut address = [0; 20];
-            address[..8].copy_from_slice(&self.prefix(i).to_be_bytes());
-            address[8..].copy_from_slice(self.suffix(i));
-            Address(address)
-        })
+        (0..self.chunk_count()).map(|i| self.address(i))
     }
 
-    /// The chunk `address`, verified, or `None` when this archive does not hold it.
-    pub fn get(&self, address: &Address) -> Result<Option<Bytes>> {
-        let Some(ordinal) = self.find(address) else { return Ok(None) };
-        let (dictionary, data) = self.chunk_ref(ordinal);
-        let data = self.span_bytes(data);
-        let chunk = match (dictionary, self.footer.version) {
-            (0, 1) => verified(
-                address,
-                zstd_decode(data, None).map_err(|reason| StorageError::Decompress { address: *address, reason })?,
-            )?,
-            (0, _) => decode_record(address, data)?,
-            (id, _) => decode_with_dictionary(address, data, &*self.dictionary(id)?)?,
-        };
-        Ok(Some(chunk))
-    }
-
-    fn dictionary(&self, id: u32) -> Result<Arc<ZstdDictionary>> {
-        if let Some(found) = self.dictionaries.lock().expect("dictionary cache").get(&id) {
-            return Ok(found.clone());
-        }
-        let built = Arc::new(ZstdDictionary::from_span(self.span_bytes(id))?);
-        self.dictionaries.lock().expect("dictionary cache").insert(id, built.clone());
-        Ok(built)
+    /// The address of chunk number `ordinal`.
+    pub fn address(&self, ordinal: usize) -> Address {
+        let mut address = [0; 20];
+        address[..8].copy_from_slice(&self.prefix(ordinal).to_be_bytes());
+        address[8..].copy_from_slice(self.suffix(ordinal));
+        Address(address)
     }
 
     fn find(&self, address: &Address) -> Option<usize> {
@@ -262,14 +257,10 @@ impl Archive {
             .find(|&i| self.suffix(i) == address.suffix())
     }
 
-    fn section(&self, before: u64) -> usize {
-        self.index_start + before as usize
-    }
-
     fn span_end(&self, id: u32) -> u64 {
         match id {
             0 => 0,
-            id => be_u64(&self.bytes, self.section((u64::from(id) - 1) * SPAN_END_LEN)),
+            id => be_u64(&self.index, ((u64::from(id) - 1) * SPAN_END_LEN) as usize),
         }
     }
 
@@ -278,35 +269,30 @@ impl Archive {
         ByteRange { offset: start, len: self.span_end(id) - start }
     }
 
-    fn span_bytes(&self, id: u32) -> &[u8] {
-        let range = self.byte_span(id);
-        &self.bytes[range.offset as usize..(range.offset + range.len) as usize]
-    }
-
     fn prefix(&self, i: usize) -> u64 {
-        be_u64(&self.bytes, self.section(self.footer.span_count * SPAN_END_LEN + i as u64 * PREFIX_LEN))
+        be_u64(&self.index, (self.footer.span_count * SPAN_END_LEN + i as u64 * PREFIX_LEN) as usize)
     }
 
     fn chunk_ref(&self, i: usize) -> (u32, u32) {
         let refs = self.footer.span_count * SPAN_END_LEN + self.footer.chunk_count * PREFIX_LEN;
-        let at = self.section(refs + i as u64 * CHUNK_REF_LEN);
-        (be_u32(&self.bytes, at), be_u32(&self.bytes, at + 4))
+        let at = (refs + i as u64 * CHUNK_REF_LEN) as usize;
+        (be_u32(&self.index, at), be_u32(&self.index, at + 4))
     }
 
     fn suffix(&self, i: usize) -> &[u8] {
         let suffixes = self.footer.span_count * SPAN_END_LEN + self.footer.chunk_count * (PREFIX_LEN + CHUNK_REF_LEN);
-        let at = self.section(suffixes + i as u64 * SUFFIX_LEN);
-        &self.bytes[at..at + SUFFIX_LEN as usize]
+        let at = (suffixes + i as u64 * SUFFIX_LEN) as usize;
+        &self.index[at..at + SUFFIX_LEN as usize]
     }
 
     /// Every later access indexes by these numbers without further checks, so
     /// they are all checked here, once: spans ascend within the data section,
     /// prefixes are sorted, and every chunk names spans that exist.
-    fn check_index(&self) -> Result<()> {
+    fn check(&self) -> Result<()> {
         let mut previous = 0;
         for id in 1..=self.footer.span_count as u32 {
             let end = self.span_end(id);
-            if end < previous || end > self.index_start as u64 {
+            if end < previous || end > self.data_len {
                 return Err(implausible(format!("span {id} ends at {end}, outside the data section")));
             }
             previous = end;
@@ -323,6 +309,97 @@ impl Archive {
             previous = self.prefix(i);
         }
         Ok(())
+    }
+}
+
+/// Decodes one chunk of an archive from its data span, given how the archive
+/// compresses chunks without a dictionary (`version`) and the chunk's
+/// dictionary, when it has one.
+pub fn decode_archive_chunk(
+    expected: &Address,
+    version: u8,
+    data: &[u8],
+    dictionary: Option<&ZstdDictionary>,
+) -> Result<Bytes> {
+    match (dictionary, version) {
+        (Some(dictionary), _) => decode_with_dictionary(expected, data, dictionary),
+        (None, 1) => verified(
+            expected,
+            zstd_decode(data, None).map_err(|reason| StorageError::Decompress { address: *expected, reason })?,
+        ),
+        (None, _) => decode_record(expected, data),
+    }
+}
+
+/// A whole archive in memory.
+pub struct Archive {
+    bytes: Bytes,
+    index: ArchiveIndex,
+    /// Raw dictionaries by span offset, decompressed once for all the chunks that share one.
+    dictionaries: Mutex<HashMap<u64, Arc<ZstdDictionary>>>,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive").field("footer", &self.index.footer).field("len", &self.bytes.len()).finish()
+    }
+}
+
+impl Archive {
+    pub fn parse(bytes: Bytes) -> Result<Archive> {
+        let index = ArchiveIndex::parse(bytes.clone(), bytes.len() as u64)?;
+        Ok(Archive { bytes, index, dictionaries: Mutex::default() })
+    }
+
+    pub fn index(&self) -> &ArchiveIndex {
+        &self.index
+    }
+
+    pub fn version(&self) -> u8 {
+        self.index.version()
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        self.index.chunk_count()
+    }
+
+    /// The metadata JSON Dolt writes (e.g. `{"dolt_version":"..."}`), unparsed.
+    pub fn metadata(&self) -> &[u8] {
+        self.index.metadata()
+    }
+
+    /// How many chunks are compressed with a dictionary.
+    pub fn dictionary_chunk_count(&self) -> usize {
+        (0..self.chunk_count()).filter(|&i| self.index.chunk_ref(i).0 != 0).count()
+    }
+
+    pub fn lookup(&self, address: &Address) -> Option<ChunkSpans> {
+        self.index.lookup(address)
+    }
+
+    /// Every address this archive holds, in order.
+    pub fn addresses(&self) -> impl Iterator<Item = Address> + '_ {
+        self.index.addresses()
+    }
+
+    /// The chunk `address`, verified, or `None` when this archive does not hold it.
+    pub fn get(&self, address: &Address) -> Result<Option<Bytes>> {
+        let Some(spans) = self.index.lookup(address) else { return Ok(None) };
+        let dictionary = spans.dictionary.map(|span| self.dictionary(span)).transpose()?;
+        decode_archive_chunk(address, self.version(), self.range(spans.data), dictionary.as_deref()).map(Some)
+    }
+
+    fn dictionary(&self, span: ByteRange) -> Result<Arc<ZstdDictionary>> {
+        if let Some(found) = self.dictionaries.lock().expect("dictionary cache").get(&span.offset) {
+            return Ok(found.clone());
+        }
+        let built = Arc::new(ZstdDictionary::from_span(self.range(span))?);
+        self.dictionaries.lock().expect("dictionary cache").insert(span.offset, built.clone());
+        Ok(built)
+    }
+
+    fn range(&self, range: ByteRange) -> &[u8] {
+        &self.bytes[range.offset as usize..(range.offset + range.len) as usize]
     }
 }
 

@@ -16,6 +16,7 @@
 //! | [`source`]      | where chunks come from: memory, or a local `.dolt/noms`          |
 //! | [`refs`]        | a root's ref map and the difference between two roots           |
 //! | [`ancestry`]    | fast-forward or not, tags, working sets                          |
+//! | [`verify`]      | a whole uploaded file: every chunk, and the name Dolt derives    |
 //!
 //! Every reader treats its input as hostile: lengths and counts are checked
 //! against the bytes actually present before anything is allocated, and a chunk
@@ -29,6 +30,7 @@ pub mod message;
 pub mod refs;
 pub mod source;
 pub mod table_file;
+pub mod verify;
 
 pub use address::Address;
 pub use archive::{decode_range_chunk, Archive};

@@ -102,6 +102,31 @@ impl TableIndex {
         self.count
     }
 
+    /// How many bytes at the end of a `file_len`-byte table file hold its
+    /// index and footer, read from the last [`TABLE_FOOTER_LEN`] bytes.
+    pub fn tail_len(footer: &[u8], file_len: u64) -> Result<u64> {
+        let footer = span(footer, (footer.len() as u64).saturating_sub(TABLE_FOOTER_LEN as u64), 20, "table footer")?;
+        if footer[12..] != TABLE_MAGIC {
+            return Err(StorageError::UnknownFileFormat);
+        }
+        let count = u64::from(be_u32(footer, 0));
+        let needed = count * INDEX_ENTRY_LEN as u64 + TABLE_FOOTER_LEN as u64;
+        if needed > file_len {
+            return Err(StorageError::Implausible {
+                what: "chunk count",
+                detail: format!("footer claims {count} chunks, whose index would not fit in {file_len} bytes"),
+            });
+        }
+        Ok(needed)
+    }
+
+    /// The address suffixes as stored (in record order): what a table file's
+    /// name is the hash of.
+    pub fn suffix_section(&self) -> &[u8] {
+        let start = self.count * (PREFIX_TUPLE_LEN + LENGTH_LEN);
+        &self.index[start..start + self.count * SUFFIX_LEN]
+    }
+
     /// Bytes of records before the index.
     pub fn data_len(&self) -> u64 {
         self.offsets[self.count]

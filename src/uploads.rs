@@ -1,0 +1,361 @@
+//! Table-file uploads, checked before Dolt may keep them.
+//!
+//! Dolt stores whatever it is sent: an upload is renamed over any file of the
+//! same name in the store (the chunk journal included), and nothing hashes a
+//! chunk against its address. So doltgate judges every upload on its way:
+//!
+//! - the name must be one Dolt would write: 20 bytes (32 base32 characters),
+//!   no suffix (a table file) or `.darc` (an archive), never the journal's
+//!   all-ones name; upload locations are refused for anything else;
+//! - the body passes to Dolt as it arrives and is spooled to local disk,
+//!   except its last frame, which is held back. Dolt writes an upload to a
+//!   temporary file and renames it into the store only once the body has ended
+//!   (`go/store/nbs/file_table_persister.go`), so when the spooled file fails
+//!   [`verify`](crate::storage::verify) the upstream body is aborted instead
+//!   and nothing reaches the store;
+//! - registration (`AddTableFiles`, and the files a Commit names) is accepted
+//!   for files verified on their way in or already in the store's manifest.
+//!
+//! Memory stays bounded by a few frames in flight; disk by `uploads.max_file_bytes`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::push::upstream_chunks::UpstreamRepo;
+use crate::remotesapi::proto::{ChunkTableInfo, GetUploadLocsRequest};
+use crate::storage::verify::{verify, DiskFile, FileKind, Verified, VerifyError};
+use crate::storage::Address;
+use crate::upstream::UpstreamBody;
+use crate::BoxError;
+
+/// The chunk journal's name in a store directory: the all-ones address, 32
+/// `v`s in Dolt's base32 (`go/store/nbs/journal_writer.go`). sql-server
+/// appends to it and lists it among the store's files; it is never uploaded.
+pub const JOURNAL: Address = Address([0xff; 20]);
+
+/// How many frames may wait between the client and the upstream.
+const FRAMES_IN_FLIGHT: usize = 8;
+/// Spool writes are batched this much, so a gigabyte is not a million syscalls.
+const SPOOL_BUFFER: usize = 1 << 20;
+
+/// Why an upload, upload location or registration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadRefused {
+    #[error("table-file id is {0} bytes, not a 20-byte address")]
+    BadIdLength(usize),
+    #[error("table-file suffix {0:?} is not one Dolt writes (none, or \".darc\")")]
+    BadSuffix(String),
+    #[error("{0:?} is not a table-file name (32 characters of 0-9a-v, optionally .darc)")]
+    BadName(String),
+    #[error("{0} is the name of the store's chunk journal, which is never uploaded")]
+    Journal(String),
+    #[error("upload of {name} is larger than uploads.max_file_bytes ({limit} bytes)")]
+    TooLarge { name: String, limit: u64 },
+    #[error("upload refused: {0}")]
+    Unverified(#[from] VerifyError),
+    #[error("upload refused: {name} holds {actual} chunks, its URL says {claimed}")]
+    ChunkCount { name: String, claimed: u64, actual: usize },
+    #[error("cannot register table file {0}: it was not verified on its way in through this gateway and the store does not list it")]
+    NotVerified(String),
+    #[error("cannot spool the upload to local disk: {0}")]
+    Spool(String),
+    #[error("reading the upload failed: {0}")]
+    ClientBody(String),
+    #[error("the upstream stopped reading the upload")]
+    UpstreamGone,
+}
+
+impl UploadRefused {
+    /// Conditions that may pass on retry: doltgate's own disk, or the upstream.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, UploadRefused::Spool(_) | UploadRefused::UpstreamGone)
+    }
+}
+
+/// A file name Dolt could store, as an address and a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadName {
+    pub name: Address,
+    pub kind: FileKind,
+}
+
+impl std::fmt::Display for UploadName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.name, self.kind.suffix())
+    }
+}
+
+impl UploadName {
+    /// From `GetUploadLocations`' `table_file_details`: the raw id and its suffix.
+    pub fn from_id(id: &[u8], suffix: &str) -> Result<UploadName, UploadRefused> {
+        let name = Address::from_slice(id).ok_or(UploadRefused::BadIdLength(id.len()))?;
+        let kind = match suffix {
+            "" => FileKind::Table,
+            ".darc" => FileKind::Archive,
+            other => return Err(UploadRefused::BadSuffix(crate::authn::shown(other))),
+        };
+        UploadName::checked(name, kind)
+    }
+
+    /// From the last segment of an upload URL's path, `<id>` or `<id>.darc`.
+    pub fn from_file_name(file: &str) -> Result<UploadName, UploadRefused> {
+        let (stem, kind) = match file.strip_suffix(".darc") {
+            Some(stem) => (stem, FileKind::Archive),
+            None => (file, FileKind::Table),
+        };
+        let name = stem.parse::<Address>().map_err(|_| UploadRefused::BadName(crate::authn::shown(file)))?;
+        UploadName::checked(name, kind)
+    }
+
+    /// From an upload URL's path: the file is its last segment.
+    pub fn from_upload_path(path: &str) -> Result<UploadName, UploadRefused> {
+        let path = path.split('?').next().unwrap_or_default();
+        UploadName::from_file_name(path.rsplit('/').next().unwrap_or_default())
+    }
+
+    fn checked(name: Address, kind: FileKind) -> Result<UploadName, UploadRefused> {
+        if name == JOURNAL {
+            return Err(UploadRefused::Journal(format!("{name}{}", kind.suffix())));
+        }
+        Ok(UploadName { name, kind })
+    }
+}
+
+/// The chunk count an upload URL's query claims (`num_chunks`), if any.
+pub fn claimed_chunk_count(path_and_query: &str) -> Option<u64> {
+    let query = path_and_query.split_once('?')?.1;
+    query.split('&').find_map(|pair| pair.strip_prefix("num_chunks=")).and_then(|n| n.parse().ok())
+}
+
+/// Where and how large uploads may be spooled.
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    pub spool_dir: PathBuf,
+    pub max_file_bytes: u64,
+}
+
+impl UploadSettings {
+    pub fn new(config: &crate::config::UploadsConfig) -> UploadSettings {
+        UploadSettings {
+            spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
+            max_file_bytes: config.max_file_bytes,
+        }
+    }
+}
+
+/// An upload on its way: the body to send upstream, and the verdict, which
+/// arrives once the client's body has ended and the spooled file is judged.
+pub struct GuardedUpload {
+    pub body: UpstreamBody,
+    pub verdict: oneshot::Receiver<Result<Verified, UploadRefused>>,
+}
+
+/// Starts passing `client` upstream through the spool and the verifier.
+pub fn guard(
+    client: Incoming,
+    name: UploadName,
+    claimed_chunks: Option<u64>,
+    settings: &UploadSettings,
+) -> Result<GuardedUpload, UploadRefused> {
+    let spool = tempfile::tempfile_in(&settings.spool_dir)
+        .map_err(|e| UploadRefused::Spool(format!("{}: {e}", settings.spool_dir.display())))?;
+    let (frames, receiver) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(FRAMES_IN_FLIGHT);
+    let (verdict_sender, verdict) = oneshot::channel();
+    let job = Pump { name, claimed_chunks, limit: settings.max_file_bytes, path: settings.spool_dir.clone() };
+    tokio::spawn(async move {
+        let verdict = job.run(client, spool, &frames).await;
+        if verdict.is_err() {
+            // An error frame makes hyper abort the upstream request mid-body,
+            // so Dolt never renames the file into its store.
+            let _ = frames.send(Err("upload refused by doltgate".into())).await;
+        }
+        let _ = verdict_sender.send(verdict);
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|frame| (frame, receiver))
+    });
+    Ok(GuardedUpload { body: StreamBody::new(stream).boxed_unsync(), verdict })
+}
+
+struct Pump {
+    name: UploadName,
+    claimed_chunks: Option<u64>,
+    limit: u64,
+    path: PathBuf,
+}
+
+type FrameSender = mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
+
+impl Pump {
+    async fn run(
+        self,
+        mut client: Incoming,
+        spool: std::fs::File,
+        frames: &FrameSender,
+    ) -> Result<Verified, UploadRefused> {
+        let spool_error = |e: std::io::Error| UploadRefused::Spool(format!("{}: {e}", self.path.display()));
+        let writer = spool.try_clone().map_err(spool_error)?;
+        let mut writer = tokio::io::BufWriter::with_capacity(SPOOL_BUFFER, tokio::fs::File::from_std(writer));
+        let mut held: Option<Bytes> = None;
+        let mut total = 0u64;
+        while let Some(frame) = client.frame().await {
+            let frame = frame.map_err(|e| UploadRefused::ClientBody(e.to_string()))?;
+            let Ok(data) = frame.into_data() else { continue };
+            total += data.len() as u64;
+            if total > self.limit {
+                return Err(UploadRefused::TooLarge { name: self.name.to_string(), limit: self.limit });
+            }
+            writer.write_all(&data).await.map_err(spool_error)?;
+            if let Some(previous) = held.replace(data) {
+                frames.send(Ok(Frame::data(previous))).await.map_err(|_| UploadRefused::UpstreamGone)?;
+            }
+        }
+        writer.flush().await.map_err(spool_error)?;
+        drop(writer);
+        let (name, path) = (self.name, self.path.clone());
+        let verified = tokio::task::spawn_blocking(move || {
+            verify(&DiskFile { file: spool, len: total, path }, name.name, name.kind)
+        })
+        .await
+        .map_err(|e| UploadRefused::Spool(format!("verifier stopped: {e}")))??;
+        if let Some(claimed) = self.claimed_chunks.filter(|&c| c != verified.chunk_count as u64) {
+            return Err(UploadRefused::ChunkCount { name: name.to_string(), claimed, actual: verified.chunk_count });
+        }
+        if let Some(last) = held {
+            frames.send(Ok(Frame::data(last))).await.map_err(|_| UploadRefused::UpstreamGone)?;
+        }
+        Ok(verified)
+    }
+}
+
+/// Files this process verified on their way in, by endpoint, so their
+/// registration can be accepted. Kept across configuration reloads.
+pub struct VerifiedUploads {
+    seen: Mutex<HashMap<(String, Address), Instant>>,
+}
+
+/// How long a verified upload may wait for its registration: longer than any
+/// upload URL lives (Dolt seals them for 15 minutes).
+const REMEMBER_FOR: Duration = Duration::from_secs(2 * 60 * 60);
+/// A bound on what is remembered; the oldest half goes when it is reached.
+const REMEMBER_AT_MOST: usize = 100_000;
+
+impl VerifiedUploads {
+    /// The one registry of this process.
+    pub fn get() -> &'static VerifiedUploads {
+        static REGISTRY: OnceLock<VerifiedUploads> = OnceLock::new();
+        REGISTRY.get_or_init(|| VerifiedUploads { seen: Mutex::default() })
+    }
+
+    pub fn record(&self, endpoint: &str, name: Address) {
+        let mut seen = self.seen.lock().expect("verified uploads");
+        let now = Instant::now();
+        seen.retain(|_, at| now.duration_since(*at) < REMEMBER_FOR);
+        if seen.len() >= REMEMBER_AT_MOST {
+            let mut ages: Vec<Instant> = seen.values().copied().collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() / 2];
+            seen.retain(|_, at| *at > cutoff);
+        }
+        seen.insert((endpoint.to_owned(), name), now);
+    }
+
+    pub fn contains(&self, endpoint: &str, name: &Address) -> bool {
+        let seen = self.seen.lock().expect("verified uploads");
+        seen.get(&(endpoint.to_owned(), *name)).is_some_and(|at| at.elapsed() < REMEMBER_FOR)
+    }
+}
+
+/// Checks `GetUploadLocations`: every file it asks to upload must have a name
+/// Dolt could store (Dolt itself panics on an id that is not 20 bytes).
+pub fn check_upload_request(request: &GetUploadLocsRequest) -> Result<(), UploadRefused> {
+    // Deprecated, but Dolt's server still reads it: it must not carry what details may not.
+    #[allow(deprecated)]
+    for hash in &request.table_file_hashes {
+        UploadName::from_id(hash, "")?;
+    }
+    for details in &request.table_file_details {
+        UploadName::from_id(&details.id, &details.suffix)?;
+    }
+    Ok(())
+}
+
+/// Checks a registration (`AddTableFiles`, or the files a Commit names):
+/// each file must have been verified on its way in, or be in the store's
+/// manifest already. With `peers_verify` (replicas share the URL key, so an
+/// upload may have passed through another replica, which verified it the same
+/// way), a file neither this process saw nor the store lists is trusted as a
+/// peer's, and logged.
+pub async fn check_registration(
+    repo: &UpstreamRepo<'_>,
+    files: &[ChunkTableInfo],
+    peers_verify: bool,
+) -> Result<(), crate::error::GatewayError> {
+    let registry = VerifiedUploads::get();
+    let endpoint = repo.endpoint.name.as_str();
+    let mut unseen = Vec::new();
+    for file in files {
+        let name = UploadName::from_id(&file.hash, "")?;
+        if !registry.contains(endpoint, &name.name) {
+            unseen.push(name.name);
+        }
+    }
+    if unseen.is_empty() {
+        return Ok(());
+    }
+    let listed = repo.list_table_files().await?;
+    for name in unseen.into_iter().filter(|name| !listed.contains(&name.to_string())) {
+        if !peers_verify {
+            return Err(UploadRefused::NotVerified(name.to_string()).into());
+        }
+        tracing::debug!(file = %name, %endpoint, "registration of a file another replica verified");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_dolt_could_store() {
+        let id = Address::of(b"x");
+        assert_eq!(UploadName::from_id(&id.0, "").unwrap().kind, FileKind::Table);
+        assert_eq!(UploadName::from_id(&id.0, ".darc").unwrap().kind, FileKind::Archive);
+        assert!(matches!(UploadName::from_id(&id.0[..19], ""), Err(UploadRefused::BadIdLength(19))));
+        assert!(matches!(UploadName::from_id(&[0; 21], ""), Err(UploadRefused::BadIdLength(21))));
+        assert!(matches!(UploadName::from_id(&id.0, ".tmp"), Err(UploadRefused::BadSuffix(_))));
+        assert!(matches!(UploadName::from_id(&[0xff; 20], ""), Err(UploadRefused::Journal(_))));
+        assert!(matches!(UploadName::from_id(&[0xff; 20], ".darc"), Err(UploadRefused::Journal(_))));
+        let journal = "v".repeat(32);
+        assert!(matches!(
+            UploadName::from_upload_path(&format!("/db/{journal}?num_chunks=1")),
+            Err(UploadRefused::Journal(_))
+        ));
+        let good = format!("/db/{id}.darc?num_chunks=3");
+        assert_eq!(UploadName::from_upload_path(&good).unwrap(), UploadName { name: id, kind: FileKind::Archive });
+        assert_eq!(claimed_chunk_count(&good), Some(3));
+        for bad in ["/db/", "/db/manifest", "/db/../x", &format!("/db/{id}.tmp"), &format!("/db/{}", "w".repeat(32))] {
+            assert!(matches!(UploadName::from_upload_path(bad), Err(UploadRefused::BadName(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_registry_remembers_per_endpoint() {
+        let registry = VerifiedUploads { seen: Mutex::default() };
+        let name = Address::of(b"file");
+        registry.record("a", name);
+        assert!(registry.contains("a", &name));
+        assert!(!registry.contains("b", &name));
+        assert!(!registry.contains("a", &Address::of(b"other")));
+    }
+}
