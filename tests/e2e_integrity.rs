@@ -1,0 +1,275 @@
+//! Integrity against a pusher with a write grant who tries to move a
+//! protected branch without an allowed Commit, against a real
+//! `dolt sql-server` behind doltgate:
+//!
+//! - a table file that files other bytes under the address of `main`'s head
+//!   commit is refused when uploaded (422 naming the address) and never
+//!   reaches Dolt's store; registering it is refused too;
+//! - upload locations are refused for the chunk journal's name, for ids that
+//!   are not 20 bytes and for suffixes Dolt does not write;
+//! - a file that reached the store around doltgate cannot be registered
+//!   through it, by `AddTableFiles` or a Commit, while honest pushes (archives
+//!   and table files) go through and files the store lists stay registrable.
+//!
+//! This gateway has no shared URL key, so it is the only replica, and its own
+//! record of verified uploads is the whole truth.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use base64::Engine;
+use doltgate::remotesapi::proto::chunk_store_service_client::ChunkStoreServiceClient;
+use doltgate::remotesapi::proto::*;
+use doltgate::storage::Address;
+use sha2::{Digest, Sha512};
+use support::*;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+const ATTACKER: (&str, &str) = ("bob", "bobs-pass-1");
+
+struct Setup {
+    env: DoltEnv,
+    server: DoltServer,
+    gateway: Doltgate,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let env = DoltEnv::new();
+        let data = env.path().join("server");
+        env.seed_items_database(&data.join("shop"));
+        let (user, password) = ATTACKER;
+        env.ok(&data, &["sql", "-q", &format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{password}';")]);
+        let server = DoltServer::start(&env, &data);
+        let config = env.path().join("doltgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{cluster}
+[auth]
+
+[[auth.grants]]
+databases = ["shop"]
+users = ["{user}"]
+permission = "write"
+
+[[auth.push_rules]]
+name = "protect-main"
+branches = ["main"]
+users = ["maintainer"]
+allow = ["fast_forward"]
+"#,
+                cluster = service_cluster_config(&server),
+            ),
+        )
+        .unwrap();
+        let gateway = Doltgate::start_with_config_env(env.path(), &config, &[("SERVICE_PASSWORD", PASSWORD)]);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        Setup { env, server, gateway, runtime }
+    }
+
+    fn client(&self) -> ChunkStoreServiceClient<Channel> {
+        let endpoint = format!("http://127.0.0.1:{}", self.gateway.port);
+        let channel = self.runtime.block_on(Channel::from_shared(endpoint).unwrap().connect()).unwrap();
+        ChunkStoreServiceClient::new(channel).max_decoding_message_size(256 << 20)
+    }
+
+    fn noms(&self) -> PathBuf {
+        self.server.data_dir.join("shop/.dolt/noms")
+    }
+
+    fn main_head(&self) -> String {
+        let out = self.server.sql(&self.env, "SELECT hash FROM shop.dolt_branches WHERE name = 'main'");
+        out.lines().nth(1).expect("a main branch").trim().to_owned()
+    }
+
+    fn upload_locations(&self, details: Vec<TableFileDetails>) -> Result<GetUploadLocsResponse, tonic::Status> {
+        let request = GetUploadLocsRequest { repo_path: "shop".into(), table_file_details: details, ..Default::default() };
+        self.runtime.block_on(self.client().get_upload_locations(as_attacker(request))).map(|r| r.into_inner())
+    }
+
+    fn add_table_files(&self, files: Vec<ChunkTableInfo>) -> Result<AddTableFilesResponse, tonic::Status> {
+        let request =
+            AddTableFilesRequest { repo_path: "shop".into(), client_repo_format: format(), chunk_table_info: files, ..Default::default() };
+        self.runtime.block_on(self.client().add_table_files(as_attacker(request))).map(|r| r.into_inner())
+    }
+}
+
+fn as_attacker<T>(message: T) -> Request<T> {
+    let (user, password) = ATTACKER;
+    let mut request = Request::new(message);
+    let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
+    request.metadata_mut().insert("authorization", value.parse().unwrap());
+    request
+}
+
+fn format() -> Option<ClientRepoFormat> {
+    Some(ClientRepoFormat { nbf_version: "__DOLT__".into(), nbs_version: "5".into() })
+}
+
+/// A classic table file whose index files `bytes` under `addresses` (one
+/// record each), named the way Dolt names table files: the first 20 bytes of
+/// the SHA-512 of the address suffixes in record order.
+fn table_file(records: &[(Address, &[u8])]) -> (Vec<u8>, Address) {
+    let mut file = Vec::new();
+    let mut lengths = Vec::new();
+    for (_, bytes) in records {
+        let mut record = snap::raw::Encoder::new().compress_vec(bytes).unwrap();
+        record.extend_from_slice(&crc32c::crc32c(&record).to_be_bytes());
+        lengths.push(record.len() as u32);
+        file.extend_from_slice(&record);
+    }
+    let mut tuples: Vec<(u64, u32)> = records.iter().enumerate().map(|(i, (a, _))| (a.prefix(), i as u32)).collect();
+    tuples.sort();
+    for (prefix, ordinal) in tuples {
+        file.extend_from_slice(&prefix.to_be_bytes());
+        file.extend_from_slice(&ordinal.to_be_bytes());
+    }
+    lengths.iter().for_each(|length| file.extend_from_slice(&length.to_be_bytes()));
+    let suffixes: Vec<u8> = records.iter().flat_map(|(a, _)| a.suffix().to_vec()).collect();
+    file.extend_from_slice(&suffixes);
+    file.extend_from_slice(&(records.len() as u32).to_be_bytes());
+    let uncompressed: u64 = records.iter().map(|(_, bytes)| bytes.len() as u64).sum();
+    file.extend_from_slice(&uncompressed.to_be_bytes());
+    file.extend_from_slice(&[0xff, 0xb5, 0xd8, 0xc2, 0x24, 0x63, 0xee, 0x50]);
+    let name = Address::from_slice(&Sha512::digest(&suffixes)[..20]).unwrap();
+    (file, name)
+}
+
+fn details(name: &Address, file: &[u8], chunks: u64) -> TableFileDetails {
+    TableFileDetails {
+        id: name.as_bytes().to_vec().into(),
+        content_length: file.len() as u64,
+        num_chunks: chunks,
+        suffix: String::new(),
+        ..Default::default()
+    }
+}
+
+/// A PUT over plain HTTP/1.1, as Dolt's client sends one: (status, body).
+fn http_put(url: &str, body: &[u8]) -> (u16, String) {
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response)
+}
+
+fn upload_url(response: &GetUploadLocsResponse) -> String {
+    match &response.locs[0].location {
+        Some(upload_loc::Location::HttpPost(post)) => post.url.clone(),
+        None => panic!("no upload location in {response:?}"),
+    }
+}
+
+fn refused(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
+    match result {
+        Err(status) => {
+            assert_eq!(status.code(), code, "{status:?}");
+            assert!(status.message().contains(needle), "no {needle:?} in {:?}", status.message());
+        }
+        Ok(answer) => panic!("expected {code:?} ({needle}), got {answer:?}"),
+    }
+}
+
+#[test]
+fn a_forged_chunk_never_reaches_the_store() {
+    let s = Setup::new();
+    let head_text = s.main_head();
+    let head: Address = head_text.parse().unwrap();
+    let forged = b"\x1b\x00\x00\x10not the commit main points at".as_slice();
+    let (file, name) = table_file(&[(head, forged)]);
+
+    let locations = s.upload_locations(vec![details(&name, &file, 1)]).expect("upload location for a fresh name");
+    let (status, body) = http_put(&upload_url(&locations), &file);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains(&head_text) && body.contains(&name.to_string()), "names the file and the address: {body}");
+    assert!(!s.noms().join(name.to_string()).exists(), "the forged file is not in Dolt's store");
+
+    refused(s.add_table_files(vec![ChunkTableInfo { hash: name.as_bytes().to_vec().into(), chunk_count: 1 }]), Code::FailedPrecondition, "not verified");
+    assert_eq!(s.main_head(), head_text, "main did not move");
+    let clone = s.env.path().join("fresh-clone");
+    let (user, password) = ATTACKER;
+    let url = format!("http://127.0.0.1:{}/shop", s.gateway.port);
+    s.env.ok_with(s.env.path(), &["clone", "--user", user, &url, clone.to_str().unwrap()], &[("DOLT_REMOTE_PASSWORD", password)]);
+    assert_eq!(s.env.log_hashes(&clone, "main")[0], head_text, "a fresh clone sees the real history");
+}
+
+#[test]
+fn upload_locations_only_for_names_dolt_could_store() {
+    let s = Setup::new();
+    let file = b"irrelevant".as_slice();
+    let journal = Address([0xff; 20]);
+    refused(s.upload_locations(vec![details(&journal, file, 1)]), Code::InvalidArgument, "chunk journal");
+    let mut short = details(&Address::of(b"x"), file, 1);
+    short.id.truncate(19);
+    refused(s.upload_locations(vec![short]), Code::InvalidArgument, "19 bytes");
+    let mut odd_suffix = details(&Address::of(b"x"), file, 1);
+    odd_suffix.suffix = ".tmp".into();
+    refused(s.upload_locations(vec![odd_suffix]), Code::InvalidArgument, "suffix");
+    #[allow(deprecated)]
+    let legacy = GetUploadLocsRequest {
+        repo_path: "shop".into(),
+        table_file_hashes: vec![journal.as_bytes().to_vec().into()],
+        ..Default::default()
+    };
+    refused(s.runtime.block_on(s.client().get_upload_locations(as_attacker(legacy))), Code::InvalidArgument, "chunk journal");
+    // The server is still there, and its journal untouched by any of it.
+    assert!(s.upload_locations(vec![details(&Address::of(b"x"), file, 1)]).is_ok());
+}
+
+#[test]
+fn only_verified_or_listed_files_can_be_registered() {
+    let s = Setup::new();
+    // An honest file that reached the store around doltgate.
+    let chunk = b"\x1b\x00\x00\x08an honest chunk".as_slice();
+    let (file, name) = table_file(&[(Address::of(chunk), chunk)]);
+    std::fs::write(s.noms().join(name.to_string()), &file).unwrap();
+    let info = ChunkTableInfo { hash: name.as_bytes().to_vec().into(), chunk_count: 1 };
+    refused(s.add_table_files(vec![info.clone()]), Code::FailedPrecondition, &name.to_string());
+    let root = s.runtime.block_on(s.client().root(as_attacker(RootRequest { repo_path: "shop".into(), ..Default::default() })));
+    let root = root.unwrap().into_inner().root_hash;
+    let commit = CommitRequest {
+        repo_path: "shop".into(),
+        current: root.clone(),
+        last: root,
+        chunk_table_info: vec![info],
+        client_repo_format: format(),
+        ..Default::default()
+    };
+    refused(s.runtime.block_on(s.client().commit(as_attacker(commit))), Code::FailedPrecondition, "not verified");
+
+    // Honest pushes pass: every file they upload checks out.
+    let (user, password) = ATTACKER;
+    let repo = s.env.path().join("bob");
+    let url = format!("http://127.0.0.1:{}/shop", s.gateway.port);
+    let creds = [("DOLT_REMOTE_PASSWORD", password)];
+    s.env.ok_with(s.env.path(), &["clone", "--user", user, &url, repo.to_str().unwrap()], &creds);
+    s.env.ok(&repo, &["checkout", "-b", "feature/x"]);
+    s.env.ok(&repo, &["sql", "-q", "INSERT INTO items SELECT 1000 + id, name FROM items"]);
+    s.env.ok(&repo, &["commit", "-Am", "more items"]);
+    s.env.ok_with(&repo, &["push", "--user", user, "origin", "feature/x"], &creds);
+    let pushed = s.env.log_hashes(&repo, "feature/x")[0].clone();
+    let on_server = s.server.sql(&s.env, "SELECT hash FROM shop.dolt_branches WHERE name = 'feature/x'");
+    assert!(on_server.contains(&pushed), "{on_server}");
+
+    // A file the store lists may be named again (a retried push does).
+    let listed = s.runtime.block_on(s.client().list_table_files(as_attacker(ListTableFilesRequest {
+        repo_path: "shop".into(),
+        ..Default::default()
+    })));
+    let listed = listed.unwrap().into_inner();
+    let again = listed.table_file_info.iter().find(|f| f.file_id != "v".repeat(32)).expect("the push's files are listed");
+    let id: Address = again.file_id.parse().unwrap();
+    let added = s.add_table_files(vec![ChunkTableInfo { hash: id.as_bytes().to_vec().into(), chunk_count: again.num_chunks }]);
+    assert!(added.expect("a listed file registers").success);
+}
