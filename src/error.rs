@@ -48,6 +48,8 @@ pub enum GatewayError {
     DatabaseNotFound { database: String },
     #[error("no route for {repo_path:?}: this gateway serves no such database")]
     NoRoute { repo_path: String },
+    #[error("{typed:?} names database {database:?} on Dolt; writes must name it exactly so (push to the remote URL ending in /{database})")]
+    WriteNeedsCanonicalDatabase { typed: String, database: String },
     #[error("a stream must name one database; it switched from {first:?} to {now:?}")]
     StreamSwitchedDatabase { first: String, now: String },
     #[error("cluster {cluster:?} has no primary (waited {}); writes resume when a member becomes primary", humantime_secs(*.waited))]
@@ -127,7 +129,9 @@ impl GatewayError {
             | GatewayError::TooManyMessages(_) => Code::InvalidArgument,
             GatewayError::MessageTooLarge { .. } => Code::ResourceExhausted,
             GatewayError::DatabaseNotFound { .. } | GatewayError::NoRoute { .. } => Code::NotFound,
-            GatewayError::StreamSwitchedDatabase { .. } => Code::InvalidArgument,
+            GatewayError::StreamSwitchedDatabase { .. } | GatewayError::WriteNeedsCanonicalDatabase { .. } => {
+                Code::InvalidArgument
+            }
             GatewayError::NoPrimary { .. } | GatewayError::NotPrimaryAnymore { .. } => Code::Unavailable,
             GatewayError::StandbyRefusesWrites { .. } => Code::FailedPrecondition,
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => Code::Unavailable,
@@ -164,6 +168,7 @@ impl GatewayError {
             | GatewayError::TruncatedMessage
             | GatewayError::TooManyMessages(_)
             | GatewayError::StreamSwitchedDatabase { .. }
+            | GatewayError::WriteNeedsCanonicalDatabase { .. }
             | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::Upload(refused) => upload_http_status(refused),
         }

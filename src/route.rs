@@ -8,7 +8,7 @@ use glob::{MatchOptions, Pattern};
 
 use crate::config::{ReadPolicy, RouteConfig};
 use crate::error::GatewayError;
-use crate::remotesapi::database_of;
+use crate::remotesapi::{canonical_database, database_of};
 
 const MATCH_OPTIONS: MatchOptions =
     MatchOptions { case_sensitive: false, require_literal_separator: false, require_literal_leading_dot: false };
@@ -114,8 +114,16 @@ pub struct Destination {
     pub route_label: String,
     pub cluster: String,
     pub read_policy: ReadPolicy,
-    /// The database name alone (no revision), as the upstream sees it.
+    /// The database the upstream acts on: lower-cased as Dolt does, without
+    /// revision; what mirrored `dolt_branch_control` rows are matched against.
     pub database: String,
+    /// The name grants and push rules judge: [`Destination::database`],
+    /// behind the route's path prefix if it has one (`eu/orders`). Never the
+    /// client's spelling.
+    pub judged_name: String,
+    /// Whether the client named the database exactly so (no revision, no
+    /// other case, nothing after it); writes must.
+    pub spelled_canonically: bool,
     /// The `repo_path` to send upstream when it differs from the client's
     /// (a path prefix was stripped); `None` forwards the request unchanged.
     pub upstream_repo_path: Option<String>,
@@ -146,8 +154,8 @@ impl Router {
     pub fn resolve(&self, repo_path: &str) -> Result<Destination, GatewayError> {
         for (index, route) in self.routes.iter().enumerate() {
             let Some(rest) = strip_path_prefix(repo_path, route.path_prefix.as_deref()) else { continue };
-            let database = database_of(rest);
-            if database.is_empty() || !route.matcher.matches(database) {
+            let database = canonical_database(rest);
+            if database.is_empty() || !route.matcher.matches(&database) {
                 continue;
             }
             return Ok(Destination {
@@ -155,7 +163,12 @@ impl Router {
                 route_label: route.label.clone(),
                 cluster: route.cluster.clone(),
                 read_policy: route.read_policy,
-                database: database.to_owned(),
+                spelled_canonically: rest == database,
+                judged_name: match &route.path_prefix {
+                    Some(prefix) => format!("{prefix}/{database}"),
+                    None => database.clone(),
+                },
+                database,
                 upstream_repo_path: route.path_prefix.is_some().then(|| rest.to_owned()),
             });
         }
@@ -215,14 +228,30 @@ mod tests {
         ]);
         let dest = |p: &str| router.resolve(p).map(|d| (d.cluster, d.database, d.upstream_repo_path));
         assert_eq!(dest("shop").unwrap(), ("a".into(), "shop".into(), None));
-        assert_eq!(dest("SHOP/feature").unwrap(), ("a".into(), "SHOP".into(), None));
+        assert_eq!(dest("SHOP/feature").unwrap(), ("a".into(), "shop".into(), None));
         assert_eq!(dest("team_x@main").unwrap(), ("b".into(), "team_x".into(), None));
         assert_eq!(dest("eu/orders").unwrap(), ("c".into(), "orders".into(), Some("orders".into())));
         assert_eq!(dest("EU/orders/dev").unwrap(), ("c".into(), "orders".into(), Some("orders/dev".into())));
+        assert_eq!(router.resolve("EU/Orders").unwrap().judged_name, "eu/orders");
         assert_eq!(dest("sales_prod").unwrap(), ("d".into(), "sales_prod".into(), None));
         assert!(matches!(router.resolve("other"), Err(GatewayError::NoRoute { .. })));
         assert!(matches!(router.resolve("eu"), Err(GatewayError::NoRoute { .. })), "prefix alone names no database");
         assert!(matches!(router.resolve("eu/"), Err(GatewayError::NoRoute { .. })));
+    }
+
+    /// Every spelling that reaches a database's store is judged as that
+    /// database, and only its exact name counts as spelled canonically.
+    #[test]
+    fn spellings_resolve_to_the_database_dolt_acts_on() {
+        let router = Router::new(&[route("exact", "inkwell", None, "a"), route("glob", "*", None, "b")]);
+        let resolved = |p: &str| router.resolve(p).map(|d| (d.cluster, d.database, d.spelled_canonically)).unwrap();
+        assert_eq!(resolved("inkwell"), ("a".into(), "inkwell".into(), true));
+        for spelling in
+            ["INKWELL", "inkwell/main", "inkwell@v1", "inkwell/", "\u{130}nkwell", "in\u{212a}well", "Inkwell/x@y"]
+        {
+            assert_eq!(resolved(spelling), ("a".into(), "inkwell".into(), false), "{spelling:?}");
+        }
+        assert_eq!(resolved("other"), ("b".into(), "other".into(), true));
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //!   are not 20 bytes and for suffixes Dolt does not write;
 //! - a file that reached the store around doltgate cannot be registered
 //!   through it, by `AddTableFiles` or a Commit, while honest pushes (archives
-//!   and table files) go through and files the store lists stay registrable.
+//!   and table files) go through and files the store lists stay registrable;
+//! - `shop/main`, `SHOP`, `shop@main` and `shop/` all reach `shop`'s store on
+//!   Dolt: a push through any of them is refused, naming `shop`, so a rule
+//!   that names `shop` cannot be stepped around by spelling.
 //!
 //! This gateway has no shared URL key, so it is the only replica, and its own
 //! record of verified uploads is the whole truth.
@@ -53,12 +56,13 @@ impl Setup {
 [auth]
 
 [[auth.grants]]
-databases = ["shop"]
+databases = ["*"]
 users = ["{user}"]
 permission = "write"
 
 [[auth.push_rules]]
 name = "protect-main"
+databases = ["shop"]
 branches = ["main"]
 users = ["maintainer"]
 allow = ["fast_forward"]
@@ -88,13 +92,18 @@ allow = ["fast_forward"]
     }
 
     fn upload_locations(&self, details: Vec<TableFileDetails>) -> Result<GetUploadLocsResponse, tonic::Status> {
-        let request = GetUploadLocsRequest { repo_path: "shop".into(), table_file_details: details, ..Default::default() };
+        let request =
+            GetUploadLocsRequest { repo_path: "shop".into(), table_file_details: details, ..Default::default() };
         self.runtime.block_on(self.client().get_upload_locations(as_attacker(request))).map(|r| r.into_inner())
     }
 
     fn add_table_files(&self, files: Vec<ChunkTableInfo>) -> Result<AddTableFilesResponse, tonic::Status> {
-        let request =
-            AddTableFilesRequest { repo_path: "shop".into(), client_repo_format: format(), chunk_table_info: files, ..Default::default() };
+        let request = AddTableFilesRequest {
+            repo_path: "shop".into(),
+            client_repo_format: format(),
+            chunk_table_info: files,
+            ..Default::default()
+        };
         self.runtime.block_on(self.client().add_table_files(as_attacker(request))).map(|r| r.into_inner())
     }
 }
@@ -155,7 +164,10 @@ fn http_put(url: &str, body: &[u8]) -> (u16, String) {
     let rest = url.strip_prefix("http://").expect("an http URL");
     let (authority, path) = rest.split_at(rest.find('/').unwrap());
     let mut stream = std::net::TcpStream::connect(authority).unwrap();
-    let head = format!("PUT {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
     let mut response = String::new();
@@ -195,12 +207,20 @@ fn a_forged_chunk_never_reaches_the_store() {
     assert!(body.contains(&head_text) && body.contains(&name.to_string()), "names the file and the address: {body}");
     assert!(!s.noms().join(name.to_string()).exists(), "the forged file is not in Dolt's store");
 
-    refused(s.add_table_files(vec![ChunkTableInfo { hash: name.as_bytes().to_vec().into(), chunk_count: 1 }]), Code::FailedPrecondition, "not verified");
+    refused(
+        s.add_table_files(vec![ChunkTableInfo { hash: name.as_bytes().to_vec().into(), chunk_count: 1 }]),
+        Code::FailedPrecondition,
+        "not verified",
+    );
     assert_eq!(s.main_head(), head_text, "main did not move");
     let clone = s.env.path().join("fresh-clone");
     let (user, password) = ATTACKER;
     let url = format!("http://127.0.0.1:{}/shop", s.gateway.port);
-    s.env.ok_with(s.env.path(), &["clone", "--user", user, &url, clone.to_str().unwrap()], &[("DOLT_REMOTE_PASSWORD", password)]);
+    s.env.ok_with(
+        s.env.path(),
+        &["clone", "--user", user, &url, clone.to_str().unwrap()],
+        &[("DOLT_REMOTE_PASSWORD", password)],
+    );
     assert_eq!(s.env.log_hashes(&clone, "main")[0], head_text, "a fresh clone sees the real history");
 }
 
@@ -222,7 +242,11 @@ fn upload_locations_only_for_names_dolt_could_store() {
         table_file_hashes: vec![journal.as_bytes().to_vec().into()],
         ..Default::default()
     };
-    refused(s.runtime.block_on(s.client().get_upload_locations(as_attacker(legacy))), Code::InvalidArgument, "chunk journal");
+    refused(
+        s.runtime.block_on(s.client().get_upload_locations(as_attacker(legacy))),
+        Code::InvalidArgument,
+        "chunk journal",
+    );
     // The server is still there, and its journal untouched by any of it.
     assert!(s.upload_locations(vec![details(&Address::of(b"x"), file, 1)]).is_ok());
 }
@@ -236,7 +260,9 @@ fn only_verified_or_listed_files_can_be_registered() {
     std::fs::write(s.noms().join(name.to_string()), &file).unwrap();
     let info = ChunkTableInfo { hash: name.as_bytes().to_vec().into(), chunk_count: 1 };
     refused(s.add_table_files(vec![info.clone()]), Code::FailedPrecondition, &name.to_string());
-    let root = s.runtime.block_on(s.client().root(as_attacker(RootRequest { repo_path: "shop".into(), ..Default::default() })));
+    let root = s
+        .runtime
+        .block_on(s.client().root(as_attacker(RootRequest { repo_path: "shop".into(), ..Default::default() })));
     let root = root.unwrap().into_inner().root_hash;
     let commit = CommitRequest {
         repo_path: "shop".into(),
@@ -263,13 +289,73 @@ fn only_verified_or_listed_files_can_be_registered() {
     assert!(on_server.contains(&pushed), "{on_server}");
 
     // A file the store lists may be named again (a retried push does).
-    let listed = s.runtime.block_on(s.client().list_table_files(as_attacker(ListTableFilesRequest {
-        repo_path: "shop".into(),
-        ..Default::default()
-    })));
+    let listed = s.runtime.block_on(
+        s.client()
+            .list_table_files(as_attacker(ListTableFilesRequest { repo_path: "shop".into(), ..Default::default() })),
+    );
     let listed = listed.unwrap().into_inner();
-    let again = listed.table_file_info.iter().find(|f| f.file_id != "v".repeat(32)).expect("the push's files are listed");
+    let again =
+        listed.table_file_info.iter().find(|f| f.file_id != "v".repeat(32)).expect("the push's files are listed");
     let id: Address = again.file_id.parse().unwrap();
-    let added = s.add_table_files(vec![ChunkTableInfo { hash: id.as_bytes().to_vec().into(), chunk_count: again.num_chunks }]);
+    let added =
+        s.add_table_files(vec![ChunkTableInfo { hash: id.as_bytes().to_vec().into(), chunk_count: again.num_chunks }]);
     assert!(added.expect("a listed file registers").success);
+}
+
+impl Setup {
+    fn clone_as_attacker(&self, dir: &str) -> PathBuf {
+        let (user, password) = ATTACKER;
+        let repo = self.env.path().join(dir);
+        let url = format!("http://127.0.0.1:{}/shop", self.gateway.port);
+        self.env.ok_with(
+            self.env.path(),
+            &["clone", "--user", user, &url, repo.to_str().unwrap()],
+            &[("DOLT_REMOTE_PASSWORD", password)],
+        );
+        repo
+    }
+
+    fn push_as_attacker(&self, repo: &std::path::Path, args: &[&str]) -> (bool, String) {
+        let (user, password) = ATTACKER;
+        let mut all = vec!["push", "--user", user];
+        all.extend_from_slice(args);
+        let out = self.env.run(repo, &all, &[("DOLT_REMOTE_PASSWORD", password)]);
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+}
+
+#[test]
+fn every_spelling_of_a_database_is_judged_as_the_database() {
+    let s = Setup::new();
+    let head = s.main_head();
+    let repo = s.clone_as_attacker("spellings");
+    s.env.ok(&repo, &["sql", "-q", "INSERT INTO items VALUES (77, 'smuggled')"]);
+    s.env.ok(&repo, &["commit", "-Am", "onto main by another name"]);
+    let (ok, text) = s.push_as_attacker(&repo, &["origin", "main"]);
+    assert!(!ok && text.contains("protect-main"), "the rule holds under the plain name:\n{text}");
+    for (remote, spelling) in [("upper", "SHOP"), ("revision", "shop/main"), ("at", "shop@main")] {
+        let url = format!("http://127.0.0.1:{}/{spelling}", s.gateway.port);
+        s.env.ok(&repo, &["remote", "add", remote, &url]);
+        let (ok, text) = s.push_as_attacker(&repo, &[remote, "main"]);
+        assert!(!ok, "push through {spelling:?} must fail:\n{text}");
+        assert!(
+            text.contains("InvalidArgument") && text.contains("\"shop\""),
+            "{spelling:?}: names the database:\n{text}"
+        );
+        assert_eq!(s.main_head(), head, "main did not move through {spelling:?}");
+    }
+    // Every write RPC, by every spelling, whatever the client's URL handling.
+    for spelling in ["shop/", "Shop", "shop@main", "SHOP/feature"] {
+        let request = GetUploadLocsRequest { repo_path: spelling.into(), ..Default::default() };
+        let result = s.runtime.block_on(s.client().get_upload_locations(as_attacker(request)));
+        refused(result, Code::InvalidArgument, "names database \"shop\"");
+    }
+    // Reads by another spelling are judged as shop too, and still work.
+    let root = s
+        .runtime
+        .block_on(s.client().root(as_attacker(RootRequest { repo_path: "SHOP/main".into(), ..Default::default() })));
+    assert!(root.is_ok(), "{root:?}");
 }

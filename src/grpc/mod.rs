@@ -91,7 +91,7 @@ struct AccessContext {
 
 impl AccessContext {
     fn routed(&self, routed: &RoutedRequest, endpoint: &Endpoint) {
-        let _ = self.database.set(routed.repo.path.clone());
+        let _ = self.database.set(routed.destination.judged_name.clone());
         let _ = self.route.set(routed.destination.route_label.clone());
         let _ = self.cluster.set(routed.destination.cluster.clone());
         let _ = self.endpoint.set(endpoint.name.clone());
@@ -172,7 +172,7 @@ async fn admit(
     let proven = Box::pin(auth.authenticator.authenticate(&call.credential, &audience)).await;
     let _ = access.user.set(proven.as_ref().map(|p| authn::shown(&p.name)).unwrap_or(claimed));
     let principal = proven?;
-    auth.grants.check(&principal, &routed.repo.path, call.rpc.permission())?;
+    auth.grants.check(&principal, &routed.destination.judged_name, call.rpc.permission())?;
     let upstream_authorization = match auth.upstream_credentials {
         UpstreamCredentials::Service => {
             cluster.service_authorization.clone().expect("validated: service credentials need sql_user")
@@ -212,7 +212,14 @@ async fn forward_unary(
         status::translate_upstream_status(&mut parts.headers, &routed.repo);
         return Ok(Response::from_parts(parts, upstream_body.map_err(Into::into).boxed_unsync()));
     }
-    let relay = ResponseRelay { rpc: call.rpc, origin, repo: routed.repo, user: admitted.user, fault: Arc::default() };
+    let relay = ResponseRelay {
+        rpc: call.rpc,
+        origin,
+        repo: routed.repo,
+        database: routed.destination.judged_name,
+        user: admitted.user,
+        fault: Arc::default(),
+    };
     Ok(Response::from_parts(parts, relay.body(gateway, &cluster.endpoints[index], upstream_body)))
 }
 
@@ -249,7 +256,14 @@ fn forward_stream(
             status::translate_upstream_status(&mut trailers, &routed.repo);
             return Ok(trailers_only_body(trailers));
         }
-        let relay = ResponseRelay { rpc: call.rpc, origin, repo: routed.repo, user: admitted.user, fault };
+        let relay = ResponseRelay {
+            rpc: call.rpc,
+            origin,
+            repo: routed.repo,
+            database: routed.destination.judged_name,
+            user: admitted.user,
+            fault,
+        };
         Ok(relay.body(&gateway, &cluster.endpoints[index], upstream_body))
     };
     let mut response = Response::new(DeferredBody::new(Box::pin(upstream_call)).boxed_unsync());
@@ -268,6 +282,8 @@ struct ResponseRelay {
     rpc: Rpc,
     origin: String,
     repo: RepoName,
+    /// The database the upstream acts on, bound into handed-out URLs.
+    database: String,
     /// Who the handed-out table-file URLs are for.
     user: String,
     fault: Arc<CallFault>,
@@ -278,7 +294,7 @@ impl ResponseRelay {
         let grant = UrlGrant {
             signer: gateway.url_signer.clone(),
             endpoint: endpoint.name.clone(),
-            database: self.repo.path.clone(),
+            database: self.database,
             user: self.user,
             write: self.rpc.is_write(),
             origin: self.origin,
@@ -319,6 +335,14 @@ async fn read_and_route(gateway: &Gateway, rpc: Rpc, mut body: Incoming) -> Resu
     let first = tokio::time::timeout(after, read).await.map_err(|_| GatewayError::RequestReadTimeout { after })??;
     let repo = repo_of(rpc, &first.message())?;
     let destination = gateway.router.resolve(&repo.path)?;
+    // A write through another spelling would change the same store while
+    // the client believes it named something else: only the exact name writes.
+    if rpc.is_write() && !destination.spelled_canonically {
+        return Err(GatewayError::WriteNeedsCanonicalDatabase {
+            typed: crate::authn::shown(&repo.path),
+            database: destination.judged_name,
+        });
+    }
     let first = match &destination.upstream_repo_path {
         Some(path) => Framed::encode(&rename_repo(rpc, first.message(), path)?).into_bytes(),
         None => first.into_bytes(),
@@ -426,7 +450,8 @@ async fn send_write(
                 principal,
                 host: &host,
             },
-            database: &routed.repo.path,
+            database: &routed.destination.judged_name,
+            upstream_database: &routed.destination.database,
             endpoint: &cluster.endpoints[index],
             message: routed.first.slice(frame::HEADER_LEN..),
             authorization,

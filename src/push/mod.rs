@@ -84,7 +84,9 @@ pub struct Judges<'a> {
 }
 
 /// The verdict on each change of one Commit.
-pub fn judge(judges: &Judges<'_>, database: &str, changes: &[Change]) -> Vec<Decision> {
+/// `database` is the name rules judge; `upstream_database` the one Dolt
+/// knows, which mirrored rows name.
+pub fn judge(judges: &Judges<'_>, database: &str, upstream_database: &str, changes: &[Change]) -> Vec<Decision> {
     let (rules, principal) = (judges.rules, judges.principal);
     changes
         .iter()
@@ -99,7 +101,7 @@ pub fn judge(judges: &Judges<'_>, database: &str, changes: &[Change]) -> Vec<Dec
             };
             match (change.kind, judges.branch_control) {
                 (RefKind::Branch | RefKind::WorkingSet, Some(mirrored)) if ours.allowed => {
-                    dolts_verdict(mirrored, database, short, change, judges)
+                    dolts_verdict(mirrored, upstream_database, short, change, judges)
                 }
                 _ => ours,
             }
@@ -131,8 +133,10 @@ fn dolts_verdict(
 /// What the push inspector needs to read and judge one Commit.
 pub struct CommitUnderReview<'a> {
     pub judges: Judges<'a>,
-    /// The database as the client named it (rules match this name).
+    /// The database as rules name it: the one Dolt acts on, behind the route's path prefix if any.
     pub database: &'a str,
+    /// The database as Dolt knows it (mirrored rows name this).
+    pub upstream_database: &'a str,
     pub endpoint: &'a Endpoint,
     /// The request message as it goes upstream (repository renamed).
     pub message: Bytes,
@@ -187,7 +191,7 @@ async fn inspect(commit: &CommitUnderReview<'_>) -> Result<(Vec<Change>, Vec<Dec
     let source = UpstreamChunks::new(&repo);
     let ref_diff = diff(&source, &last, &current).await.map_err(inspection_error)?;
     let changes = classify(&source, &ref_diff.changes).await.map_err(inspection_error)?;
-    let decisions = judge(&commit.judges, commit.database, &changes);
+    let decisions = judge(&commit.judges, commit.database, commit.upstream_database, &changes);
     Ok((changes, decisions))
 }
 

@@ -165,6 +165,26 @@ pub fn database_of(repo_path: &str) -> &str {
     repo_path.split(['/', '@']).next().unwrap_or_default()
 }
 
+/// The database sql-server acts on for a repository path: it lower-cases the
+/// path with Go's `strings.ToLower` and cuts it at the first `/` or `@`
+/// (`go/libraries/doltcore/sqle/database_provider.go`, `SessionDatabase`).
+/// Go lower-cases rune by rune with the simple mapping, so `İ` (U+0130)
+/// becomes a plain `i` and the Kelvin sign `K` a `k`: every spelling that
+/// reaches a database's store comes out as that database's name here.
+pub fn canonical_database(repo_path: &str) -> String {
+    database_of(repo_path).chars().flat_map(go_to_lower).collect()
+}
+
+/// One rune as Go's `unicode.ToLower` maps it. Rust's per-char mapping is
+/// Unicode's full one, which differs from the simple one only for U+0130.
+fn go_to_lower(c: char) -> std::char::ToLowercase {
+    if c == '\u{130}' {
+        'i'.to_lowercase()
+    } else {
+        c.to_lowercase()
+    }
+}
+
 /// Reads the repository a request message names, without decoding the rest.
 pub fn read_repo_name(rpc: Rpc, message: &[u8]) -> Result<RepoName, wire::WireError> {
     let mut repo_path = None;
