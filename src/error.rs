@@ -26,6 +26,8 @@ pub enum GatewayError {
     FileUrlRefused(String),
     #[error("push refused: {what} is not allowed for user {user:?} by {rule}")]
     PushRefused { what: String, user: String, rule: String },
+    #[error("push refused: {0}")]
+    RefNotAllowed(String),
     #[error("push refused: cannot inspect it: {0}")]
     InspectionFailed(String),
     #[error("push not inspected (try again): {0}")]
@@ -120,6 +122,7 @@ impl GatewayError {
             | GatewayError::FileUrlRefused(_)
             | GatewayError::PushRefused { .. } => Code::PermissionDenied,
             GatewayError::InspectionFailed(_) => Code::FailedPrecondition,
+            GatewayError::RefNotAllowed(_) => Code::InvalidArgument,
             GatewayError::InspectionUnavailable(_) => Code::Unavailable,
             GatewayError::UnknownMethod(_) => Code::Unimplemented,
             GatewayError::CompressedMessage => Code::Unimplemented,
@@ -150,6 +153,7 @@ impl GatewayError {
             | GatewayError::FileUrlRefused(_)
             | GatewayError::PushRefused { .. } => StatusCode::FORBIDDEN,
             GatewayError::InspectionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            GatewayError::RefNotAllowed(_) => StatusCode::BAD_REQUEST,
             GatewayError::InspectionUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::NotAFileUrl(_) | GatewayError::DatabaseNotFound { .. } | GatewayError::NoRoute { .. } => {
                 StatusCode::NOT_FOUND

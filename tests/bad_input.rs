@@ -550,9 +550,31 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
 
     // ---- repo_path
     refused!("repo_path empty", Code::InvalidArgument, client.root(with_auth(root_request(""), &[bob])));
-    // bob's grant names "shop" exactly: anything else is refused before it is
-    // forwarded, by the router when no route can match, else by the grants.
-    for name in ["shop/../shop", "a/b", "shop/", "..", "../shop", "shop@main", "shop\0", "sh%6fp"] {
+    // Names are judged as the database Dolt resolves them to (lower-cased, cut
+    // at / and @): every spelling of "shop" is shop, which bob may read...
+    for name in ["shop/", "shop@main", "SHOP", "Shop/main"] {
+        let _ = allowed!(&format!("repo_path {name:?} reads shop"), client.root(with_auth(root_request(name), &[bob])));
+    }
+    // ...and may not write but under its exact name,
+    for name in ["SHOP", "shop/main", "shop@main"] {
+        let request = GetUploadLocsRequest { repo_path: name.into(), ..Default::default() };
+        refused!(
+            &format!("write through repo_path {name:?}"),
+            Code::InvalidArgument,
+            client.get_upload_locations(with_auth(request, &[bob]))
+        );
+    }
+    // while no spelling of "secret" gets past his lack of a grant on it.
+    for name in ["SECRET", "secret/main", "secret@x", "Secret/"] {
+        refused!(
+            &format!("repo_path {name:?}"),
+            Code::PermissionDenied,
+            client.root(with_auth(root_request(name), &[bob]))
+        );
+    }
+    // Anything that is no spelling of shop is refused before it is forwarded,
+    // by the router when no route can match, else by the grants.
+    for name in ["a/b", "..", "../shop", "shop\0", "sh%6fp"] {
         refused!(
             &format!("repo_path {name:?}"),
             Code::PermissionDenied,

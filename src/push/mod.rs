@@ -8,6 +8,7 @@
 //! inspect refuses it too (fail closed). Every Commit leaves one audit line.
 
 pub mod branch_control;
+pub mod integrity;
 pub mod rules;
 pub mod upstream_chunks;
 
@@ -42,6 +43,7 @@ impl Change {
             (_, PushOp::Create) => "create",
             (_, PushOp::Delete) => "delete",
             (_, PushOp::FastForward) => "fast-forward",
+            (RefKind::WorkingSet, PushOp::Force) => "discard the uncommitted changes of",
             (_, PushOp::Force) => "force-push to",
             (RefKind::WorkingSet, PushOp::Move) => "update",
             (_, PushOp::Move) => "move",
@@ -50,12 +52,18 @@ impl Change {
     }
 }
 
-/// Classifies each change; a branch update is a fast-forward only if the
-/// old commit is an ancestor of the new one (read from the commit closure).
-pub async fn classify<S: ChunkSource>(source: &S, changes: &[RefChange]) -> Result<Vec<Change>, StorageError> {
+/// Classifies each change. A branch update is a fast-forward only if the
+/// old commit is proven an ancestor of the new one. A working set that moves
+/// is a `force` when the one it replaces holds uncommitted changes, else a
+/// plain `move`.
+pub async fn classify<S: ChunkSource>(
+    source: &S,
+    old_root: &Address,
+    changes: &[RefChange],
+) -> Result<Vec<Change>, StorageError> {
     let mut classified = Vec::with_capacity(changes.len());
     for change in changes {
-        let (kind, _) = RefKind::of(&change.name);
+        let (kind, short) = RefKind::of(&change.name);
         let op = match (change.old, change.new) {
             (None, Some(_)) => PushOp::Create,
             (Some(_), None) => PushOp::Delete,
@@ -66,11 +74,42 @@ pub async fn classify<S: ChunkSource>(source: &S, changes: &[RefChange]) -> Resu
                     PushOp::Force
                 }
             }
+            (Some(old), Some(_)) if kind == RefKind::WorkingSet => {
+                match working_set_is_dirty(source, old_root, short, &old, changes).await? {
+                    true => PushOp::Force,
+                    false => PushOp::Move,
+                }
+            }
             _ => PushOp::Move,
         };
         classified.push(Change { name: change.name.clone(), kind, old: change.old, new: change.new, op });
     }
     Ok(classified)
+}
+
+/// Dolt's own test before a push replaces a working set
+/// (`go/store/datas/database_common.go`, `doFastForward`): dirty when its
+/// staged root differs from its working root or from the branch head's root.
+/// Dolt lets a plain push past a working set whose only changes are new
+/// tables that `dolt_ignore` ignores; doltgate does not read table data, so
+/// such a working set counts as dirty here (fail closed: it takes `force`).
+async fn working_set_is_dirty<S: ChunkSource>(
+    source: &S,
+    old_root: &Address,
+    branch: &str,
+    working_set: &Address,
+    changes: &[RefChange],
+) -> Result<bool, StorageError> {
+    let set = ancestry::read_working_set(source, working_set).await?;
+    let branch_ref = format!("refs/heads/{branch}");
+    let head = match changes.iter().find(|c| c.name == branch_ref) {
+        Some(change) => change.old,
+        None => crate::storage::refs::read_refs(source, old_root).await?.get(&branch_ref),
+    };
+    let Some(head) = head else { return Ok(true) };
+    let head_root = ancestry::read_commit(source, &head).await?.root;
+    let staged = set.staged_root.unwrap_or(Address::EMPTY);
+    Ok(head_root != Some(staged) || set.working_root != Some(staged))
 }
 
 /// Who pushes, by doltgate's rules and (when mirrored) by Dolt's own rows.
@@ -95,8 +134,13 @@ pub fn judge(judges: &Judges<'_>, database: &str, upstream_database: &str, chang
             let ours = match change.kind {
                 RefKind::Branch => rules.decide(principal, database, Target::Branch(short), change.op),
                 RefKind::Tag => rules.decide(principal, database, Target::Tag(short), change.op),
-                // A working set belongs to its branch: whoever may write the branch may write it.
-                RefKind::WorkingSet => rules.may_write_branch(principal, database, short),
+                // A working set belongs to its branch: whoever may write the branch
+                // may move a clean one; creating, deleting or discarding one's
+                // uncommitted changes takes that permission on the branch.
+                RefKind::WorkingSet => match change.op {
+                    PushOp::Move => rules.may_write_branch(principal, database, short),
+                    op => rules.decide(principal, database, Target::Branch(short), op),
+                },
                 _ => rules.decide(principal, database, Target::Other(&change.name), change.op),
             };
             match (change.kind, judges.branch_control) {
@@ -124,8 +168,11 @@ fn dolts_verdict(
         }
     };
     let pusher = branch_control::Pusher { user: &judges.principal.name, host: judges.host };
-    // A working set is written with its branch: it needs write on the branch.
-    let op = if change.kind == RefKind::WorkingSet { PushOp::FastForward } else { change.op };
+    // A clean working set is written with its branch: it needs write on the branch.
+    let op = match (change.kind, change.op) {
+        (RefKind::WorkingSet, PushOp::Move) => PushOp::FastForward,
+        (_, op) => op,
+    };
     let (allowed, rule) = control.decide(database, branch, op, &pusher);
     Decision { allowed, rule }
 }
@@ -190,7 +237,8 @@ async fn inspect(commit: &CommitUnderReview<'_>) -> Result<(Vec<Change>, Vec<Dec
     repo.register_table_files(&request.chunk_table_info, request.client_repo_format.clone()).await?;
     let source = UpstreamChunks::new(&repo);
     let ref_diff = diff(&source, &last, &current).await.map_err(inspection_error)?;
-    let changes = classify(&source, &ref_diff.changes).await.map_err(inspection_error)?;
+    let changes = classify(&source, &last, &ref_diff.changes).await.map_err(inspection_error)?;
+    integrity::check(&source, &last, &changes).await?;
     let decisions = judge(&commit.judges, commit.database, commit.upstream_database, &changes);
     Ok((changes, decisions))
 }

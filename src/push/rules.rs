@@ -50,6 +50,11 @@ pub struct Decision {
 #[derive(Debug, Default)]
 pub struct PushRules(Vec<Rule>);
 
+/// Dolt finds branches and tags ignoring case (`strings.EqualFold`), so a
+/// rule about `release/*` is about `RELEASE/x` too.
+const IGNORING_CASE: glob::MatchOptions =
+    glob::MatchOptions { case_sensitive: false, require_literal_separator: false, require_literal_leading_dot: false };
+
 const DEFAULT_BRANCH: &[PushOp] = &[PushOp::Create, PushOp::FastForward];
 const DEFAULT_TAG: &[PushOp] = &[PushOp::Create];
 
@@ -70,7 +75,7 @@ fn describe(ops: impl IntoIterator<Item = PushOp>) -> String {
 
 impl PushRules {
     pub fn new(config: &[PushRuleConfig]) -> PushRules {
-        let compile = |patterns: &[String], lowercase: bool| {
+        let compile = |patterns: &[String], lowercase: bool| -> Vec<glob::Pattern> {
             patterns
                 .iter()
                 .map(|p| glob::Pattern::new(&if lowercase { p.to_lowercase() } else { p.clone() }).expect("validated"))
@@ -114,7 +119,8 @@ impl PushRules {
             .iter()
             .filter(|rule| rule.family == family)
             .filter_map(|rule| {
-                let by_ref = rule.patterns.iter().filter(|p| p.matches(name)).map(specificity).max()?;
+                let by_ref =
+                    rule.patterns.iter().filter(|p| p.matches_with(name, IGNORING_CASE)).map(specificity).max()?;
                 let by_db = rule.databases.iter().filter(|p| p.matches(&database)).map(specificity).max()?;
                 Some((rule, (by_ref, by_db)))
             })
@@ -211,6 +217,20 @@ allow = ["create"]
         let force = rules.decide(&maintainer, "db", Target::Branch("main"), PushOp::Force);
         assert!(!force.allowed, "main is fast-forward only, even for maintainers");
         assert!(force.rule.contains("allows fast_forward"), "{}", force.rule);
+    }
+
+    /// Dolt resolves `MAIN` and `Release/1` to `main` and `release/1` when they
+    /// are the only match, so rules about those names hold for every case.
+    #[test]
+    fn ref_patterns_ignore_case_as_dolt_does() {
+        let rules = rules(POLICY);
+        let dev = who("dan", &["dev"]);
+        for spelling in ["MAIN", "Main", "mAiN"] {
+            let decision = rules.decide(&dev, "db", Target::Branch(spelling), PushOp::Create);
+            assert!(!decision.allowed && decision.rule.contains("protect-main"), "{spelling}: {}", decision.rule);
+        }
+        let rita = who("rita", &[]);
+        assert!(rules.decide(&rita, "prod_eu", Target::Branch("RELEASE/1"), PushOp::Create).allowed);
     }
 
     #[test]

@@ -2,17 +2,24 @@
 //!
 //! Every commit stores its height and the address of its parent closure, a
 //! `CMCL` prolly tree keyed by (height, address) of every strict ancestor
-//! (`go/store/datas/commit_closure.go`). So the answer is one point lookup
-//! down that tree, a handful of chunks, never a walk over history.
-//!
-//! Trust: the closure is written by whoever pushes the new commit. A crafted
-//! closure can list a commit that its parents do not lead to; this module
-//! answers what the closure says, which is also what Dolt itself will believe
-//! when it merges.
+//! (`go/store/datas/commit_closure.go`). The closure is written by whoever
+//! pushes the commit, so it is only a hint here: the answer is proven by
+//! following parent addresses (which are hashes, so they cannot lie) down from
+//! the new head to the old one. The closure's entries above the old head's
+//! height name the commits that walk should meet, so they are fetched in one
+//! batch up front and an honest push costs a few round trips, not one per commit.
+//! A height is also the pusher's word; a false one can only hide a path, so
+//! a lie makes a fast-forward look like a rewrite, never the other way round.
+
+use std::collections::{HashMap, HashSet};
 
 use super::message::{ClosureKey, Commit, CommitClosureNode, Tag, WorkingSet};
 use super::source::{get_all, get_one, ChunkSource};
 use super::{Address, Result, StorageError};
+
+/// The most commits a fast-forward proof reads. Past it the update counts as
+/// a rewrite (a `force`), which rules that allow force still let through.
+pub const MAX_WALK: usize = 50_000;
 
 /// Whether `old` is `new` or one of its ancestors: true for a fast-forward.
 pub async fn is_ancestor<S: ChunkSource>(source: &S, old: &Address, new: &Address) -> Result<bool> {
@@ -27,8 +34,103 @@ pub async fn is_ancestor<S: ChunkSource>(source: &S, old: &Address, new: &Addres
     if new_commit.parents.contains(old) {
         return Ok(true);
     }
-    let Some(closure) = new_commit.parent_closure else { return Ok(false) };
-    closure_contains(source, &closure, &ClosureKey { height: old_commit.height, commit: *old }).await
+    let above = ClosureKey { height: old_commit.height.saturating_add(1), commit: Address([0; 20]) };
+    let hinted = match new_commit.parent_closure {
+        Some(closure) => closure_keys_from(source, &closure, &above, MAX_WALK).await?,
+        None => Vec::new(),
+    };
+    let mut known: HashMap<Address, Commit> = HashMap::new();
+    let hinted: Vec<Address> = hinted.into_iter().map(|key| key.commit).collect();
+    fetch_commits(source, &hinted, &mut known).await?;
+    walk_parents(source, old, old_commit.height, new_commit.parents, known).await
+}
+
+/// Breadth-first down the parents of the new head, pruned at the old head's
+/// height; commits not fetched yet are fetched a level at a time.
+async fn walk_parents<S: ChunkSource>(
+    source: &S,
+    old: &Address,
+    old_height: u64,
+    start: Vec<Address>,
+    mut known: HashMap<Address, Commit>,
+) -> Result<bool> {
+    let mut seen: HashSet<Address> = start.iter().copied().collect();
+    let mut frontier = start;
+    while !frontier.is_empty() {
+        if frontier.contains(old) {
+            return Ok(true);
+        }
+        if seen.len() > MAX_WALK {
+            tracing::warn!(%old, "history longer than {MAX_WALK} commits: update treated as a rewrite");
+            return Ok(false);
+        }
+        let missing: Vec<Address> = frontier.iter().filter(|a| !known.contains_key(*a)).copied().collect();
+        fetch_commits(source, &missing, &mut known).await?;
+        let mut next = Vec::new();
+        for address in &frontier {
+            let commit = &known[address];
+            if commit.height <= old_height {
+                continue;
+            }
+            next.extend(commit.parents.iter().filter(|parent| seen.insert(**parent)).copied());
+        }
+        frontier = next;
+    }
+    Ok(false)
+}
+
+async fn fetch_commits<S: ChunkSource>(
+    source: &S,
+    addresses: &[Address],
+    into: &mut HashMap<Address, Commit>,
+) -> Result<()> {
+    if addresses.is_empty() {
+        return Ok(());
+    }
+    for (address, chunk) in get_all(source, addresses).await? {
+        into.insert(address, Commit::parse(&address, &chunk)?);
+    }
+    Ok(())
+}
+
+/// The keys of the closure tree at `root` that are at least `lower`, read a
+/// level at a time; at most `limit` of them (the rest are left out).
+pub async fn closure_keys_from<S: ChunkSource>(
+    source: &S,
+    root: &Address,
+    lower: &ClosureKey,
+    limit: usize,
+) -> Result<Vec<ClosureKey>> {
+    let mut level = vec![*root];
+    let mut expected_level: Option<u8> = None;
+    let mut keys = Vec::new();
+    while !level.is_empty() {
+        let chunks = get_all(source, &level).await?;
+        let mut next = Vec::new();
+        for address in &level {
+            let node = CommitClosureNode::parse(address, &chunks[address])?;
+            if expected_level.is_some_and(|expected| expected != node.level) {
+                return Err(StorageError::BadTree {
+                    address: *address,
+                    reason: format!("level {} where {expected_level:?} was expected", node.level),
+                });
+            }
+            expected_level = Some(node.level.saturating_sub(1));
+            if node.level == 0 {
+                keys.extend(node.keys.iter().filter(|key| *key >= lower).copied());
+            } else {
+                // children[i] holds the keys up to keys[i].
+                let wanted = node.keys.iter().zip(&node.children).filter(|(key, _)| *key >= lower);
+                next.extend(wanted.map(|(_, child)| *child));
+            }
+            if keys.len() + next.len() > limit {
+                keys.truncate(limit);
+                return Ok(keys);
+            }
+        }
+        level = next;
+    }
+    Ok(keys)
 }
 
 /// Whether the closure tree rooted at `root` holds `key`: Dolt's lower-bound
@@ -134,13 +236,32 @@ mod tests {
     }
 
     #[test]
-    fn a_closure_lookup_reads_one_path() {
+    fn an_honest_history_is_proven_in_a_few_batches() {
         let mut source = MemorySource::new();
         let (commits, _) = history(&mut source, 40);
         let counting = CountingSource::new(&source);
         assert!(block_on(is_ancestor(&counting, &commits[5], &commits[39])).unwrap());
-        // Both commits, the closure root, one leaf.
-        assert_eq!(counting.chunks(), 4);
+        // Both heads, the closure's two levels, the hinted commits, the walk's misses.
+        assert!(counting.batches() <= 6, "{} batches", counting.batches());
+    }
+
+    /// A commit whose closure claims the old head although its parents do not
+    /// lead there: the forgery that would pass a rewrite off as a fast-forward.
+    #[test]
+    fn a_closure_that_lies_proves_nothing() {
+        let mut source = MemorySource::new();
+        let (commits, _) = history(&mut source, 10);
+        let unrelated = source.insert(commit(1, &[], Address::EMPTY));
+        let mut lie: Vec<ClosureKey> =
+            (0..9).map(|i| ClosureKey { height: i as u64 + 1, commit: commits[i] }).collect();
+        lie.push(ClosureKey { height: 1, commit: unrelated });
+        lie.sort();
+        let closure = closure_tree(&mut source, &lie);
+        let forged = source.insert(commit(11, &[unrelated], closure));
+        assert!(block_on(closure_contains(&source, &closure, &ClosureKey { height: 9, commit: commits[8] })).unwrap());
+        assert!(!block_on(is_ancestor(&source, &commits[8], &forged)).unwrap(), "the closure's claim is not proof");
+        let honest = source.insert(commit(11, &[commits[9]], closure));
+        assert!(block_on(is_ancestor(&source, &commits[8], &honest)).unwrap());
     }
 
     #[test]
