@@ -12,7 +12,12 @@
 //!   and table files) go through and files the store lists stay registrable;
 //! - `shop/main`, `SHOP`, `shop@main` and `shop/` all reach `shop`'s store on
 //!   Dolt: a push through any of them is refused, naming `shop`, so a rule
-//!   that names `shop` cannot be stepped around by spelling.
+//!   that names `shop` cannot be stepped around by spelling;
+//! - a pushed `MAIN` (which Dolt's case-insensitive lookups would resolve in
+//!   place of `main`) and names Dolt would not create are refused;
+//! - a maintainer who may only fast-forward `main` cannot `--force` an
+//!   unchanged head over the server's uncommitted changes, while a plain
+//!   push over a clean working set goes through.
 //!
 //! This gateway has no shared URL key, so it is the only replica, and its own
 //! record of verified uploads is the whole truth.
@@ -32,6 +37,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 const ATTACKER: (&str, &str) = ("bob", "bobs-pass-1");
+/// The one user `protect-main` lets fast-forward `main`, and nothing more.
+const MAINTAINER: (&str, &str) = ("mia", "mias-pass-1");
 
 struct Setup {
     env: DoltEnv,
@@ -46,7 +53,11 @@ impl Setup {
         let data = env.path().join("server");
         env.seed_items_database(&data.join("shop"));
         let (user, password) = ATTACKER;
-        env.ok(&data, &["sql", "-q", &format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{password}';")]);
+        let (maintainer, maintainer_password) = MAINTAINER;
+        let users = format!(
+            "CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'; CREATE USER '{maintainer}'@'%' IDENTIFIED BY '{maintainer_password}';"
+        );
+        env.ok(&data, &["sql", "-q", &users]);
         let server = DoltServer::start(&env, &data);
         let config = env.path().join("doltgate.toml");
         std::fs::write(
@@ -57,14 +68,14 @@ impl Setup {
 
 [[auth.grants]]
 databases = ["*"]
-users = ["{user}"]
+users = ["{user}", "{maintainer}"]
 permission = "write"
 
 [[auth.push_rules]]
 name = "protect-main"
 databases = ["shop"]
 branches = ["main"]
-users = ["maintainer"]
+users = ["{maintainer}"]
 allow = ["fast_forward"]
 "#,
                 cluster = service_cluster_config(&server),
@@ -316,7 +327,10 @@ impl Setup {
     }
 
     fn push_as_attacker(&self, repo: &std::path::Path, args: &[&str]) -> (bool, String) {
-        let (user, password) = ATTACKER;
+        self.push_as(ATTACKER, repo, args)
+    }
+
+    fn push_as(&self, (user, password): (&str, &str), repo: &std::path::Path, args: &[&str]) -> (bool, String) {
         let mut all = vec!["push", "--user", user];
         all.extend_from_slice(args);
         let out = self.env.run(repo, &all, &[("DOLT_REMOTE_PASSWORD", password)]);
@@ -358,4 +372,51 @@ fn every_spelling_of_a_database_is_judged_as_the_database() {
         .runtime
         .block_on(s.client().root(as_attacker(RootRequest { repo_path: "SHOP/main".into(), ..Default::default() })));
     assert!(root.is_ok(), "{root:?}");
+}
+
+#[test]
+fn a_ref_that_folds_onto_another_or_breaks_dolts_naming_is_refused() {
+    let s = Setup::new();
+    let head = s.main_head();
+    let repo = s.clone_as_attacker("case");
+    s.env.ok(&repo, &["sql", "-q", "INSERT INTO items VALUES (78, 'shadow')"]);
+    s.env.ok(&repo, &["commit", "-Am", "a main by another case"]);
+    let (ok, text) = s.push_as_attacker(&repo, &["origin", "main:MAIN"]);
+    assert!(!ok, "MAIN must not be created beside main:\n{text}");
+    assert!(text.contains("InvalidArgument") && text.contains("only in case"), "{text}");
+    let (ok, text) = s.push_as_attacker(&repo, &["origin", "main:Head"]);
+    assert!(!ok && text.contains("not a name Dolt allows"), "a branch Dolt would read as HEAD:\n{text}");
+    let branches = s.server.sql(&s.env, "SELECT name FROM shop.dolt_branches ORDER BY name");
+    assert!(!branches.contains("MAIN") && !branches.contains("Head"), "{branches}");
+    assert_eq!(s.main_head(), head);
+    // A branch of its own is fine, in any case.
+    let (ok, text) = s.push_as_attacker(&repo, &["origin", "main:Feature/Mine"]);
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn uncommitted_changes_on_the_server_need_force_to_discard() {
+    let s = Setup::new();
+    let repo = s.clone_as_attacker("working-set");
+    // Someone works on main over SQL and has not committed yet.
+    s.server.sql(&s.env, "INSERT INTO shop.items VALUES (500, 'uncommitted work')");
+    let dirty = || s.server.sql(&s.env, "SELECT name FROM shop.items WHERE id = 500");
+    assert!(dirty().contains("uncommitted work"));
+    // The maintainer's head equals the server's: --force would only reset the working set.
+    let (ok, text) = s.push_as(MAINTAINER, &repo, &["--force", "origin", "main"]);
+    assert!(!ok, "a fast-forward-only maintainer discarded uncommitted work:\n{text}");
+    assert!(text.contains("discard the uncommitted changes of workingSets/heads/main"), "{text}");
+    assert!(dirty().contains("uncommitted work"), "the work is still there");
+    // Once it is committed, a plain fast-forward goes through and moves the working set with it.
+    s.server.sql(&s.env, "USE shop; CALL dolt_commit('-Am', 'the SQL work')");
+    s.env.ok_with(
+        &repo,
+        &["pull", "--user", MAINTAINER.0, "origin", "main"],
+        &[("DOLT_REMOTE_PASSWORD", MAINTAINER.1)],
+    );
+    s.env.ok(&repo, &["sql", "-q", "INSERT INTO items VALUES (501, 'on top')"]);
+    s.env.ok(&repo, &["commit", "-Am", "on top"]);
+    let (ok, text) = s.push_as(MAINTAINER, &repo, &["origin", "main"]);
+    assert!(ok, "{text}");
+    assert_eq!(s.main_head(), s.env.log_hashes(&repo, "main")[0]);
 }
