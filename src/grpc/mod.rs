@@ -198,7 +198,7 @@ async fn forward_unary(
     let cluster = gateway.cluster(&routed.destination.cluster);
     let (index, response) = if call.rpc.is_write() {
         connection.affinity.pin_to_primary(&cluster.name);
-        Box::pin(send_write(gateway, cluster, &routed, &call, &admitted, connection.remote)).await?
+        Box::pin(send_write(gateway, cluster, &routed, &call, &admitted)).await?
     } else {
         send_unary_read(cluster, &routed, &call.uri, &call.headers, &connection.affinity).await?
     };
@@ -428,7 +428,6 @@ async fn send_write(
     routed: &RoutedRequest,
     call: &Call,
     admitted: &Admitted,
-    client: std::net::SocketAddr,
 ) -> Result<(usize, Response<Incoming>), GatewayError> {
     let index = loop {
         let index = cluster.primary_for_write().await?;
@@ -442,14 +441,8 @@ async fn send_write(
         let authorization =
             call.headers.get(http::header::AUTHORIZATION).cloned().expect("admitted calls carry credentials");
         let mirrored = auth.mirrors_branch_control.then(|| cluster.branch_control.load_full());
-        let host = client.ip().to_string();
         crate::push::review(crate::push::CommitUnderReview {
-            judges: crate::push::Judges {
-                rules: &auth.push_rules,
-                branch_control: mirrored.as_deref(),
-                principal,
-                host: &host,
-            },
+            judges: crate::push::Judges { rules: &auth.push_rules, branch_control: mirrored.as_deref(), principal },
             database: &routed.destination.judged_name,
             upstream_database: &routed.destination.database,
             endpoint: &cluster.endpoints[index],

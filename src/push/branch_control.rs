@@ -3,10 +3,13 @@
 //! the way Dolt applies them to SQL writes (go/libraries/doltcore/branch_control
 //! in Dolt's source):
 //!
-//! - patterns are SQL `LIKE` expressions (`%`, `_`, `\` escapes); database,
-//!   branch and host compare case-insensitively, user exactly;
-//! - for a branch, the matching access rows with the most literal characters
-//!   decide and equally long ones combine; `admin` implies `write`;
+//! - patterns are SQL `LIKE` expressions (`%`, `_`, `\` escapes), first
+//!   folded to their shortest form (`%%` is `%`, `%_` is `_%`); database,
+//!   branch and host compare under `utf8mb4_0900_ai_ci` (case- and
+//!   accent-insensitive, rune by rune: [`super::collation`]), user exactly;
+//! - for a branch, the matching access rows with the longest patterns decide
+//!   (every literal, `_` and `%` counts one) and equally long ones combine;
+//!   `admin` implies `write`, and `merge` or `read` alone do not allow a push;
 //! - updating or deleting a branch needs `write` (or `admin`);
 //! - creating one is refused when namespace rows claim the name (the longest
 //!   matching branch patterns) and none of them names the user and host.
@@ -18,6 +21,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
+use super::collation::collate;
 use crate::cluster::Cluster;
 use crate::config::auth::PushOp;
 
@@ -75,7 +79,21 @@ pub struct BranchControl {
 /// Who is pushing, as Dolt would name them.
 pub struct Pusher<'a> {
     pub user: &'a str,
+    /// What Dolt matches the rows' host column against: for a SQL session, the
+    /// host of the account the user logged in with (`'dan'@'%'` presents `%`),
+    /// not the client's address.
     pub host: &'a str,
+}
+
+impl<'a> Pusher<'a> {
+    /// A pusher as doltgate presents one: its name, and the host `%`, which
+    /// is what an account created as `'name'@'%'` (the usual remote account,
+    /// and the only kind a principal without a SQL account could stand for)
+    /// presents. So rows naming a specific host bind pushes no more than they
+    /// bind such a user's SQL sessions.
+    pub fn named(user: &'a str) -> Pusher<'a> {
+        Pusher { user, host: "%" }
+    }
 }
 
 impl BranchControl {
@@ -91,7 +109,7 @@ impl BranchControl {
                 continue;
             }
             let length =
-                literal_len(&row.database) + literal_len(&row.branch) + literal_len(&row.user) + literal_len(&row.host);
+                element_len(&row.database) + element_len(&row.branch) + element_len(&row.user) + element_len(&row.host);
             best = match best {
                 Some((longest, perms)) if longest > length => Some((longest, perms)),
                 Some((longest, perms)) if longest == length => Some((longest, perms.or(row.permissions))),
@@ -108,10 +126,12 @@ impl BranchControl {
             .iter()
             .filter(|row| like(&row.database, database, true) && like(&row.branch, branch, true))
             .collect();
-        let Some(longest) = claiming.iter().map(|row| row.branch.chars().count()).max() else { return true };
+        // Dolt measures these in bytes of the folded pattern.
+        let length = |row: &&NamespaceRow| fold_expression(&row.branch).len();
+        let Some(longest) = claiming.iter().map(length).max() else { return true };
         claiming
             .iter()
-            .filter(|row| row.branch.chars().count() == longest)
+            .filter(|row| length(row) == longest)
             .any(|row| like(&row.user, pusher.user, false) && like(&row.host, pusher.host, true))
     }
 
@@ -195,21 +215,55 @@ async fn poll(cluster: Weak<Cluster>, interval: Duration) {
     }
 }
 
-/// Literal characters of a LIKE pattern: how specific it is.
-fn literal_len(pattern: &str) -> usize {
-    let mut count = 0;
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '%' | '_' => {}
-            '\\' => {
-                chars.next();
-                count += 1;
+/// A pattern in its shortest equivalent form, as Dolt stores and ranks it
+/// (`go/libraries/doltcore/branch_control/expr_parser.go`, `FoldExpression`):
+/// a run of `%` is one `%`, and `%_` becomes `_%`, repeated until nothing changes.
+pub fn fold_expression(pattern: &str) -> String {
+    let mut current = pattern.to_owned();
+    loop {
+        let mut out = String::with_capacity(current.len());
+        let mut chars = current.chars();
+        let mut pending_any = false;
+        while let Some(c) = chars.next() {
+            match (pending_any, c) {
+                (true, '%') => {}
+                (true, '_') => {
+                    out.push('_');
+                    continue;
+                }
+                (true, other) => {
+                    out.push('%');
+                    pending_any = false;
+                    push_literal_or_escape(&mut out, other, &mut chars);
+                    continue;
+                }
+                (false, '%') => pending_any = true,
+                (false, other) => push_literal_or_escape(&mut out, other, &mut chars),
             }
-            _ => count += 1,
+        }
+        if pending_any {
+            out.push('%');
+        }
+        if out == current {
+            return out;
+        }
+        current = out;
+    }
+}
+
+/// An escape keeps the character after it as it is.
+fn push_literal_or_escape(out: &mut String, c: char, rest: &mut std::str::Chars<'_>) {
+    out.push(c);
+    if c == '\\' {
+        if let Some(escaped) = rest.next() {
+            out.push(escaped);
         }
     }
-    count
+}
+
+/// How long a pattern is for ranking matches: its elements after folding.
+fn element_len(pattern: &str) -> usize {
+    tokens(&fold_expression(pattern), false).len()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -219,9 +273,14 @@ enum Token {
     Any,
 }
 
-fn tokens(pattern: &str, fold: bool) -> Vec<Token> {
-    let mut out = Vec::with_capacity(pattern.len());
-    let mut chars = pattern.chars();
+/// A pattern's or a name's elements. Dolt reads the names it matches the
+/// same way as the patterns (`parseExpression` in
+/// `go/libraries/doltcore/branch_control/expr_parser_node.go`): a `%` or `_`
+/// in a name is a wildcard there too, which only a wildcard in the pattern
+/// accepts, and `\` escapes.
+fn tokens(text: &str, collated: bool) -> Vec<Token> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut chars = text.chars();
     while let Some(c) = chars.next() {
         out.push(match c {
             '%' => Token::Any,
@@ -230,46 +289,48 @@ fn tokens(pattern: &str, fold: bool) -> Vec<Token> {
             other => Token::Literal(other),
         });
     }
-    if fold {
+    if collated {
         out.iter_mut().for_each(|t| {
             if let Token::Literal(c) = t {
-                *c = c.to_lowercase().next().unwrap_or(*c);
+                *c = collate(*c);
             }
         });
     }
     out
 }
 
-/// SQL `LIKE`, iteratively with backtracking to the last `%` (linear in
-/// practice, never exponential).
-fn like(pattern: &str, text: &str, fold: bool) -> bool {
-    let pattern = tokens(pattern, fold);
-    let text: Vec<char> =
-        if fold { text.chars().flat_map(char::to_lowercase).collect() } else { text.chars().collect() };
+/// Dolt's match of a name against a `LIKE` pattern, iteratively with
+/// backtracking to the last `%` (linear in practice, never exponential). A
+/// pattern's `_` takes any element of the name but a `%`; a literal takes
+/// only the same literal.
+fn like(pattern: &str, text: &str, collated: bool) -> bool {
+    let pattern = tokens(&fold_expression(pattern), collated);
+    let text = tokens(text, collated);
     let (mut p, mut t) = (0, 0);
     let mut resume: Option<(usize, usize)> = None;
     while t < text.len() {
-        match pattern.get(p) {
+        let step = match pattern.get(p) {
             Some(Token::Any) => {
                 resume = Some((p, t));
                 p += 1;
+                continue;
             }
-            Some(Token::One) => {
-                p += 1;
-                t += 1;
+            Some(Token::One) => text[t] != Token::Any,
+            Some(literal) => *literal == text[t],
+            None => false,
+        };
+        if step {
+            p += 1;
+            t += 1;
+            continue;
+        }
+        match resume {
+            Some((any, at)) => {
+                p = any + 1;
+                t = at + 1;
+                resume = Some((any, at + 1));
             }
-            Some(Token::Literal(c)) if *c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match resume {
-                Some((any, at)) => {
-                    p = any + 1;
-                    t = at + 1;
-                    resume = Some((any, at + 1));
-                }
-                None => return false,
-            },
+            None => return false,
         }
     }
     pattern[p..].iter().all(|t| *t == Token::Any)
@@ -299,10 +360,39 @@ mod tests {
         assert!(like("feat%", "Feature/x", true));
         assert!(like("b_1", "b01", true));
         assert!(!like("b_1", "b001", true));
-        assert!(like("a\\%b", "a%b", true));
         assert!(!like("a\\%b", "axb", true));
+        // Dolt reads names like patterns: a `_` or `%` in a name is a wildcard,
+        // which an escaped (literal) one in a pattern does not take.
+        assert!(!like("a\\%b", "a%b", true));
+        assert!(like("a\\%b", "a\\%b", true));
+        assert!(like("b_1", "b_1", true));
+        assert!(!like("b\\_1", "b_1", true));
+        assert!(!like("bx1", "b_1", true));
+        assert!(!like("_", "%", true), "an account host of % is taken only by %");
+        assert!(like("%", "%", true));
         assert!(like("%x%y%", "aaxbbycc", true));
         assert!(!like("Dan", "dan", false), "user names compare exactly");
+    }
+
+    #[test]
+    fn patterns_fold_to_their_shortest_form() {
+        for (pattern, folded) in
+            [("%%", "%"), ("%_", "_%"), ("a%%%b", "a%b"), ("%_%_", "__%"), ("a\\%%", "a\\%%"), ("%\\_x", "%\\_x")]
+        {
+            assert_eq!(fold_expression(pattern), folded, "{pattern}");
+        }
+        // Every element counts, wildcards included: `m%` is as long as `ma`.
+        assert_eq!(element_len("m%"), element_len("ma"));
+        assert_eq!(element_len("ma%%%"), 3);
+    }
+
+    #[test]
+    fn accents_and_case_do_not_matter_but_user_case_does() {
+        assert!(like("m\u{e4}in", "main", true));
+        assert!(like("MAIN", "main", true));
+        assert!(like("r\u{e9}lease-%", "release-1", true));
+        assert!(!like("r\u{e9}lease-%", "release-1", false));
+        assert!(like("127.0.0.%", "127.0.0.1", true));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! inspect refuses it too (fail closed). Every Commit leaves one audit line.
 
 pub mod branch_control;
+mod collation;
 pub mod integrity;
 pub mod rules;
 pub mod upstream_chunks;
@@ -118,8 +119,6 @@ pub struct Judges<'a> {
     /// `Some` when `dolt_branch_control` is mirrored: its rows, or why they could not be read.
     pub branch_control: Option<&'a Result<branch_control::BranchControl, String>>,
     pub principal: &'a Principal,
-    /// The client's address, matched against the rows' host patterns.
-    pub host: &'a str,
 }
 
 /// The verdict on each change of one Commit.
@@ -167,7 +166,7 @@ fn dolts_verdict(
             return Decision { allowed: false, rule: format!("dolt_branch_control, which cannot be read ({why})") }
         }
     };
-    let pusher = branch_control::Pusher { user: &judges.principal.name, host: judges.host };
+    let pusher = branch_control::Pusher::named(&judges.principal.name);
     // A clean working set is written with its branch: it needs write on the branch.
     let op = match (change.kind, change.op) {
         (RefKind::WorkingSet, PushOp::Move) => PushOp::FastForward,

@@ -26,6 +26,9 @@ use super::{Address, Result, StorageError};
 /// Positional reads of a file that is complete and does not change.
 pub trait ReadAt {
     fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Exactly `len` bytes at `offset`; the caller has checked they exist.
     fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>>;
 }
@@ -117,12 +120,13 @@ impl VerifyError {
     /// The first address whose chunk is not what the address says, if that is the fault.
     pub fn bad_address(&self) -> Option<Address> {
         match self {
-            VerifyError::Corrupt { source, .. } => match source {
-                StorageError::AddressMismatch { expected, .. }
-                | StorageError::BadCrc { address: expected, .. }
-                | StorageError::Decompress { address: expected, .. } => Some(*expected),
-                _ => None,
-            },
+            VerifyError::Corrupt {
+                source:
+                    StorageError::AddressMismatch { expected, .. }
+                    | StorageError::BadCrc { address: expected, .. }
+                    | StorageError::Decompress { address: expected, .. },
+                ..
+            } => Some(*expected),
             _ => None,
         }
     }
