@@ -436,6 +436,13 @@ fn check_doltgate_container(objects: &[Value], workload: &Value, container: &Val
     let pod_security = &pod_spec(workload)["securityContext"];
     let security = &container["securityContext"];
     assert_eq!(security["readOnlyRootFilesystem"], true, "{what}: readOnlyRootFilesystem");
+    // With a read-only root, uploads need a writable spool: the temporary directory,
+    // where they go when uploads.spool_dir is unset.
+    let spool = container["volumeMounts"].as_array().into_iter().flatten().find(|m| m["mountPath"] == "/tmp");
+    let spool = spool.unwrap_or_else(|| panic!("{what}: no writable volume at /tmp for spooling uploads"));
+    let volume = pod_spec(workload)["volumes"].as_array().into_iter().flatten().find(|v| v["name"] == spool["name"]);
+    let volume = volume.unwrap_or_else(|| panic!("{what}: no volume {}", spool["name"]));
+    assert!(volume["emptyDir"]["sizeLimit"].is_string(), "{what}: the upload spool is an emptyDir with a sizeLimit");
     assert_eq!(security["allowPrivilegeEscalation"], false, "{what}: allowPrivilegeEscalation");
     assert!(security["runAsNonRoot"] == true || pod_security["runAsNonRoot"] == true, "{what}: runAsNonRoot");
     for part in ["requests", "limits"] {
