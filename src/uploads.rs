@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::push::upstream_chunks::UpstreamRepo;
 use crate::remotesapi::proto::{ChunkTableInfo, GetUploadLocsRequest};
-use crate::storage::verify::{verify, DiskFile, FileKind, Verified, VerifyError};
+use crate::storage::verify::{verify_hashed, DiskFile, FileKind, Verified, VerifyError};
 use crate::storage::Address;
 use crate::upstream::UpstreamBody;
 use crate::BoxError;
@@ -207,6 +207,9 @@ impl Pump {
         let mut writer = tokio::io::BufWriter::with_capacity(SPOOL_BUFFER, tokio::fs::File::from_std(writer));
         let mut held: Option<Bytes> = None;
         let mut total = 0u64;
+        // An archive is named by the SHA-512 of all its bytes: hashed as they pass.
+        let mut whole_file =
+            (self.name.kind == FileKind::Archive).then(|| ring::digest::Context::new(&ring::digest::SHA512));
         while let Some(frame) = client.frame().await {
             let frame = frame.map_err(|e| UploadRefused::ClientBody(e.to_string()))?;
             let Ok(data) = frame.into_data() else { continue };
@@ -215,6 +218,9 @@ impl Pump {
                 return Err(UploadRefused::TooLarge { name: self.name.to_string(), limit: self.limit });
             }
             writer.write_all(&data).await.map_err(spool_error)?;
+            if let Some(hasher) = whole_file.as_mut() {
+                hasher.update(&data);
+            }
             if let Some(previous) = held.replace(data) {
                 frames.send(Ok(Frame::data(previous))).await.map_err(|_| UploadRefused::UpstreamGone)?;
             }
@@ -222,8 +228,9 @@ impl Pump {
         writer.flush().await.map_err(spool_error)?;
         drop(writer);
         let (name, path) = (self.name, self.path.clone());
+        let whole_file = whole_file.map(|hasher| Address::from_digest(hasher.finish()));
         let verified = tokio::task::spawn_blocking(move || {
-            verify(&DiskFile { file: spool, len: total, path }, name.name, name.kind)
+            verify_hashed(&DiskFile { file: spool, len: total, path }, name.name, name.kind, whole_file)
         })
         .await
         .map_err(|e| UploadRefused::Spool(format!("verifier stopped: {e}")))??;

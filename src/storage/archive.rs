@@ -312,22 +312,59 @@ impl ArchiveIndex {
     }
 }
 
-/// Decodes one chunk of an archive from its data span, given how the archive
-/// compresses chunks without a dictionary (`version`) and the chunk's
-/// dictionary, when it has one.
-pub fn decode_archive_chunk(
-    expected: &Address,
-    version: u8,
-    data: &[u8],
-    dictionary: Option<&ZstdDictionary>,
-) -> Result<Bytes> {
-    match (dictionary, version) {
-        (Some(dictionary), _) => decode_with_dictionary(expected, data, dictionary),
-        (None, 1) => verified(
+/// Decodes one chunk of an archive that has no dictionary, given how the
+/// archive compresses such chunks (`version`).
+pub fn decode_plain_archive_chunk(expected: &Address, version: u8, data: &[u8]) -> Result<Bytes> {
+    match version {
+        1 => verified(
             expected,
             zstd_decode(data, None).map_err(|reason| StorageError::Decompress { address: *expected, reason })?,
         ),
-        (None, _) => decode_record(expected, data),
+        _ => decode_record(expected, data),
+    }
+}
+
+/// Decodes many chunks compressed with one dictionary through one zstd
+/// context: making a context costs more than decoding a small chunk, and a
+/// pushed archive holds hundreds of thousands of them.
+pub struct DictionaryDecoder {
+    context: zstd::bulk::Decompressor<'static>,
+    /// For frames that do not declare their size: the bounded streaming path.
+    streaming: ZstdDictionary,
+}
+
+impl DictionaryDecoder {
+    /// From the bytes of a dictionary span (a zstd frame wrapping the raw dictionary).
+    pub fn from_span(span: &[u8]) -> Result<DictionaryDecoder> {
+        let implausible = |reason: String| StorageError::Implausible {
+            what: "zstd dictionary",
+            detail: format!("cannot decompress the dictionary span: {reason}"),
+        };
+        let raw = zstd_decode(span, None).map_err(implausible)?;
+        let context = zstd::bulk::Decompressor::with_dictionary(&raw).map_err(|e| implausible(e.to_string()))?;
+        Ok(DictionaryDecoder { context, streaming: ZstdDictionary(DecoderDictionary::copy(&raw)) })
+    }
+
+    /// The chunk in `data`, checked to be `expected`. A frame that declares
+    /// its size is decoded into exactly that much room (refused past
+    /// [`MAX_CHUNK_LEN`]); one that does not is streamed, stopping there.
+    pub fn decode(&mut self, expected: &Address, data: &[u8]) -> Result<Bytes> {
+        match zstd::zstd_safe::get_frame_content_size(data) {
+            Ok(Some(size)) if size <= MAX_CHUNK_LEN as u64 => {
+                let bytes = self
+                    .context
+                    .decompress(data, size as usize)
+                    .map_err(|e| StorageError::Decompress { address: *expected, reason: e.to_string() })?;
+                verified(expected, bytes)
+            }
+            Ok(Some(size)) => Err(StorageError::Implausible {
+                what: "chunk length",
+                detail: format!(
+                    "zstd frame of {expected} declares {size} bytes, more than the {MAX_CHUNK_LEN} allowed"
+                ),
+            }),
+            _ => decode_with_dictionary(expected, data, &self.streaming),
+        }
     }
 }
 
@@ -385,8 +422,11 @@ impl Archive {
     /// The chunk `address`, verified, or `None` when this archive does not hold it.
     pub fn get(&self, address: &Address) -> Result<Option<Bytes>> {
         let Some(spans) = self.index.lookup(address) else { return Ok(None) };
-        let dictionary = spans.dictionary.map(|span| self.dictionary(span)).transpose()?;
-        decode_archive_chunk(address, self.version(), self.range(spans.data), dictionary.as_deref()).map(Some)
+        let data = self.range(spans.data);
+        match spans.dictionary {
+            Some(span) => decode_with_dictionary(address, data, &*self.dictionary(span)?).map(Some),
+            None => decode_plain_archive_chunk(address, self.version(), data).map(Some),
+        }
     }
 
     fn dictionary(&self, span: ByteRange) -> Result<Arc<ZstdDictionary>> {

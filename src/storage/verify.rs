@@ -11,14 +11,10 @@
 //! The file is read through [`ReadAt`], so a multi-gigabyte upload spooled to
 //! disk is checked holding one chunk (and one zstd dictionary) at a time.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use bytes::Bytes;
-use sha2::{Digest, Sha512};
 
 use super::archive::{
-    decode_archive_chunk, ArchiveIndex, ByteRange, ZstdDictionary, ARCHIVE_FOOTER_LEN, ARCHIVE_SIGNATURE,
+    decode_plain_archive_chunk, ArchiveIndex, ByteRange, DictionaryDecoder, ARCHIVE_FOOTER_LEN, ARCHIVE_SIGNATURE,
 };
 use super::table_file::{decode_record, TableIndex, TABLE_FOOTER_LEN};
 use super::{Address, Result, StorageError};
@@ -136,6 +132,18 @@ impl VerifyError {
 /// suffix, every indexed chunk hashes to its address, and the name is the one
 /// Dolt derives from the contents.
 pub fn verify(file: &(impl ReadAt + ?Sized), name: Address, kind: FileKind) -> Result<Verified, VerifyError> {
+    verify_hashed(file, name, kind, None)
+}
+
+/// [`verify`], given the SHA-512 of the whole file when the caller computed it
+/// as the bytes arrived (it names an archive; hashing it again would read
+/// the whole file once more).
+pub fn verify_hashed(
+    file: &(impl ReadAt + ?Sized),
+    name: Address,
+    kind: FileKind,
+    whole_file: Option<Address>,
+) -> Result<Verified, VerifyError> {
     let corrupt = |source| VerifyError::Corrupt { name, kind, source };
     let found = sniff(file).map_err(corrupt)?;
     if found != kind {
@@ -143,7 +151,7 @@ pub fn verify(file: &(impl ReadAt + ?Sized), name: Address, kind: FileKind) -> R
     }
     let (actual, chunk_count) = match kind {
         FileKind::Table => verify_table(file).map_err(corrupt)?,
-        FileKind::Archive => verify_archive(file).map_err(corrupt)?,
+        FileKind::Archive => verify_archive(file, whole_file).map_err(corrupt)?,
     };
     if actual != name {
         return Err(VerifyError::WrongName { claimed: name, actual, kind });
@@ -194,45 +202,41 @@ fn verify_table(file: &(impl ReadAt + ?Sized)) -> Result<(Address, usize)> {
     for (offset, record_len, address) in records {
         decode_record(&address, &file.read_at(offset, record_len as usize)?)?;
     }
-    Ok((first_20(Sha512::digest(index.suffix_section())), index.chunk_count()))
+    Ok((Address::of(index.suffix_section()), index.chunk_count()))
 }
 
 /// Every chunk of an archive, read in span order with one dictionary at a
 /// time; the name is the first 20 bytes of the SHA-512 of the whole file.
-fn verify_archive(file: &(impl ReadAt + ?Sized)) -> Result<(Address, usize)> {
+fn verify_archive(file: &(impl ReadAt + ?Sized), whole_file: Option<Address>) -> Result<(Address, usize)> {
     let len = file.len();
     let footer = file.read_at(len.saturating_sub(ARCHIVE_FOOTER_LEN as u64), ARCHIVE_FOOTER_LEN.min(len as usize))?;
     let tail_len = ArchiveIndex::tail_len(&footer, len)?;
     let index = ArchiveIndex::parse(Bytes::from(file.read_at(len - tail_len, tail_len as usize)?), len)?;
     let mut chunks: Vec<usize> = (0..index.chunk_count()).collect();
-    // Chunks sharing a dictionary together, each group in file order.
+    // Chunks sharing a dictionary together, each group in file order, so each
+    // dictionary is read and set up once.
     chunks.sort_unstable_by_key(|&i| {
         let spans = index.spans_of(i);
         (spans.dictionary.map(|d| d.offset), spans.data.offset)
     });
-    let mut dictionaries: HashMap<u64, Arc<ZstdDictionary>> = HashMap::new();
+    let mut decoder: Option<(u64, DictionaryDecoder)> = None;
     for i in chunks {
         let spans = index.spans_of(i);
-        let dictionary = match spans.dictionary {
-            Some(span) => Some(match dictionaries.get(&span.offset) {
-                Some(found) => found.clone(),
-                None => {
-                    dictionaries.clear();
-                    let built = Arc::new(ZstdDictionary::from_span(&read_range(file, span)?)?);
-                    dictionaries.insert(span.offset, built.clone());
-                    built
-                }
-            }),
-            None => None,
+        let (address, data) = (index.address(i), read_range(file, spans.data)?);
+        let Some(span) = spans.dictionary else {
+            decode_plain_archive_chunk(&address, index.version(), &data)?;
+            continue;
         };
-        decode_archive_chunk(
-            &index.address(i),
-            index.version(),
-            &read_range(file, spans.data)?,
-            dictionary.as_deref(),
-        )?;
+        if decoder.as_ref().is_none_or(|(offset, _)| *offset != span.offset) {
+            decoder = Some((span.offset, DictionaryDecoder::from_span(&read_range(file, span)?)?));
+        }
+        decoder.as_mut().expect("set above").1.decode(&address, &data)?;
     }
-    Ok((hash_whole_file(file)?, index.chunk_count()))
+    let name = match whole_file {
+        Some(hash) => hash,
+        None => hash_whole_file(file)?,
+    };
+    Ok((name, index.chunk_count()))
 }
 
 fn read_range(file: &(impl ReadAt + ?Sized), range: ByteRange) -> Result<Vec<u8>> {
@@ -244,18 +248,14 @@ fn read_range(file: &(impl ReadAt + ?Sized), range: ByteRange) -> Result<Vec<u8>
 
 fn hash_whole_file(file: &(impl ReadAt + ?Sized)) -> Result<Address> {
     const STEP: u64 = 1 << 20;
-    let mut hasher = Sha512::new();
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA512);
     let mut offset = 0;
     while offset < file.len() {
         let step = STEP.min(file.len() - offset);
-        hasher.update(file.read_at(offset, step as usize)?);
+        hasher.update(&file.read_at(offset, step as usize)?);
         offset += step;
     }
-    Ok(first_20(hasher.finalize()))
-}
-
-fn first_20(digest: impl AsRef<[u8]>) -> Address {
-    Address::from_slice(&digest.as_ref()[..20]).expect("20 bytes")
+    Ok(Address::from_digest(hasher.finish()))
 }
 
 #[cfg(test)]
@@ -271,14 +271,14 @@ mod tests {
         let chunks = chunks();
         let file = table_file::tests::build(&chunks.iter().map(Vec::as_slice).collect::<Vec<_>>());
         let index = TableIndex::parse(Bytes::from(file.clone())).unwrap();
-        let name = first_20(Sha512::digest(index.suffix_section()));
+        let name = Address::of(index.suffix_section());
         (file, name)
     }
 
     fn archive() -> (Vec<u8>, Address) {
         let chunks = chunks();
         let file = archive::tests::build(&chunks.iter().map(Vec::as_slice).collect::<Vec<_>>(), 3);
-        let name = first_20(Sha512::digest(&file));
+        let name = Address::of(&file);
         (file, name)
     }
 
@@ -320,7 +320,7 @@ mod tests {
         } else {
             file[span.offset as usize] ^= 0xff;
         }
-        let name = first_20(Sha512::digest(index.suffix_section()));
+        let name = Address::of(index.suffix_section());
         let error = verify(file.as_slice(), name, FileKind::Table).unwrap_err();
         assert_eq!(error.bad_address(), Some(target), "{error}");
         assert!(error.to_string().contains(&target.to_string()), "{error}");
