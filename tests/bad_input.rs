@@ -52,6 +52,14 @@ fn hs256(claims: serde_json::Value, secret: &str) -> String {
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
 }
 
+/// An HS256 token with a header of our own (jsonwebtoken's has no `crit`).
+fn hs256_with_header(header: &str, claims: &serde_json::Value) -> String {
+    let signing_input = format!("{}.{}", b64url(header.as_bytes()), b64url(claims.to_string().as_bytes()));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, JWT_SECRET.as_bytes());
+    let signature = ring::hmac::sign(&key, signing_input.as_bytes());
+    format!("{signing_input}.{}", b64url(signature.as_ref()))
+}
+
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -409,6 +417,8 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
         ("Basic, SQL injection as user", basic("x' OR '1'='1", "pw")),
         ("Basic of 12 kB", basic(&"u".repeat(6_000), &"p".repeat(6_000))),
         ("Basic with a newline in the user name", basic("evil\nINFO doltgate forged_log_line", "pw")),
+        // MySQL's handshake stops at the NUL: this would log in as bob under another name.
+        ("Basic with a NUL in a real user's name", basic(&format!("{BOB}\0_admin"), BOB_PASSWORD)),
         ("Bearer with no token", "Bearer ".to_owned()),
         ("Bearer garbage", "Bearer abc".to_owned()),
     ] {
@@ -503,6 +513,16 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
             ),
         ),
         ("JWT of four parts", format!("{valid}.{signature}")),
+        // exp = 2^63 once overflowed time arithmetic and panicked the call's task.
+        ("JWT with exp 2^63", hs256(claims(serde_json::json!({ "exp": 1u64 << 63 })), JWT_SECRET)),
+        ("JWT with exp u64::MAX", hs256(claims(serde_json::json!({ "exp": u64::MAX })), JWT_SECRET)),
+        (
+            "JWT naming a critical extension (crit)",
+            hs256_with_header(
+                r#"{"alg":"HS256","typ":"JWT","crit":["acme-bound"],"acme-bound":true}"#,
+                &claims(serde_json::json!({})),
+            ),
+        ),
     ] {
         refused!(name, Code::Unauthenticated, client.root(with_auth(root_request("shop"), &[bearer(token).as_str()])));
     }
@@ -550,6 +570,32 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
 
     // ---- repo_path
     refused!("repo_path empty", Code::InvalidArgument, client.root(with_auth(root_request(""), &[bob])));
+    {
+        // A stream whose second message names another database: the refusal
+        // must reach the client as that permanent status, whether or not Dolt
+        // answered the first message before the upstream call was aborted.
+        let message = |repo: &str| {
+            GetDownloadLocsRequest { repo_path: repo.into(), chunk_hashes: vec![root.clone()], ..Default::default() }
+                .encode_to_vec()
+        };
+        let body = [frame(0, &message("shop")), frame(0, &message("secret"))].concat();
+        for attempt in 0..5 {
+            let raw = raw_grpc(
+                port,
+                "/dolt.services.remotesapi.v1alpha1.ChunkStoreService/StreamDownloadLocations",
+                &[("authorization", bob.as_bytes().to_vec())],
+                body.clone(),
+            )
+            .await;
+            corpus.check(
+                &format!("stream switching database, attempt {attempt}"),
+                raw.as_ref().map(|r| r.1).map_err(|e| e.clone()),
+                Ok(Some(Code::InvalidArgument as i32)),
+            );
+        }
+        forwarded = s.forwarded();
+    }
+
     // Names are judged as the database Dolt resolves them to (lower-cased, cut
     // at / and @): every spelling of "shop" is shop, which bob may read...
     for name in ["shop/", "shop@main", "SHOP", "Shop/main"] {

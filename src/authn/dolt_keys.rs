@@ -92,7 +92,7 @@ impl DoltKeys {
         Ok(Principal {
             name: registered.user.clone(),
             groups: registered.groups.clone(),
-            expires: data.claims.expiry(),
+            expires: data.claims.expiry()?,
         })
     }
 }

@@ -31,10 +31,35 @@ pub struct Claims {
     other: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The latest `exp` taken: the last second of year 9999. A later one is no
+/// real expiry, and would overflow time arithmetic.
+const LATEST_EXP: u64 = 253_402_300_799;
+
 impl Claims {
-    pub fn expiry(&self) -> Option<SystemTime> {
-        self.exp.map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    /// When the token stops being valid; an absurd `exp` is a refusal.
+    pub fn expiry(&self) -> Result<Option<SystemTime>, GatewayError> {
+        match self.exp {
+            Some(secs) if secs > LATEST_EXP => {
+                Err(unauthenticated(format!("token expiry (exp = {secs}) is past the year 9999")))
+            }
+            Some(secs) => Ok(SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))),
+            None => Ok(None),
+        }
     }
+}
+
+/// Refuses a token whose header names critical extensions (`crit`, RFC 7515
+/// 4.1.11): doltgate understands none, and must not accept what it cannot check.
+pub fn refuse_critical_extensions(token: &str) -> Result<(), GatewayError> {
+    let header = token.split('.').next().unwrap_or_default();
+    let json = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header.trim_end_matches('='))
+        .map_err(|_| unauthenticated("bearer token header is not base64url"))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).map_err(|_| unauthenticated("bearer token header is not a JSON object"))?;
+    if header.contains_key("crit") {
+        return Err(unauthenticated("token names critical extensions (crit) doltgate does not support"));
+    }
+    Ok(())
 }
 
 /// A short, safe reason for a refused token.
@@ -131,7 +156,7 @@ impl Provider {
             Some(serde_json::Value::Array(many)) => many.iter().filter_map(|g| g.as_str().map(str::to_owned)).collect(),
             _ => Vec::new(),
         };
-        Ok(Principal { name, groups, expires: claims.expiry() })
+        Ok(Principal { name, groups, expires: claims.expiry()? })
     }
 }
 

@@ -78,6 +78,11 @@ impl ClientCredential {
         if user.is_empty() {
             return Err(unauthenticated("Basic credential has an empty user name"));
         }
+        // MySQL's handshake ends a user name at a NUL: `plain\0_admin` would log
+        // in as `plain` yet be named `plain\0_admin` in grants and rules.
+        if user.chars().any(char::is_control) {
+            return Err(unauthenticated(format!("user name {} contains a control character", shown(user))));
+        }
         Ok(Presented::Basic { user: user.to_owned(), password: password.to_owned() })
     }
 
@@ -90,6 +95,15 @@ impl ClientCredential {
             Err(_) => "malformed".into(),
         }
     }
+}
+
+/// Whatever proved it, a principal's name is matched against grants, rules
+/// and mirrored rows: no control characters in it, from any credential kind.
+fn printable_name(principal: Principal) -> Result<Principal, GatewayError> {
+    if principal.name.chars().any(char::is_control) {
+        return Err(unauthenticated(format!("user name {} contains a control character", shown(&principal.name))));
+    }
+    Ok(principal)
 }
 
 /// A client-chosen name as it may appear in logs and messages: control
@@ -211,7 +225,7 @@ impl Authenticator {
             Presented::Basic { .. } => "basic",
             Presented::Bearer(_) => "bearer",
         };
-        let verdict = self.prove(presented, at).await;
+        let verdict = self.prove(presented, at).await.and_then(printable_name);
         let outcome = match &verdict {
             Ok(_) => "accepted",
             Err(GatewayError::Unauthenticated(_)) => "refused",
@@ -248,6 +262,7 @@ impl Authenticator {
     pub async fn verify_bearer(&self, token: &str, dialled_host: &str) -> Result<Principal, GatewayError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| unauthenticated(format!("bearer token is not a JWT: {e}")))?;
+        jwt::refuse_critical_extensions(token)?;
         let issuer = jwt::unverified_issuer(token)?;
         if issuer == dolt_keys::DOLT_CLIENT_ISSUER {
             return self.dolt_keys.verify(token, &header, dialled_host);
@@ -317,6 +332,7 @@ mod tests {
             ("Basic !!!", "not base64"),
             ("Basic YWxpY2U=", "no ':'"),
             ("Basic OnB3", "empty user"),
+            ("Basic cGxhaW4AX2FkbWluOnB3", "control character"),
             ("Digest x", "neither Basic nor Bearer"),
         ] {
             let err = credential(value).presented().unwrap_err().to_string();

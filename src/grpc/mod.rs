@@ -248,8 +248,13 @@ fn forward_stream(
             .after_first(routed.first.clone(), decoder)
             .boxed_unsync();
         let request = upstream_request(cluster, index, &call.uri, &call.headers, body)?;
-        let response =
-            record_transport(cluster, index, cluster.endpoints[index].upstream.send_grpc(request, false).await)?;
+        let sent = cluster.endpoints[index].upstream.send_grpc(request, false).await;
+        // A refusal found in the client's stream aborts the upstream call; the
+        // client hears that refusal (a permanent status), not the abort.
+        if let (Err(_), Some(refusal)) = (&sent, fault.take()) {
+            return Err(refusal);
+        }
+        let response = record_transport(cluster, index, sent)?;
         let (parts, upstream_body) = response.into_parts();
         if let Some(mut trailers) = status::read_status(&parts.headers).map(|_| parts.headers) {
             // Trailers-only upstream answer: its status becomes our trailers.
