@@ -593,6 +593,8 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
                 Ok(Some(Code::InvalidArgument as i32)),
             );
         }
+        // Their first messages went upstream, as a stream's do before its second is read.
+        corpus.check("stream switching database (first messages forwarded)", s.forwarded() > forwarded, true);
         forwarded = s.forwarded();
     }
 
