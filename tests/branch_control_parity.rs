@@ -170,22 +170,7 @@ fn dolt(env: &DoltEnv, server: &DoltServer, case: &Case) -> Result<bool, String>
         Op::Delete => format!("USE shop; CALL dolt_branch('-d', '-f', {});", quote(case.branch)),
         Op::Create => format!("USE shop; CALL dolt_branch({});", quote(case.branch)),
     };
-    let port = server.sql_port.to_string();
-    let args = [
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--user",
-        case.user,
-        "--password",
-        password,
-        "--no-tls",
-        "sql",
-        "-q",
-        &sql,
-    ];
-    let out = env.run(env.path(), &args, &[]);
+    let out = server.sql_as(env, case.user, password, &sql);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if out.status.success() && !text.contains("error") {
         return Ok(true);

@@ -212,14 +212,7 @@ async fn forward_unary(
         status::translate_upstream_status(&mut parts.headers, &routed.repo);
         return Ok(Response::from_parts(parts, upstream_body.map_err(Into::into).boxed_unsync()));
     }
-    let relay = ResponseRelay {
-        rpc: call.rpc,
-        origin,
-        repo: routed.repo,
-        database: routed.destination.judged_name,
-        user: admitted.user,
-        fault: Arc::default(),
-    };
+    let relay = ResponseRelay::new(call.rpc, origin, routed, admitted.user, Arc::default());
     Ok(Response::from_parts(parts, relay.body(gateway, &cluster.endpoints[index], upstream_body)))
 }
 
@@ -237,12 +230,12 @@ fn forward_stream(
         let mut call = call;
         let fault = Arc::new(CallFault::default());
         let body = call.body.take().expect("a call is routed once");
-        let routed = read_and_route(&gateway, call.rpc, body).await?;
+        let mut routed = read_and_route(&gateway, call.rpc, body).await?;
         let admitted = admit(&gateway, &mut call, &routed, &origin, &access).await?;
         let cluster = gateway.cluster(&routed.destination.cluster);
         let index = cluster.read_candidates(routed.destination.read_policy, &connection.affinity)[0];
         access.routed(&routed, &cluster.endpoints[index]);
-        let (rest, decoder) = routed.rest.expect("streams keep the rest of their body");
+        let (rest, decoder) = routed.rest.take().expect("streams keep the rest of their body");
         let inspect = inspect_stream_messages(&gateway, call.rpc, routed.repo.path.clone());
         let body = MessageBody::new(rest, gateway.max_message_bytes, Some(inspect), Direction::Request, fault.clone())
             .after_first(routed.first.clone(), decoder)
@@ -261,14 +254,7 @@ fn forward_stream(
             status::translate_upstream_status(&mut trailers, &routed.repo);
             return Ok(trailers_only_body(trailers));
         }
-        let relay = ResponseRelay {
-            rpc: call.rpc,
-            origin,
-            repo: routed.repo,
-            database: routed.destination.judged_name,
-            user: admitted.user,
-            fault,
-        };
+        let relay = ResponseRelay::new(call.rpc, origin, routed, admitted.user, fault);
         Ok(relay.body(&gateway, &cluster.endpoints[index], upstream_body))
     };
     let mut response = Response::new(DeferredBody::new(Box::pin(upstream_call)).boxed_unsync());
@@ -295,6 +281,10 @@ struct ResponseRelay {
 }
 
 impl ResponseRelay {
+    fn new(rpc: Rpc, origin: String, routed: RoutedRequest, user: String, fault: Arc<CallFault>) -> ResponseRelay {
+        ResponseRelay { rpc, origin, repo: routed.repo, database: routed.destination.judged_name, user, fault }
+    }
+
     fn body(self, gateway: &Gateway, endpoint: &Endpoint, upstream_body: Incoming) -> ResponseBody {
         let grant = UrlGrant {
             signer: gateway.url_signer.clone(),

@@ -292,6 +292,13 @@ impl DoltServer {
 
     /// Runs a query over this server's SQL port as the test user; CSV out.
     pub fn sql(&self, env: &DoltEnv, query: &str) -> String {
+        let out = self.sql_as(env, USER, PASSWORD, query);
+        assert!(out.status.success(), "query {query:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a query over this server's SQL port as `user`, success or not; CSV out.
+    pub fn sql_as(&self, env: &DoltEnv, user: &str, password: &str, query: &str) -> Output {
         let port = self.sql_port.to_string();
         let args = [
             "--host",
@@ -299,9 +306,9 @@ impl DoltServer {
             "--port",
             &port,
             "--user",
-            USER,
+            user,
             "--password",
-            PASSWORD,
+            password,
             "--no-tls",
             "sql",
             "-r",
@@ -309,7 +316,7 @@ impl DoltServer {
             "-q",
             query,
         ];
-        env.ok(env.path(), &args)
+        env.run(env.path(), &args, &[])
     }
 
     pub fn remotesapi_addr(&self) -> String {
