@@ -495,6 +495,13 @@ impl Config {
         }
         if let Some(auth) = &self.auth {
             auth.validate(|| self.cluster_without_service_user())?;
+            let has_keys = auth.users.iter().any(|user| !user.dolt_keys.is_empty());
+            if has_keys && crate::authn::dolt_key_audiences(auth, self.listener.public_url.as_deref()).is_empty() {
+                return Err(invalid(
+                    "auth.dolt_key_audiences",
+                    "users have dolt_keys: name the hosts clients use in their remote URLs (or set listener.public_url), so a token a client signed for another server is not accepted here",
+                ));
+            }
         }
         for (key, path) in [("file_urls.key_file", &self.file_urls.key_file)] {
             if let Some(path) = path {
@@ -697,6 +704,29 @@ mod tests {
     fn example_config_is_valid() {
         let text = include_str!("../config/doltgate.toml");
         Config::parse(text).unwrap().validate().unwrap();
+    }
+
+    /// A `dolt creds` token names the host its remote URL had; accepting
+    /// whatever authority a request came with would accept tokens minted for
+    /// any other server.
+    #[test]
+    fn dolt_keys_need_configured_audiences() {
+        let key = "041061050o3gg28a1c60q3gf208h44ok2kb1e60p38dho78u3sg0";
+        let auth = format!(
+            "[auth]\nupstream_credentials = \"passthrough\"\n[[auth.users]]\nname = \"dana\"\ndolt_keys = [\"{key}\"]\n"
+        );
+        let bare = format!("[upstream]\naddress = \"h:1\"\n{auth}");
+        let err = Config::parse(&bare).unwrap().validate().unwrap_err();
+        assert_eq!(key_of(err), "auth.dolt_key_audiences");
+        let named = bare.replace("[[auth.users]]", "dolt_key_audiences = [\"dolt.example.com\"]\n[[auth.users]]");
+        Config::parse(&named).unwrap().validate().unwrap();
+        let public =
+            format!("[upstream]\naddress = \"h:1\"\n[listener]\npublic_url = \"https://dolt.example.com\"\n{auth}");
+        let config = Config::parse(&public).unwrap();
+        config.validate().unwrap();
+        let audiences =
+            crate::authn::dolt_key_audiences(config.auth.as_ref().unwrap(), config.listener.public_url.as_deref());
+        assert_eq!(audiences, vec!["dolt.example.com".to_owned()]);
     }
 
     #[test]

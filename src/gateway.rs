@@ -88,7 +88,11 @@ impl Gateway {
             public_url: config.listener.public_url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
             max_message_bytes: config.limits.max_message_bytes,
             request_read_timeout: config.limits.request_read_timeout,
-            auth: config.auth.as_ref().map(Auth::new).transpose()?,
+            auth: config
+                .auth
+                .as_ref()
+                .map(|auth| Auth::new(auth, config.listener.public_url.as_deref()))
+                .transpose()?,
             url_signer: Arc::new(url_signer(&config.file_urls)?),
             uploads: crate::uploads::UploadSettings::new(&config.uploads),
             peers_share_url_key: config.file_urls.key_env.is_some() || config.file_urls.key_file.is_some(),
@@ -164,9 +168,9 @@ impl Gateway {
 }
 
 impl Auth {
-    fn new(config: &AuthConfig) -> Result<Auth, String> {
+    fn new(config: &AuthConfig, public_url: Option<&str>) -> Result<Auth, String> {
         Ok(Auth {
-            authenticator: Authenticator::new(config)?,
+            authenticator: Authenticator::new(config, public_url)?,
             grants: Grants::new(&config.grants),
             push_rules: crate::push::rules::PushRules::new(&config.push_rules),
             mirrors_branch_control: config.branch_control == crate::config::auth::BranchControlMode::Mirror,

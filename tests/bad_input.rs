@@ -142,6 +142,7 @@ request_read_timeout = "5s"
 
 [auth]
 upstream_credentials = "service"
+dolt_key_audiences = ["127.0.0.1"]
 
 [[auth.users]]
 name = "{CAROL}"
@@ -552,6 +553,24 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
         }),
     ] {
         refused!(name, Code::Unauthenticated, client.root(with_auth(root_request("shop"), &[bearer(token).as_str()])));
+    }
+    {
+        // A token a user's CLI signed for another remote (aud = that host),
+        // replayed here with the request's authority set to match: the
+        // accepted audiences come from configuration only.
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .origin("http://evil.example".parse().unwrap())
+            .connect()
+            .await
+            .unwrap();
+        let mut spoofing = ChunkStoreServiceClient::new(channel);
+        let token = bearer(dolt_token(dana_pkcs8, dana_id, "evil.example", 30));
+        refused!(
+            "dolt creds token for another host, sent with that host as :authority",
+            Code::Unauthenticated,
+            spoofing.root(with_auth(root_request("shop"), &[token.as_str()]))
+        );
     }
     refused!(
         "registered dolt creds key pushing without a write grant",

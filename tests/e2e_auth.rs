@@ -85,6 +85,7 @@ address = "127.0.0.1:{admin_port}"
 [auth]
 upstream_credentials = "{mode}"
 token_header = "x-doltgate-token"
+dolt_key_audiences = ["127.0.0.1"]
 
 [[auth.users]]
 name = "{CAROL}"

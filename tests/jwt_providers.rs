@@ -44,11 +44,11 @@ fn authenticator(dir: &Path, provider: &str) -> Authenticator {
     std::fs::write(&path, text).unwrap();
     let config = Config::load(&path).unwrap();
     config.validate().unwrap_or_else(|e| panic!("{e}"));
-    Authenticator::new(config.auth.as_ref().unwrap()).unwrap()
+    Authenticator::new(config.auth.as_ref().unwrap(), None).unwrap()
 }
 
 async fn verify(auth: &Authenticator, token: &str) -> Result<doltgate::authn::Principal, String> {
-    auth.verify_bearer(token, "gw.example").await.map_err(|e| e.to_string())
+    auth.verify_bearer(token).await.map_err(|e| e.to_string())
 }
 
 /// An RSA key pair from the openssl CLI: (private PEM, public PEM).
@@ -203,7 +203,7 @@ async fn jwks_url_is_fetched_on_unknown_kids_at_a_bounded_rate() {
     let addr = serve_jwks(body.clone(), fetches.clone(), None).await;
     let auth = authenticator(
         dir.path(),
-        &format!("algorithms = [\"EdDSA\"]\njwks_url = \"http://{addr}/jwks.json\"\njwks_min_refresh = \"1h\""),
+        &format!("algorithms = [\"EdDSA\"]\njwks_url = \"http://{addr}/jwks.json\"\njwks_allow_http = true\njwks_min_refresh = \"1h\""),
     );
     for _ in 0..3 {
         assert!(verify(&auth, &sign(Algorithm::EdDSA, Some("k1"), &signing, &claims())).await.is_ok());
@@ -218,7 +218,7 @@ async fn jwks_url_is_fetched_on_unknown_kids_at_a_bounded_rate() {
     *body.lock().unwrap() = json!({ "keys": [ed_jwk("k1", &raw), ed_jwk("k2", &next_raw)] }).to_string();
     let auth = authenticator(
         dir.path(),
-        &format!("algorithms = [\"EdDSA\"]\njwks_url = \"http://{addr}/jwks.json\"\njwks_min_refresh = \"1ms\""),
+        &format!("algorithms = [\"EdDSA\"]\njwks_url = \"http://{addr}/jwks.json\"\njwks_allow_http = true\njwks_min_refresh = \"1ms\""),
     );
     let token = sign(Algorithm::EdDSA, Some("k2"), &next_signing, &claims());
     assert_eq!(verify(&auth, &token).await.unwrap().name, "erin");
@@ -330,9 +330,10 @@ fn config_refuses_key_confusion_and_unknown_algorithms() {
         (format!("algorithms = [\"RS256\", \"ES256\"]\nkey_file = \"{pem}\""), "need different kinds of key"),
         ("algorithms = [\"EdDSA\"]\njwks_url = \"ftp://idp/jwks\"".to_owned(), "must be an https:// or http:// URL"),
         (
-            format!("algorithms = [\"EdDSA\"]\njwks_url = \"http://idp/jwks\"\njwks_ca_file = \"{pem}\""),
+            format!("algorithms = [\"EdDSA\"]\njwks_url = \"http://idp/jwks\"\njwks_allow_http = true\njwks_ca_file = \"{pem}\""),
             "applies only to an https:// jwks_url",
         ),
+        ("algorithms = [\"EdDSA\"]\njwks_url = \"http://idp/jwks\"".to_owned(), "is plain http://"),
     ] {
         let text = format!(
             "[upstream]\naddress = \"127.0.0.1:1\"\n[auth]\nupstream_credentials = \"passthrough\"\n[[auth.jwt]]\nname = \"idp\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\n{provider}\n"

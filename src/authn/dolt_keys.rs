@@ -70,9 +70,9 @@ impl DoltKeys {
         Ok(Self { by_id, audiences: audiences.to_vec() })
     }
 
-    /// Verifies a Dolt client token; `dialled_host` is the host the client
-    /// connected to, which Dolt puts in `aud` unless audiences are configured.
-    pub fn verify(&self, token: &str, header: &Header, dialled_host: &str) -> Result<Principal, GatewayError> {
+    /// Verifies a Dolt client token: Dolt puts the host of the remote it signs
+    /// for in `aud`, which must be one of the configured audiences.
+    pub fn verify(&self, token: &str, header: &Header) -> Result<Principal, GatewayError> {
         let kid = header.kid.as_deref().ok_or_else(|| unauthenticated("Dolt client token has no key id"))?;
         let registered = self.by_id.get(kid).ok_or_else(|| {
             unauthenticated(format!("unknown Dolt client key {kid}; register its public key in auth.users[].dolt_keys"))
@@ -81,11 +81,7 @@ impl DoltKeys {
         validation.leeway = LEEWAY_SECS;
         validation.set_issuer(&[DOLT_CLIENT_ISSUER]);
         validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-        if self.audiences.is_empty() {
-            validation.set_audience(&[dialled_host]);
-        } else {
-            validation.set_audience(&self.audiences);
-        }
+        validation.set_audience(&self.audiences);
         validation.sub = Some(format!("{SUBJECT_PREFIX}{kid}"));
         let data = jsonwebtoken::decode::<super::jwt::Claims>(token, &registered.key, &validation)
             .map_err(|e| unauthenticated(format!("Dolt client token refused: {}", super::jwt::describe(&e))))?;

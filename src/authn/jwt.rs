@@ -189,7 +189,10 @@ impl Keys {
                 JwksSource::new(JwksLocation::File(path.clone()), config.jwks_min_refresh, set)
             }
             (None, Some(url)) => {
-                let uri = url.parse().map_err(|e| format!("{key}.jwks_url: {e}"))?;
+                let uri: http::Uri = url.parse().map_err(|e| format!("{key}.jwks_url: {e}"))?;
+                if uri.scheme_str() == Some("http") {
+                    tracing::warn!(provider = %config.name, %url, "JWK Set fetched over plain http (jwks_allow_http): anyone on the path can swap its keys");
+                }
                 let tls = crate::tls::client_config(config.jwks_ca_file.as_deref())
                     .map_err(|e| format!("{key}.jwks_ca_file: {e}"))?;
                 let connector = hyper_rustls::HttpsConnectorBuilder::new()

@@ -97,6 +97,18 @@ impl ClientCredential {
     }
 }
 
+/// The `aud` values a `dolt creds` token may carry: the configured ones, else
+/// the host of `listener.public_url`. Never the request's own authority, which
+/// the sender chooses: a token a user's CLI signed for another remote must not
+/// be replayable here.
+pub fn dolt_key_audiences(config: &AuthConfig, public_url: Option<&str>) -> Vec<String> {
+    if !config.dolt_key_audiences.is_empty() {
+        return config.dolt_key_audiences.clone();
+    }
+    let host = public_url.and_then(|url| url.parse::<http::Uri>().ok()).and_then(|uri| uri.host().map(str::to_owned));
+    host.into_iter().collect()
+}
+
 /// Whatever proved it, a principal's name is matched against grants, rules
 /// and mirrored rows: no control characters in it, from any credential kind.
 fn printable_name(principal: Principal) -> Result<Principal, GatewayError> {
@@ -183,7 +195,9 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(config: &AuthConfig) -> Result<Authenticator, String> {
+    /// `public_url` is `listener.public_url`, whose host `dolt creds` tokens
+    /// are accepted for when `dolt_key_audiences` is not set.
+    pub fn new(config: &AuthConfig, public_url: Option<&str>) -> Result<Authenticator, String> {
         let static_users = config
             .users
             .iter()
@@ -197,7 +211,7 @@ impl Authenticator {
             .collect::<Result<_, _>>()?;
         Ok(Authenticator {
             static_users,
-            dolt_keys: dolt_keys::DoltKeys::new(&config.users, &config.dolt_key_audiences)?,
+            dolt_keys: dolt_keys::DoltKeys::new(&config.users, &dolt_key_audiences(config, public_url))?,
             providers,
             sql_passwords: config.sql_passwords,
             token_header: config
@@ -252,20 +266,19 @@ impl Authenticator {
                 }
                 password::check_sql_login(at.cluster, &user, &password).await
             }
-            Presented::Bearer(token) => self.verify_bearer(token, at.host).await,
+            Presented::Bearer(token) => self.verify_bearer(token).await,
         }
     }
 
     /// Proves a bearer JWT: Dolt client keys by their issuer, other tokens by
-    /// the provider their issuer names. `dialled_host` is the host the client
-    /// connected to (the audience of Dolt client tokens).
-    pub async fn verify_bearer(&self, token: &str, dialled_host: &str) -> Result<Principal, GatewayError> {
+    /// the provider their issuer names.
+    pub async fn verify_bearer(&self, token: &str) -> Result<Principal, GatewayError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| unauthenticated(format!("bearer token is not a JWT: {e}")))?;
         jwt::refuse_critical_extensions(token)?;
         let issuer = jwt::unverified_issuer(token)?;
         if issuer == dolt_keys::DOLT_CLIENT_ISSUER {
-            return self.dolt_keys.verify(token, &header, dialled_host);
+            return self.dolt_keys.verify(token, &header);
         }
         let provider = self
             .providers

@@ -176,6 +176,10 @@ pub struct JwtProviderConfig {
     /// PEM certificates trusted for an `https://` `jwks_url` instead of the
     /// system's roots (an identity provider behind a private CA).
     pub jwks_ca_file: Option<PathBuf>,
+    /// Allow a plain `http://` `jwks_url`, whose keys anyone on the path can
+    /// swap: for tests and networks you control, with a warning at start.
+    #[serde(default)]
+    pub jwks_allow_http: bool,
     #[serde(default = "default_jwks_min_refresh", with = "humantime_serde")]
     pub jwks_min_refresh: Duration,
     /// Clock skew forgiven on `exp` and `nbf` (at most 5m).
@@ -465,6 +469,12 @@ fn validate_provider(key: &str, provider: &JwtProviderConfig) -> Result<(), Conf
             .ok_or_else(|| invalid(format!("{key}.jwks_url"), format!("{url:?} must be an https:// or http:// URL")))
     });
     let jwks_uri = jwks_uri.transpose()?;
+    if jwks_uri.as_ref().and_then(http::Uri::scheme_str) == Some("http") && !provider.jwks_allow_http {
+        return Err(invalid(
+            format!("{key}.jwks_url"),
+            "is plain http://, so keys could be swapped in transit: use https://, or set jwks_allow_http = true on a network you control",
+        ));
+    }
     if provider.jwks_ca_file.is_some() && jwks_uri.as_ref().and_then(http::Uri::scheme_str) != Some("https") {
         return Err(invalid(format!("{key}.jwks_ca_file"), "applies only to an https:// jwks_url"));
     }
