@@ -517,6 +517,8 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
         // exp = 2^63 once overflowed time arithmetic and panicked the call's task.
         ("JWT with exp 2^63", hs256(claims(serde_json::json!({ "exp": 1u64 << 63 })), JWT_SECRET)),
         ("JWT with exp u64::MAX", hs256(claims(serde_json::json!({ "exp": u64::MAX })), JWT_SECRET)),
+        // Valid, but for longer than auth.max_token_lifetime (default 24h).
+        ("JWT valid for two days", hs256(claims(serde_json::json!({ "exp": now() + 2 * 86_400 })), JWT_SECRET)),
         (
             "JWT naming a critical extension (crit)",
             hs256_with_header(

@@ -109,6 +109,20 @@ pub fn dolt_key_audiences(config: &AuthConfig, public_url: Option<&str>) -> Vec<
     host.into_iter().collect()
 }
 
+impl Authenticator {
+    /// A token valid further ahead than `auth.max_token_lifetime` is refused.
+    fn not_too_long_lived(&self, principal: Principal) -> Result<Principal, GatewayError> {
+        let latest = std::time::SystemTime::now() + self.max_token_lifetime;
+        match principal.expires {
+            Some(expires) if expires > latest => Err(unauthenticated(format!(
+                "token is valid for longer than auth.max_token_lifetime ({}s)",
+                self.max_token_lifetime.as_secs()
+            ))),
+            _ => Ok(principal),
+        }
+    }
+}
+
 /// Whatever proved it, a principal's name is matched against grants, rules
 /// and mirrored rows: no control characters in it, from any credential kind.
 fn printable_name(principal: Principal) -> Result<Principal, GatewayError> {
@@ -185,6 +199,7 @@ pub struct Authenticator {
     providers: Vec<jwt::Provider>,
     sql_passwords: bool,
     pub(crate) token_header: Option<HeaderName>,
+    max_token_lifetime: std::time::Duration,
     cache: cache::VerdictCache,
 }
 
@@ -220,6 +235,7 @@ impl Authenticator {
                 .map(|h| HeaderName::from_bytes(h.as_bytes()))
                 .transpose()
                 .map_err(|e| e.to_string())?,
+            max_token_lifetime: config.max_token_lifetime,
             cache: cache::VerdictCache::new(&config.cache),
         })
     }
@@ -239,7 +255,7 @@ impl Authenticator {
             Presented::Basic { .. } => "basic",
             Presented::Bearer(_) => "bearer",
         };
-        let verdict = self.prove(presented, at).await.and_then(printable_name);
+        let verdict = self.prove(presented, at).await.and_then(printable_name).and_then(|p| self.not_too_long_lived(p));
         let outcome = match &verdict {
             Ok(_) => "accepted",
             Err(GatewayError::Unauthenticated(_)) => "refused",

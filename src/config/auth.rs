@@ -11,6 +11,13 @@ use serde::Deserialize;
 
 use super::{invalid, ConfigError};
 
+fn default_max_token_lifetime() -> Duration {
+    Duration::from_secs(24 * 60 * 60)
+}
+
+/// Dolt signs its client tokens for 30 seconds (go/libraries/doltcore/creds).
+const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(30);
+
 /// The longest clock skew a token's `exp`/`nbf` may be forgiven.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
@@ -35,6 +42,11 @@ pub struct AuthConfig {
     /// the request's authority.
     #[serde(default)]
     pub dolt_key_audiences: Vec<String>,
+    /// The longest a token may still be valid when it is presented (its
+    /// `exp` at most this far ahead): a leaked long-lived token is refused.
+    /// At least 30s, the lifetime Dolt gives its own client tokens.
+    #[serde(default = "default_max_token_lifetime", with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
     #[serde(default)]
     pub users: Vec<UserConfig>,
     #[serde(default)]
@@ -315,6 +327,12 @@ impl AuthConfig {
                     format!("{header:?} is reserved; pick e.g. x-doltgate-token"),
                 ));
             }
+        }
+        if self.max_token_lifetime < MIN_TOKEN_LIFETIME {
+            return Err(invalid(
+                "auth.max_token_lifetime",
+                "must be at least 30s: Dolt's own client tokens live that long",
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for (i, user) in self.users.iter().enumerate() {
