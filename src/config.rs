@@ -320,6 +320,14 @@ pub struct LimitsConfig {
     /// a stalled client cannot hold streams open forever.
     #[serde(default = "default_request_read_timeout", with = "humantime_serde")]
     pub request_read_timeout: Duration,
+    /// A new connection must send its first bytes (the HTTP/2 preface or an
+    /// HTTP/1.1 request line) within this time, or it is closed: silent
+    /// connections cannot pin file descriptors.
+    #[serde(default = "default_protocol_deadline", with = "humantime_serde")]
+    pub protocol_deadline: Duration,
+    /// Open client connections at most; more are closed as they arrive.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -330,6 +338,8 @@ impl Default for LimitsConfig {
             max_header_bytes: default_max_header_bytes(),
             header_read_timeout: default_header_read_timeout(),
             request_read_timeout: default_request_read_timeout(),
+            protocol_deadline: default_protocol_deadline(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -348,6 +358,12 @@ fn default_header_read_timeout() -> Duration {
 }
 fn default_request_read_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_protocol_deadline() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -486,6 +502,12 @@ impl Config {
         }
         if self.limits.request_read_timeout.is_zero() {
             return Err(invalid("limits.request_read_timeout", "must be greater than zero"));
+        }
+        if self.limits.protocol_deadline.is_zero() {
+            return Err(invalid("limits.protocol_deadline", "must be greater than zero"));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be greater than zero"));
         }
         if self.limits.max_concurrent_streams == 0 {
             return Err(invalid("limits.max_concurrent_streams", "must be greater than zero"));

@@ -78,6 +78,8 @@ pub enum GatewayError {
     GrpcNeedsHttp2(http::Version),
     #[error(transparent)]
     Upload(#[from] crate::uploads::UploadRefused),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 fn upload_code(refused: &UploadRefused) -> Code {
@@ -143,6 +145,7 @@ impl GatewayError {
             GatewayError::NotAFileUrl(_) => Code::NotFound,
             GatewayError::FileMethodNotAllowed(_) | GatewayError::GrpcNeedsHttp2(_) => Code::InvalidArgument,
             GatewayError::Upload(refused) => upload_code(refused),
+            GatewayError::Internal(_) => Code::Internal,
         }
     }
 
@@ -175,6 +178,7 @@ impl GatewayError {
             | GatewayError::WriteNeedsCanonicalDatabase { .. }
             | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::Upload(refused) => upload_http_status(refused),
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -136,16 +137,18 @@ impl Gateway {
         // The proxies' futures are boxed: hyper moves this future into a new
         // task per request, and inline they made it ~5 KiB, copied on every
         // spawn and poll (memmove led the unary-load profile).
-        let response = if is_grpc(&request) {
-            if request.version() == Version::HTTP_2 {
-                let origin = self.client_origin(&request, &connection);
-                Box::pin(grpc::proxy(&self, request, &connection, origin)).await
-            } else {
-                GatewayError::GrpcNeedsHttp2(request.version()).to_http_response().map(full_body)
+        let grpc = is_grpc(&request);
+        let dispatched = async {
+            if !grpc {
+                return Box::pin(files::proxy(&self, request)).await;
             }
-        } else {
-            Box::pin(files::proxy(&self, request)).await
+            if request.version() != Version::HTTP_2 {
+                return GatewayError::GrpcNeedsHttp2(request.version()).to_http_response().map(full_body);
+            }
+            let origin = self.client_origin(&request, &connection);
+            Box::pin(grpc::proxy(&self, request, &connection, origin)).await
         };
+        let response = answer_even_if_it_panics(grpc, dispatched).await;
         // In flight until the last byte of the answer has gone out.
         Ok(response.map(|body| ObservedBody::new(body, Box::new(move |_, _| drop(in_flight))).boxed_unsync()))
     }
@@ -177,6 +180,36 @@ impl Auth {
             branch_control_poll_interval: config.branch_control_poll_interval,
             upstream_credentials: config.upstream_credentials,
         })
+    }
+}
+
+/// Runs a request's handling; a panic in it becomes an INTERNAL answer (500
+/// for table files), counted and logged, instead of a connection torn down
+/// with no status. Nothing a client sends should panic; this is the net.
+pub async fn answer_even_if_it_panics(
+    grpc: bool,
+    handling: impl Future<Output = Response<ResponseBody>>,
+) -> Response<ResponseBody> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(handling).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => internal_answer(grpc, &panic),
+    }
+}
+
+/// The answer to a request whose handling panicked.
+pub fn internal_answer(grpc: bool, panic: &(dyn std::any::Any + Send)) -> Response<ResponseBody> {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    crate::metrics::metrics().panics.with_label_values(&[if grpc { "grpc" } else { "file" }]).inc();
+    tracing::error!(panic = %what, "request handling panicked; answered INTERNAL");
+    let err = GatewayError::Internal("the request could not be handled (an internal error, logged)".into());
+    match grpc {
+        true => grpc::status::error_response(&err).map(full_body),
+        false => err.to_http_response().map(full_body),
     }
 }
 
@@ -304,5 +337,32 @@ pub(crate) fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
     let hop: Vec<_> = headers.keys().filter(|name| is_hop_by_hop(name)).cloned().collect();
     for name in hop {
         headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    fn panics() -> &'static prometheus::IntCounterVec {
+        &crate::metrics::metrics().panics
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_handling_is_an_internal_answer_counted_and_logged() {
+        let before = panics().with_label_values(&["grpc"]).get();
+        let response = answer_even_if_it_panics(true, async { panic!("a bug reached by input") }).await;
+        assert_eq!(response.status(), StatusCode::OK, "gRPC answers in its trailers-only status");
+        assert_eq!(response.headers()["grpc-status"], "13", "INTERNAL");
+        assert_eq!(panics().with_label_values(&["grpc"]).get(), before + 1);
+
+        let before = panics().with_label_values(&["file"]).get();
+        let response = answer_even_if_it_panics(false, async { panic!("another") }).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(panics().with_label_values(&["file"]).get(), before + 1);
+
+        let fine = answer_even_if_it_panics(false, async { Response::new(full_body(Bytes::from_static(b"ok"))) }).await;
+        assert_eq!(fine.status(), StatusCode::OK);
     }
 }

@@ -5,13 +5,16 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -29,7 +32,14 @@ pub struct Listener {
     tls: Option<TlsAcceptor>,
     http: auto::Builder<TokioExecutor>,
     gateway: SharedGateway,
+    /// One permit per open connection (`limits.max_connections`).
+    slots: Arc<tokio::sync::Semaphore>,
+    protocol_deadline: Duration,
 }
+
+/// Bytes a client sends before its protocol is known: the HTTP/2 preface is
+/// this long, and an HTTP/1.1 request line with its headers longer.
+const PROTOCOL_BYTES: usize = 24;
 
 impl Listener {
     pub async fn bind(config: &Config, gateway: SharedGateway) -> Result<Listener, crate::StartError> {
@@ -39,7 +49,14 @@ impl Listener {
             Some(tls) => Some(TlsAcceptor::from(crate::tls::server_config(tls)?)),
             None => None,
         };
-        Ok(Listener { tcp, tls, http: http_builder(&config.limits), gateway })
+        Ok(Listener {
+            tcp,
+            tls,
+            http: http_builder(&config.limits),
+            gateway,
+            slots: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+            protocol_deadline: config.limits.protocol_deadline,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -76,9 +93,16 @@ impl Listener {
     }
 
     fn spawn_connection(self: Arc<Self>, stream: TcpStream, remote: SocketAddr, graceful: &GracefulShutdown) {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            // Dropping the stream closes it at once; the client may retry.
+            crate::metrics::metrics().connections_refused.with_label_values(&["max_connections"]).inc();
+            return tracing::warn!(%remote, "connection refused: limits.max_connections reached");
+        };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
+        let stream = FirstBytes::new(stream, PROTOCOL_BYTES, self.protocol_deadline);
         tokio::spawn(async move {
+            let _slot = slot;
             let open = crate::metrics::metrics().open_connections.clone();
             open.inc();
             let _open = scopeguard(move || open.dec());
@@ -96,7 +120,8 @@ impl Listener {
                 Some(acceptor) => {
                     let stream =
                         match Box::pin(tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))).await {
-                            Ok(Ok(stream)) => stream,
+                            // The deadline starts again for what the client says inside TLS.
+                            Ok(Ok(stream)) => FirstBytes::new(stream, PROTOCOL_BYTES, self.protocol_deadline),
                             Ok(Err(err)) => return tracing::debug!(%remote, error = %err, "TLS handshake failed"),
                             Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
                         };
@@ -105,9 +130,90 @@ impl Listener {
                 }
             };
             if let Err(err) = result {
+                if is_protocol_deadline(&*err) {
+                    crate::metrics::metrics().connections_refused.with_label_values(&["protocol_deadline"]).inc();
+                    return tracing::info!(%remote, "connection closed: no protocol within limits.protocol_deadline");
+                }
                 tracing::debug!(%remote, error = %err, "connection ended with an error");
             }
         });
+    }
+}
+
+/// Whether a connection ended because [`FirstBytes`] ran out of time.
+fn is_protocol_deadline(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(err) = source {
+        if err.downcast_ref::<std::io::Error>().is_some_and(|e| e.to_string() == PROTOCOL_DEADLINE_MESSAGE) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+const PROTOCOL_DEADLINE_MESSAGE: &str = "no protocol within limits.protocol_deadline";
+
+/// A connection that must deliver its first `needed` bytes before a
+/// deadline: until then every read races it, and losing fails the read
+/// (hyper then closes the connection). After that it is the plain stream.
+/// Silent clients, and ones that stop inside the HTTP/2 preface, are cut off;
+/// the headers' own timeouts take over once the protocol is known.
+pub struct FirstBytes<S> {
+    inner: S,
+    needed: usize,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> FirstBytes<S> {
+    pub fn new(inner: S, needed: usize, within: Duration) -> FirstBytes<S> {
+        FirstBytes { inner, needed, deadline: Box::pin(tokio::time::sleep(within)) }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FirstBytes<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.needed == 0 {
+            return polled;
+        }
+        if polled.is_ready() {
+            self.needed = self.needed.saturating_sub(buf.filled().len() - before);
+            return polled;
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, PROTOCOL_DEADLINE_MESSAGE)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstBytes<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

@@ -40,6 +40,11 @@ pub struct Metrics {
     pub authz_denied: IntCounterVec,
     /// Commits inspected, by verdict (`allowed`, `refused`, `error`).
     pub push_verdicts: IntCounterVec,
+    /// Client connections closed or refused by doltgate's own bounds, by reason
+    /// (`max_connections`, `protocol_deadline`).
+    pub connections_refused: IntCounterVec,
+    /// Requests whose handling panicked (answered INTERNAL).
+    pub panics: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -99,6 +104,18 @@ impl Metrics {
             ),
             in_flight: gauge(&registry, "doltgate_requests_in_flight", "Requests being served now."),
             open_connections: gauge(&registry, "doltgate_open_connections", "Client connections open now."),
+            connections_refused: counter(
+                &registry,
+                "doltgate_connections_refused_total",
+                "Client connections refused or closed by doltgate's limits, by reason.",
+                &["reason"],
+            ),
+            panics: counter(
+                &registry,
+                "doltgate_request_panics_total",
+                "Requests whose handling panicked and were answered INTERNAL.",
+                &["kind"],
+            ),
             endpoint_healthy: gauge_vec(
                 &registry,
                 "doltgate_upstream_healthy",
@@ -168,8 +185,10 @@ impl Metrics {
     /// Names of every family, whether or not it has samples yet.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 17] = [
+        let collectors: [&dyn Collector; 19] = [
             &self.push_verdicts,
+            &self.connections_refused,
+            &self.panics,
             &self.auth_attempts,
             &self.auth_sql_logins,
             &self.auth_cache,

@@ -211,6 +211,24 @@ fn finish(
     }
 }
 
+/// Polls a stream's setup; a panic in it becomes an INTERNAL status (counted
+/// and logged like one in any other request) instead of tearing the connection down.
+fn poll_catching<B>(
+    source: Pin<&mut (dyn std::future::Future<Output = Result<B, GatewayError>> + Send)>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<B, GatewayError>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source.poll(cx))) {
+        Ok(polled) => polled,
+        Err(panic) => {
+            crate::metrics::metrics().panics.with_label_values(&["grpc"]).inc();
+            tracing::error!(panic = ?panic.downcast_ref::<&str>(), "stream handling panicked; answered INTERNAL");
+            Poll::Ready(Err(GatewayError::Internal(
+                "the stream could not be handled (an internal error, logged)".into(),
+            )))
+        }
+    }
+}
+
 /// A response body whose source is still being found: it resolves the
 /// future first (routing, connecting upstream), then streams what that
 /// yields. If the future fails, the body is just trailers with its status.
@@ -240,7 +258,7 @@ where
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
             match &mut self.state {
-                Deferred::Pending(source) => match ready!(source.as_mut().poll(cx)) {
+                Deferred::Pending(source) => match ready!(poll_catching(source.as_mut(), cx)) {
                     Ok(body) => self.state = Deferred::Ready(body),
                     Err(err) => {
                         tracing::info!(code = ?err.grpc_code(), error = %err, "refused gRPC stream");
