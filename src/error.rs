@@ -80,6 +80,8 @@ pub enum GatewayError {
     Upload(#[from] crate::uploads::UploadRefused),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("too many failed logins from {from}; checks from this address resume in {}", humantime_secs(*.retry_after))]
+    TooManyFailedLogins { from: std::net::IpAddr, retry_after: Duration },
 }
 
 fn upload_code(refused: &UploadRefused) -> Code {
@@ -146,6 +148,7 @@ impl GatewayError {
             GatewayError::FileMethodNotAllowed(_) | GatewayError::GrpcNeedsHttp2(_) => Code::InvalidArgument,
             GatewayError::Upload(refused) => upload_code(refused),
             GatewayError::Internal(_) => Code::Internal,
+            GatewayError::TooManyFailedLogins { .. } => Code::Unavailable,
         }
     }
 
@@ -179,6 +182,7 @@ impl GatewayError {
             | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::Upload(refused) => upload_http_status(refused),
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::TooManyFailedLogins { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// Requests whose handling panicked (answered INTERNAL).
     pub panics: IntCounterVec,
+    /// Credential checks refused (`address`) or slowed (`user`) after repeated failures.
+    pub auth_throttled: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -109,6 +111,12 @@ impl Metrics {
                 "doltgate_connections_refused_total",
                 "Client connections refused or closed by doltgate's limits, by reason.",
                 &["reason"],
+            ),
+            auth_throttled: counter(
+                &registry,
+                "doltgate_auth_throttled_total",
+                "Credential checks refused (an address in backoff) or slowed (a user name failing often).",
+                &["by"],
             ),
             panics: counter(
                 &registry,
@@ -185,8 +193,9 @@ impl Metrics {
     /// Names of every family, whether or not it has samples yet.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 19] = [
+        let collectors: [&dyn Collector; 20] = [
             &self.push_verdicts,
+            &self.auth_throttled,
             &self.connections_refused,
             &self.panics,
             &self.auth_attempts,

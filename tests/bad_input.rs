@@ -144,6 +144,10 @@ request_read_timeout = "5s"
 upstream_credentials = "service"
 dolt_key_audiences = ["127.0.0.1"]
 
+# Every case below comes from one address; the corpus is not a flood.
+[auth.failed_logins]
+per_address = 100000
+
 [[auth.users]]
 name = "{CAROL}"
 password_hash = "{carol_hash}"

@@ -298,3 +298,125 @@ fn ghz_with_a_bearer_jwt_reaches_dolt_and_an_expired_one_does_not() {
     let samples = scrape(s.admin_port);
     assert!(total(&samples, "doltgate_auth_attempts_total", &[("kind", "bearer"), ("outcome", "refused")]) >= 1.0);
 }
+
+/// One Root call over its own HTTP/2 connection from `local` (an address on
+/// loopback): the gRPC status, and how long the call took.
+async fn root_from(local: std::net::IpAddr, port: u16, authorization: &str) -> (Option<String>, std::time::Duration) {
+    use http_body_util::BodyExt;
+    use prost::Message;
+    let started = std::time::Instant::now();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(local, 0)).unwrap();
+    let stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let message =
+        doltgate::remotesapi::proto::RootRequest { repo_path: "shop".into(), ..Default::default() }.encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://127.0.0.1:{port}/dolt.services.remotesapi.v1alpha1.ChunkStoreService/Root"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", authorization)
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let head = response.headers().clone();
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let status =
+        head.get("grpc-status").or_else(|| trailers.get("grpc-status")).map(|v| v.to_str().unwrap().to_owned());
+    (status, started.elapsed())
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+fn median(mut samples: Vec<std::time::Duration>) -> std::time::Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// A flood of wrong passwords (for the static user, whose check is Argon2, and
+/// for unknown users, whose check is a SQL login) from another address on
+/// loopback does not slow a legitimate user's cached calls past 2x, and costs
+/// only a bounded number of SQL logins: the flooding address is refused once
+/// it has failed `auth.failed_logins.per_address` times.
+#[test]
+fn a_password_flood_from_one_address_neither_starves_others_nor_burns_logins() {
+    let s = Setup::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let legit: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let flooder: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let port = s.gateway.port;
+    let bob = basic(BOB, BOB_PASSWORD);
+    let logins = |s: &Setup| total(&scrape(s.admin_port), "doltgate_auth_sql_logins_total", &[]);
+
+    runtime.block_on(async {
+        assert_eq!(root_from(legit, port, &bob).await.0.as_deref(), Some("0"), "bob reads (and is cached)");
+        let mut unloaded = Vec::new();
+        for _ in 0..50 {
+            unloaded.push(root_from(legit, port, &bob).await.1);
+        }
+        let unloaded = median(unloaded);
+        let logins_before = logins(&s);
+
+        // 200+ wrong-password calls per second for 3 seconds, from 127.0.0.2.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut flood = Vec::new();
+        for worker in 0..8 {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            flood.push(tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let credential = match n % 2 {
+                        0 => basic(CAROL, &format!("guess-{worker}-{n}")),
+                        _ => basic(&format!("nobody{worker}x{n}"), "guess"),
+                    };
+                    let _ = root_from(flooder, port, &credential).await;
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    n += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let mut loaded = Vec::new();
+        for _ in 0..50 {
+            let (status, took) = root_from(legit, port, &bob).await;
+            assert_eq!(status.as_deref(), Some("0"), "bob is served during the flood");
+            loaded.push(took);
+        }
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(3) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in flood {
+            task.await.unwrap();
+        }
+        let loaded = median(loaded);
+        let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+        let logins_during = logins(&s) - logins_before;
+        println!("flood: {sent} wrong-password calls; bob's median {unloaded:?} unloaded, {loaded:?} during; {logins_during} SQL logins");
+        assert!(sent >= 600, "the flood reached 200 calls per second: {sent} in about 3.5 s");
+        assert!(loaded <= unloaded * 2, "a legitimate cached call took {loaded:?} during the flood, {unloaded:?} before");
+        assert!(logins_during <= 20.0, "the flood cost {logins_during} SQL logins");
+        assert!(total(&scrape(s.admin_port), "doltgate_auth_throttled_total", &[("by", "address")]) > 0.0);
+        // And a fresh, correct credential from elsewhere still gets in.
+        let eve = basic(EVE, EVE_PASSWORD);
+        let status = root_from(legit, port, &eve).await.0;
+        assert!(status.as_deref() != Some("14"), "eve's address is not throttled: {status:?}");
+    });
+}

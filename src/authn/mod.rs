@@ -19,6 +19,7 @@ pub mod cache;
 pub mod dolt_keys;
 pub mod jwt;
 pub mod password;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -190,6 +191,8 @@ pub fn read_credential(
 pub struct Audience<'a> {
     pub cluster: &'a Cluster,
     pub host: &'a str,
+    /// The client's address: repeated failures from it are throttled.
+    pub from: std::net::IpAddr,
 }
 
 /// Proves credentials; built once per configuration.
@@ -201,6 +204,7 @@ pub struct Authenticator {
     pub(crate) token_header: Option<HeaderName>,
     max_token_lifetime: std::time::Duration,
     cache: cache::VerdictCache,
+    throttle: std::sync::Arc<throttle::Throttle>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -236,6 +240,7 @@ impl Authenticator {
                 .transpose()
                 .map_err(|e| e.to_string())?,
             max_token_lifetime: config.max_token_lifetime,
+            throttle: throttle::shared(&config.failed_logins),
             cache: cache::VerdictCache::new(&config.cache),
         })
     }
@@ -251,11 +256,15 @@ impl Authenticator {
             return verdict.map_err(GatewayError::Unauthenticated);
         }
         let presented = credential.presented()?;
-        let kind = match presented {
-            Presented::Basic { .. } => "basic",
-            Presented::Bearer(_) => "bearer",
+        let (kind, user) = match &presented {
+            Presented::Basic { user, .. } => ("basic", Some(user.clone())),
+            Presented::Bearer(_) => ("bearer", None),
         };
+        self.throttle.admit(at.from, user.as_deref()).await?;
         let verdict = self.prove(presented, at).await.and_then(printable_name).and_then(|p| self.not_too_long_lived(p));
+        if let Err(GatewayError::Unauthenticated(_)) = &verdict {
+            self.throttle.record_failure(at.from, user.as_deref());
+        }
         let outcome = match &verdict {
             Ok(_) => "accepted",
             Err(GatewayError::Unauthenticated(_)) => "refused",
@@ -275,12 +284,13 @@ impl Authenticator {
         match presented {
             Presented::Basic { user, password } => {
                 if let Some(known) = self.static_users.get(&user) {
-                    return known.verify(&user, &password);
+                    let known = known.clone();
+                    return self.throttle.argon2(move || known.verify(&user, &password)).await;
                 }
                 if !self.sql_passwords {
                     return Err(unauthenticated(format!("unknown user {:?}", shown(&user))));
                 }
-                password::check_sql_login(at.cluster, &user, &password).await
+                self.throttle.sql_login(password::check_sql_login(at.cluster, &user, &password)).await
             }
             Presented::Bearer(token) => self.verify_bearer(token).await,
         }

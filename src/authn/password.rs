@@ -15,6 +15,7 @@ use crate::error::GatewayError;
 const ER_ACCESS_DENIED: u16 = 1045;
 const SQL_LOGIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+#[derive(Clone)]
 pub struct StaticUser {
     hash: String,
     groups: Vec<String>,

@@ -67,6 +67,39 @@ pub struct AuthConfig {
     pub branch_control_poll_interval: Duration,
     #[serde(default)]
     pub cache: AuthCacheConfig,
+    #[serde(default)]
+    pub failed_logins: FailedLoginsConfig,
+}
+
+/// How a source address that keeps failing credential checks is slowed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailedLoginsConfig {
+    /// Failed checks from one address within `window` before it backs off.
+    #[serde(default = "default_failures_per_address")]
+    pub per_address: u32,
+    #[serde(default = "default_failure_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// How long an address that failed too often has its checks refused.
+    #[serde(default = "default_failure_window", with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+impl Default for FailedLoginsConfig {
+    fn default() -> Self {
+        Self {
+            per_address: default_failures_per_address(),
+            window: default_failure_window(),
+            backoff: default_failure_window(),
+        }
+    }
+}
+
+fn default_failures_per_address() -> u32 {
+    10
+}
+fn default_failure_window() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// What users may do to matching refs when they push. For each ref a push
@@ -327,6 +360,9 @@ impl AuthConfig {
                     format!("{header:?} is reserved; pick e.g. x-doltgate-token"),
                 ));
             }
+        }
+        if self.failed_logins.per_address == 0 {
+            return Err(invalid("auth.failed_logins.per_address", "must be at least 1"));
         }
         if self.max_token_lifetime < MIN_TOKEN_LIFETIME {
             return Err(invalid(

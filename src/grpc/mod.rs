@@ -157,6 +157,7 @@ async fn admit(
     routed: &RoutedRequest,
     origin: &str,
     access: &AccessContext,
+    from: std::net::IpAddr,
 ) -> Result<Admitted, GatewayError> {
     let claimed = call.credential.user_for_logs();
     let Some(auth) = &gateway.auth else {
@@ -166,7 +167,7 @@ async fn admit(
     };
     let cluster = gateway.cluster(&routed.destination.cluster);
     let host = origin.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_owned)).unwrap_or_default();
-    let audience = authn::Audience { cluster, host: &host };
+    let audience = authn::Audience { cluster, host: &host, from };
     // Boxed, like the write path below: rarely needed state (SQL logins, JWKS
     // fetches) should not size every call's future.
     let proven = Box::pin(auth.authenticator.authenticate(&call.credential, &audience)).await;
@@ -194,7 +195,7 @@ async fn forward_unary(
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let body = call.body.take().expect("a call is routed once");
     let routed = read_and_route(gateway, call.rpc, body).await?;
-    let admitted = admit(gateway, &mut call, &routed, &origin, access).await?;
+    let admitted = admit(gateway, &mut call, &routed, &origin, access, connection.remote.ip()).await?;
     let cluster = gateway.cluster(&routed.destination.cluster);
     let (index, response) = if call.rpc.is_write() {
         connection.affinity.pin_to_primary(&cluster.name);
@@ -231,7 +232,7 @@ fn forward_stream(
         let fault = Arc::new(CallFault::default());
         let body = call.body.take().expect("a call is routed once");
         let mut routed = read_and_route(&gateway, call.rpc, body).await?;
-        let admitted = admit(&gateway, &mut call, &routed, &origin, &access).await?;
+        let admitted = admit(&gateway, &mut call, &routed, &origin, &access, connection.remote.ip()).await?;
         let cluster = gateway.cluster(&routed.destination.cluster);
         let index = cluster.read_candidates(routed.destination.read_policy, &connection.affinity)[0];
         access.routed(&routed, &cluster.endpoints[index]);
