@@ -3,9 +3,11 @@
 //! Commit's table files upstream, reads the old (`last`) and new (`current`)
 //! roots through the upstream, diffs their ref maps node by node, classifies
 //! each change (branch create / fast-forward / force / delete, tag create /
-//! move / delete, working set, other refs) and checks it against the
-//! [`rules`]. Any refused change refuses the whole Commit; any failure to
-//! inspect refuses it too (fail closed). Every Commit leaves one audit line.
+//! move / delete, working set, other refs), checks what must hold for any
+//! push ([`integrity`]) and judges each change by the [`rules`] (and, when
+//! mirrored, Dolt's own [`branch_control`] rows). Any refused change refuses
+//! the whole Commit; any failure to inspect refuses it too (fail closed).
+//! Every Commit leaves one audit line.
 
 pub mod branch_control;
 mod collation;
