@@ -328,6 +328,19 @@ pub struct LimitsConfig {
     /// Open client connections at most; more are closed as they arrive.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// A stream's client must send its next message within this time (never
+    /// applied to waiting for Dolt): a stalled stream frees its upstream slot.
+    #[serde(default = "default_stream_idle_timeout", with = "humantime_serde")]
+    pub stream_idle_timeout: Duration,
+    /// Streams one user (or, without [auth], one client address) may hold open
+    /// at once, across connections: below the ~250 Dolt allows on the one
+    /// upstream connection every user shares.
+    #[serde(default = "default_max_streams_per_user")]
+    pub max_streams_per_user: usize,
+    /// How long a stream past that limit waits for a slot before it is
+    /// refused (UNAVAILABLE, which Dolt's client retries).
+    #[serde(default = "default_stream_queue_wait", with = "humantime_serde")]
+    pub stream_queue_wait: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -340,6 +353,9 @@ impl Default for LimitsConfig {
             request_read_timeout: default_request_read_timeout(),
             protocol_deadline: default_protocol_deadline(),
             max_connections: default_max_connections(),
+            stream_idle_timeout: default_stream_idle_timeout(),
+            max_streams_per_user: default_max_streams_per_user(),
+            stream_queue_wait: default_stream_queue_wait(),
         }
     }
 }
@@ -364,6 +380,15 @@ fn default_protocol_deadline() -> Duration {
 }
 fn default_max_connections() -> usize {
     10_000
+}
+fn default_stream_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_streams_per_user() -> usize {
+    64
+}
+fn default_stream_queue_wait() -> Duration {
+    Duration::from_secs(5)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -505,6 +530,12 @@ impl Config {
         }
         if self.limits.protocol_deadline.is_zero() {
             return Err(invalid("limits.protocol_deadline", "must be greater than zero"));
+        }
+        if self.limits.stream_idle_timeout.is_zero() {
+            return Err(invalid("limits.stream_idle_timeout", "must be greater than zero"));
+        }
+        if self.limits.max_streams_per_user == 0 {
+            return Err(invalid("limits.max_streams_per_user", "must be at least 1"));
         }
         if self.limits.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be greater than zero"));

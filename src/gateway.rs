@@ -49,6 +49,8 @@ pub struct Gateway {
     public_url: Option<String>,
     pub(crate) max_message_bytes: usize,
     pub(crate) request_read_timeout: std::time::Duration,
+    pub(crate) stream_idle_timeout: std::time::Duration,
+    pub(crate) stream_slots: crate::grpc::fairness::StreamSlots,
     /// `None`: clients' credentials pass through for Dolt to check.
     pub(crate) auth: Option<Auth>,
     pub(crate) url_signer: Arc<UrlSigner>,
@@ -89,6 +91,11 @@ impl Gateway {
             public_url: config.listener.public_url.as_ref().map(|u| u.trim_end_matches('/').to_owned()),
             max_message_bytes: config.limits.max_message_bytes,
             request_read_timeout: config.limits.request_read_timeout,
+            stream_idle_timeout: config.limits.stream_idle_timeout,
+            stream_slots: crate::grpc::fairness::StreamSlots::new(
+                config.limits.max_streams_per_user,
+                config.limits.stream_queue_wait,
+            ),
             auth: config
                 .auth
                 .as_ref()

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub panics: IntCounterVec,
     /// Credential checks refused (`address`) or slowed (`user`) after repeated failures.
     pub auth_throttled: IntCounterVec,
+    /// Streams past `limits.max_streams_per_user`: `queued`, then `refused` if no slot freed.
+    pub stream_limit: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -111,6 +113,12 @@ impl Metrics {
                 "doltgate_connections_refused_total",
                 "Client connections refused or closed by doltgate's limits, by reason.",
                 &["reason"],
+            ),
+            stream_limit: counter(
+                &registry,
+                "doltgate_stream_limit_total",
+                "Streams past limits.max_streams_per_user: queued, and refused when no slot freed in time.",
+                &["outcome"],
             ),
             auth_throttled: counter(
                 &registry,
@@ -193,8 +201,9 @@ impl Metrics {
     /// Names of every family, whether or not it has samples yet.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 20] = [
+        let collectors: [&dyn Collector; 21] = [
             &self.push_verdicts,
+            &self.stream_limit,
             &self.auth_throttled,
             &self.connections_refused,
             &self.panics,

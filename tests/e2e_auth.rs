@@ -420,3 +420,109 @@ fn a_password_flood_from_one_address_neither_starves_others_nor_burns_logins() {
         assert!(status.as_deref() != Some("14"), "eve's address is not throttled: {status:?}");
     });
 }
+
+/// Opens `count` StreamDownloadLocations streams as `authorization` over one
+/// HTTP/2 connection, each sending one message and then nothing, held open
+/// until the returned tasks are aborted.
+async fn hold_streams(port: u16, authorization: &str, count: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    use futures_util::StreamExt;
+    use prost::Message;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let message = doltgate::remotesapi::proto::GetDownloadLocsRequest {
+        repo_path: "shop".into(),
+        chunk_hashes: vec![vec![1u8; 20].into()],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    (0..count)
+        .map(|_| {
+            let mut sender = sender.clone();
+            let first = bytes::Bytes::from(framed.clone());
+            let authorization = authorization.to_owned();
+            tokio::spawn(async move {
+                let body = futures_util::stream::once(async move {
+                    Ok::<_, std::convert::Infallible>(http_body::Frame::data(first))
+                })
+                .chain(futures_util::stream::pending());
+                let request = http::Request::builder()
+                    .method("POST")
+                    .uri(format!(
+                        "http://127.0.0.1:{port}/dolt.services.remotesapi.v1alpha1.ChunkStoreService/StreamDownloadLocations"
+                    ))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .header("authorization", authorization)
+                    .body(http_body_util::StreamBody::new(Box::pin(body)))
+                    .unwrap();
+                if let Ok(response) = sender.send_request(request).await {
+                    let _held = response;
+                    std::future::pending::<()>().await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// One user holding hundreds of streams (more than the ~250 Dolt allows on
+/// the one upstream connection every call shares) cannot delay another
+/// user's calls: past `limits.max_streams_per_user` their streams wait and are
+/// refused, and another user's median stays within 2x its unloaded median.
+#[test]
+fn a_user_holding_streams_cannot_starve_another() {
+    use futures_util::StreamExt;
+    let s = Setup::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let legit: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let port = s.gateway.port;
+    let bob = basic(BOB, BOB_PASSWORD);
+    let carol = basic(CAROL, CAROL_PASSWORD);
+    let call = |who: &str| {
+        let who = who.to_owned();
+        async move {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), root_from(legit, port, &who)).await {
+                Ok((status, took)) => {
+                    assert_eq!(status.as_deref(), Some("0"));
+                    took
+                }
+                Err(_) => std::time::Duration::from_secs(10),
+            }
+        }
+    };
+    runtime.block_on(async {
+        call(&bob).await;
+        call(&carol).await;
+        let mut unloaded = Vec::new();
+        for _ in 0..50 {
+            unloaded.push(call(&bob).await);
+        }
+        let unloaded = median(unloaded);
+        let mut held = hold_streams(port, &carol, 150).await;
+        held.extend(hold_streams(port, &carol, 150).await);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let mut loaded = Vec::new();
+        for _ in 0..50 {
+            loaded.push(call(&bob).await);
+        }
+        let loaded = median(loaded);
+        // Streams past the limit are refused once they have waited for a slot.
+        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+        let refused = total(&scrape(s.admin_port), "doltgate_stream_limit_total", &[("outcome", "refused")]);
+        held.iter().for_each(|task| task.abort());
+        futures_util::stream::iter(held).for_each(|task| async move { drop(task.await) }).await;
+        println!(
+            "held streams: bob's median {unloaded:?} unloaded, {loaded:?} while carol holds 300; {refused} refused"
+        );
+        assert!(loaded <= unloaded * 2, "bob's calls took {loaded:?} while carol held streams, {unloaded:?} before");
+        assert!(refused >= 200.0, "carol's streams past the limit of 64 were refused: {refused}");
+    });
+}

@@ -8,6 +8,7 @@
 //! misread.
 
 pub mod body;
+pub mod fairness;
 pub mod frame;
 pub mod status;
 
@@ -233,11 +234,18 @@ fn forward_stream(
         let body = call.body.take().expect("a call is routed once");
         let mut routed = read_and_route(&gateway, call.rpc, body).await?;
         let admitted = admit(&gateway, &mut call, &routed, &origin, &access, connection.remote.ip()).await?;
+        // One slot per open stream of this user (by address, when Dolt checks the credentials).
+        let holder = match &admitted.principal {
+            Some(principal) => principal.name.clone(),
+            None => connection.remote.ip().to_string(),
+        };
+        let slot = gateway.stream_slots.acquire(&holder).await?;
         let cluster = gateway.cluster(&routed.destination.cluster);
         let index = cluster.read_candidates(routed.destination.read_policy, &connection.affinity)[0];
         access.routed(&routed, &cluster.endpoints[index]);
         let (rest, decoder) = routed.rest.take().expect("streams keep the rest of their body");
         let inspect = inspect_stream_messages(&gateway, call.rpc, routed.repo.path.clone());
+        let rest = fairness::IdleTimeout::new(rest, gateway.stream_idle_timeout);
         let body = MessageBody::new(rest, gateway.max_message_bytes, Some(inspect), Direction::Request, fault.clone())
             .after_first(routed.first.clone(), decoder)
             .boxed_unsync();
@@ -256,7 +264,9 @@ fn forward_stream(
             return Ok(trailers_only_body(trailers));
         }
         let relay = ResponseRelay::new(call.rpc, origin, routed, admitted.user, fault);
-        Ok(relay.body(&gateway, &cluster.endpoints[index], upstream_body))
+        let body = relay.body(&gateway, &cluster.endpoints[index], upstream_body);
+        // The slot is given back when the stream's answer ends, however it ends.
+        Ok(ObservedBody::new(body, Box::new(move |_, _| drop(slot))).boxed_unsync())
     };
     let mut response = Response::new(DeferredBody::new(Box::pin(upstream_call)).boxed_unsync());
     response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
