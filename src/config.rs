@@ -337,10 +337,18 @@ pub struct LimitsConfig {
     /// upstream connection every user shares.
     #[serde(default = "default_max_streams_per_user")]
     pub max_streams_per_user: usize,
-    /// How long a stream past that limit waits for a slot before it is
-    /// refused (UNAVAILABLE, which Dolt's client retries).
-    #[serde(default = "default_stream_queue_wait", with = "humantime_serde")]
-    pub stream_queue_wait: Duration,
+    /// Calls (unary or streaming) one user, or one address without [auth],
+    /// has in flight at once.
+    #[serde(default = "default_max_calls_per_user")]
+    pub max_calls_per_user: usize,
+    /// Table-file transfers (GET or PUT) one user's URLs carry at once.
+    #[serde(default = "default_max_transfers_per_user")]
+    pub max_transfers_per_user: usize,
+    /// How long a call, stream or transfer past its user's limit waits for a
+    /// slot before it is refused (UNAVAILABLE, or 503 for a transfer, which
+    /// Dolt's client retries).
+    #[serde(default = "default_queue_wait", with = "humantime_serde")]
+    pub queue_wait: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -355,7 +363,9 @@ impl Default for LimitsConfig {
             max_connections: default_max_connections(),
             stream_idle_timeout: default_stream_idle_timeout(),
             max_streams_per_user: default_max_streams_per_user(),
-            stream_queue_wait: default_stream_queue_wait(),
+            max_calls_per_user: default_max_calls_per_user(),
+            max_transfers_per_user: default_max_transfers_per_user(),
+            queue_wait: default_queue_wait(),
         }
     }
 }
@@ -387,7 +397,13 @@ fn default_stream_idle_timeout() -> Duration {
 fn default_max_streams_per_user() -> usize {
     64
 }
-fn default_stream_queue_wait() -> Duration {
+fn default_max_calls_per_user() -> usize {
+    256
+}
+fn default_max_transfers_per_user() -> usize {
+    64
+}
+fn default_queue_wait() -> Duration {
     Duration::from_secs(5)
 }
 
@@ -534,8 +550,14 @@ impl Config {
         if self.limits.stream_idle_timeout.is_zero() {
             return Err(invalid("limits.stream_idle_timeout", "must be greater than zero"));
         }
-        if self.limits.max_streams_per_user == 0 {
-            return Err(invalid("limits.max_streams_per_user", "must be at least 1"));
+        for (key, value) in [
+            ("limits.max_streams_per_user", self.limits.max_streams_per_user),
+            ("limits.max_calls_per_user", self.limits.max_calls_per_user),
+            ("limits.max_transfers_per_user", self.limits.max_transfers_per_user),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
         }
         if self.limits.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be greater than zero"));

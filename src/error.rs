@@ -80,8 +80,8 @@ pub enum GatewayError {
     Upload(#[from] crate::uploads::UploadRefused),
     #[error("internal error: {0}")]
     Internal(String),
-    #[error("user {user:?} already has {limit} streams open (limits.max_streams_per_user); try again when one ends")]
-    TooManyStreams { user: String, limit: usize },
+    #[error("user {user:?} is at {key} ({limit}); try again when one of their requests ends")]
+    UserLimit { user: String, limit: usize, key: &'static str },
     #[error("too many failed logins from {from}; checks from this address resume in {}", humantime_secs(*.retry_after))]
     TooManyFailedLogins { from: std::net::IpAddr, retry_after: Duration },
 }
@@ -150,7 +150,7 @@ impl GatewayError {
             GatewayError::FileMethodNotAllowed(_) | GatewayError::GrpcNeedsHttp2(_) => Code::InvalidArgument,
             GatewayError::Upload(refused) => upload_code(refused),
             GatewayError::Internal(_) => Code::Internal,
-            GatewayError::TooManyFailedLogins { .. } | GatewayError::TooManyStreams { .. } => Code::Unavailable,
+            GatewayError::TooManyFailedLogins { .. } | GatewayError::UserLimit { .. } => Code::Unavailable,
         }
     }
 
@@ -184,9 +184,7 @@ impl GatewayError {
             | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::Upload(refused) => upload_http_status(refused),
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            GatewayError::TooManyFailedLogins { .. } | GatewayError::TooManyStreams { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            GatewayError::TooManyFailedLogins { .. } | GatewayError::UserLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 

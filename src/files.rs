@@ -93,6 +93,8 @@ async fn forward(
     let target = gateway.url_signer.open(path_and_query, has_body)?;
     holder.user = crate::authn::shown(&target.capability.principal);
     holder.database = crate::authn::shown(&target.capability.database);
+    // The URL's user may have so many transfers at once; past that this one waits, then 429.
+    let slot = gateway.transfer_slots.acquire(&target.capability.principal).await?;
     let endpoint_name = &target.capability.endpoint;
     let (cluster, index) = gateway
         .endpoint(endpoint_name)
@@ -140,6 +142,7 @@ async fn forward(
     remove_hop_by_hop(&mut parts.headers);
     let method = method_label(&method);
     let count_download = Box::new(move |_: Option<&http::HeaderMap>, bytes| {
+        drop(slot);
         let metrics = crate::metrics::metrics();
         metrics.file_bytes.with_label_values(&["download"]).inc_by(bytes);
         metrics.file_duration.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());

@@ -21,6 +21,7 @@ use crate::config::auth::UpstreamCredentials;
 use crate::config::{AuthConfig, ClusterConfig, Config, FileUrlConfig};
 use crate::error::GatewayError;
 use crate::file_url::UrlSigner;
+use crate::grpc::fairness::{Limit, UserSlots};
 use crate::route::Router;
 use crate::{files, grpc, BoxError};
 
@@ -50,7 +51,9 @@ pub struct Gateway {
     pub(crate) max_message_bytes: usize,
     pub(crate) request_read_timeout: std::time::Duration,
     pub(crate) stream_idle_timeout: std::time::Duration,
-    pub(crate) stream_slots: crate::grpc::fairness::StreamSlots,
+    pub(crate) stream_slots: UserSlots,
+    pub(crate) call_slots: UserSlots,
+    pub(crate) transfer_slots: UserSlots,
     /// `None`: clients' credentials pass through for Dolt to check.
     pub(crate) auth: Option<Auth>,
     pub(crate) url_signer: Arc<UrlSigner>,
@@ -92,9 +95,12 @@ impl Gateway {
             max_message_bytes: config.limits.max_message_bytes,
             request_read_timeout: config.limits.request_read_timeout,
             stream_idle_timeout: config.limits.stream_idle_timeout,
-            stream_slots: crate::grpc::fairness::StreamSlots::new(
-                config.limits.max_streams_per_user,
-                config.limits.stream_queue_wait,
+            stream_slots: UserSlots::new(Limit::Streams, config.limits.max_streams_per_user, config.limits.queue_wait),
+            call_slots: UserSlots::new(Limit::Calls, config.limits.max_calls_per_user, config.limits.queue_wait),
+            transfer_slots: UserSlots::new(
+                Limit::Transfers,
+                config.limits.max_transfers_per_user,
+                config.limits.queue_wait,
             ),
             auth: config
                 .auth

@@ -47,8 +47,9 @@ pub struct Metrics {
     pub panics: IntCounterVec,
     /// Credential checks refused (`address`) or slowed (`user`) after repeated failures.
     pub auth_throttled: IntCounterVec,
-    /// Streams past `limits.max_streams_per_user`: `queued`, then `refused` if no slot freed.
-    pub stream_limit: IntCounterVec,
+    /// Requests past a per-user limit (`streams`, `calls`, `transfers`):
+    /// `queued`, then `refused` if no slot freed in time.
+    pub user_limits: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -114,11 +115,11 @@ impl Metrics {
                 "Client connections refused or closed by doltgate's limits, by reason.",
                 &["reason"],
             ),
-            stream_limit: counter(
+            user_limits: counter(
                 &registry,
-                "doltgate_stream_limit_total",
-                "Streams past limits.max_streams_per_user: queued, and refused when no slot freed in time.",
-                &["outcome"],
+                "doltgate_user_limit_total",
+                "Requests past a per-user limit (streams, calls, transfers): queued, and refused when no slot freed in time.",
+                &["limit", "outcome"],
             ),
             auth_throttled: counter(
                 &registry,
@@ -203,7 +204,7 @@ impl Metrics {
         use prometheus::core::Collector;
         let collectors: [&dyn Collector; 21] = [
             &self.push_verdicts,
-            &self.stream_limit,
+            &self.user_limits,
             &self.auth_throttled,
             &self.connections_refused,
             &self.panics,

@@ -58,10 +58,20 @@ impl Setup {
     /// `upstream_credentials = mode`. In either mode the admin user
     /// (`USER`, with SUPER on Dolt) may write to every database by policy.
     fn with_upstream_credentials(mode: &str) -> Setup {
+        Setup::with_config(mode, "", "")
+    }
+
+    /// `extra` is appended to the configuration (e.g. a `[limits]` table);
+    /// `seed_sql` runs in the database before the server starts.
+    fn with_config(mode: &str, extra: &str, seed_sql: &str) -> Setup {
         let env = DoltEnv::new();
         let data = env.path().join("server");
         let db = data.join("shop");
         env.seed_items_database(&db);
+        if !seed_sql.is_empty() {
+            env.ok(&db, &["sql", "-q", seed_sql]);
+            env.ok(&db, &["commit", "-Am", "seeded"]);
+        }
         // Plain logins: no CLONE_ADMIN, no SUPER.
         let users = format!(
             "CREATE USER '{BOB}'@'%' IDENTIFIED BY '{BOB_PASSWORD}'; CREATE USER '{EVE}'@'%' IDENTIFIED BY '{EVE_PASSWORD}';"
@@ -123,6 +133,7 @@ permission = "write"
 databases = ["*"]
 users = ["{USER}"]
 permission = "write"
+{extra}
 "#,
                 cluster = service_cluster_config(&server),
                 carol_hash = hash_password(CAROL_PASSWORD),
@@ -525,4 +536,41 @@ fn a_user_holding_streams_cannot_starve_another() {
         assert!(loaded <= unloaded * 2, "bob's calls took {loaded:?} while carol held streams, {unloaded:?} before");
         assert!(refused >= 200.0, "carol's streams past the limit of 64 were refused: {refused}");
     });
+}
+
+/// A clone storm: eight clones at once by one user, against a limit of two
+/// table-file transfers per user. Transfers past the limit queue instead of
+/// piling onto Dolt, and every clone completes with the server's history.
+#[test]
+fn a_clone_storm_queues_and_every_clone_completes() {
+    let blobs = format!(
+        "CREATE TABLE blobs (id INT PRIMARY KEY, payload LONGBLOB); SET @@cte_max_recursion_depth = 1000; \
+         INSERT INTO blobs WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) \
+         SELECT i, CONCAT({}) FROM n;",
+        vec!["RANDOM_BYTES(1024)"; 16].join(", ")
+    );
+    let s = Setup::with_config("service", "\n[limits]\nmax_transfers_per_user = 2\nqueue_wait = \"30s\"\n", &blobs);
+    let head = s.server.sql(&s.env, "SELECT hash FROM shop.dolt_branches WHERE name = 'main'");
+    let head = head.lines().nth(1).unwrap().trim().to_owned();
+    let clones: Vec<_> = (0..8)
+        .map(|i| {
+            let dest = s.dest(&format!("storm-{i}"));
+            let mut command = s.env.command(s.env.path(), &["clone", "--user", BOB, &s.url(), dest.to_str().unwrap()]);
+            command.env("DOLT_REMOTE_PASSWORD", BOB_PASSWORD);
+            (dest, command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap())
+        })
+        .collect();
+    for (dest, child) in clones {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "a clone in the storm failed: {}", text(&out));
+        assert_eq!(s.env.log_hashes(&dest, "main")[0], head, "the clone has the server's history");
+        let count = s.env.query_csv(&dest, "SELECT COUNT(*) FROM blobs");
+        assert!(count.contains("300"), "every row arrived: {count}");
+    }
+    let queued =
+        total(&scrape(s.admin_port), "doltgate_user_limit_total", &[("limit", "transfers"), ("outcome", "queued")]);
+    let refused =
+        total(&scrape(s.admin_port), "doltgate_user_limit_total", &[("limit", "transfers"), ("outcome", "refused")]);
+    println!("clone storm: {queued} transfers queued, {refused} refused");
+    assert!(queued > 0.0, "the storm met the limit");
 }

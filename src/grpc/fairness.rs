@@ -1,10 +1,11 @@
 //! No user can hold the upstream for everyone: every call to one Dolt server
 //! rides one upstream HTTP/2 connection, on which Dolt allows about 250
 //! streams. So a stream's client must keep sending ([`IdleTimeout`] between
-//! its messages, never while Dolt works), and one user holds at most
-//! `limits.max_streams_per_user` streams at once ([`StreamSlots`]); a stream
-//! past that waits briefly for a slot, then is refused with a status Dolt's
-//! client retries.
+//! its messages, never while Dolt works), and one user holds at most so many
+//! streams, calls and table-file transfers at once ([`UserSlots`], one per
+//! limit); past a limit a request waits briefly for a slot, then is refused
+//! with a status Dolt's client retries, so a clone storm queues instead of
+//! piling onto Dolt.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -68,25 +69,56 @@ where
     }
 }
 
-/// Per-user stream slots.
-pub struct StreamSlots {
+/// Which per-user limit a set of slots enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Streams,
+    Calls,
+    Transfers,
+}
+
+impl Limit {
+    /// The metric label, and the key in `[limits]`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Streams => "streams",
+            Limit::Calls => "calls",
+            Limit::Transfers => "transfers",
+        }
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Limit::Streams => "limits.max_streams_per_user",
+            Limit::Calls => "limits.max_calls_per_user",
+            Limit::Transfers => "limits.max_transfers_per_user",
+        }
+    }
+}
+
+/// Per-user slots for one [`Limit`].
+pub struct UserSlots {
+    limit: Limit,
     per_user: usize,
     wait: Duration,
     users: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
-impl std::fmt::Debug for StreamSlots {
+impl std::fmt::Debug for UserSlots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamSlots").field("per_user", &self.per_user).finish_non_exhaustive()
+        f.debug_struct("UserSlots")
+            .field("limit", &self.limit)
+            .field("per_user", &self.per_user)
+            .finish_non_exhaustive()
     }
 }
 
-impl StreamSlots {
-    pub fn new(per_user: usize, wait: Duration) -> StreamSlots {
-        StreamSlots { per_user, wait, users: Mutex::default() }
+impl UserSlots {
+    pub fn new(limit: Limit, per_user: usize, wait: Duration) -> UserSlots {
+        UserSlots { limit, per_user, wait, users: Mutex::default() }
     }
 
-    /// A slot for one stream of `who`, held until the permit is dropped.
+    /// A slot for one request of `who`, held until the permit is dropped.
     pub async fn acquire(&self, who: &str) -> Result<OwnedSemaphorePermit, GatewayError> {
         let semaphore = {
             let mut users = self.users.lock().expect("stream slots");
@@ -95,12 +127,18 @@ impl StreamSlots {
         if let Ok(permit) = semaphore.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        crate::metrics::metrics().stream_limit.with_label_values(&["queued"]).inc();
+        let counted =
+            |outcome| crate::metrics::metrics().user_limits.with_label_values(&[self.limit.name(), outcome]).inc();
+        counted("queued");
         match tokio::time::timeout(self.wait, semaphore.acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
-                crate::metrics::metrics().stream_limit.with_label_values(&["refused"]).inc();
-                Err(GatewayError::TooManyStreams { user: crate::authn::shown(who), limit: self.per_user })
+                counted("refused");
+                Err(GatewayError::UserLimit {
+                    user: crate::authn::shown(who),
+                    limit: self.per_user,
+                    key: self.limit.key(),
+                })
             }
         }
     }
@@ -112,7 +150,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_user_past_the_limit_waits_then_is_refused_others_are_not() {
-        let slots = StreamSlots::new(2, Duration::from_millis(50));
+        let slots = UserSlots::new(Limit::Streams, 2, Duration::from_millis(50));
         let held = [slots.acquire("hog").await.unwrap(), slots.acquire("hog").await.unwrap()];
         let refused = slots.acquire("hog").await.unwrap_err();
         assert_eq!(refused.grpc_code(), tonic::Code::Unavailable, "{refused}");

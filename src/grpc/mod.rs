@@ -197,6 +197,7 @@ async fn forward_unary(
     let body = call.body.take().expect("a call is routed once");
     let routed = read_and_route(gateway, call.rpc, body).await?;
     let admitted = admit(gateway, &mut call, &routed, &origin, access, connection.remote.ip()).await?;
+    let slot = gateway.call_slots.acquire(&slot_holder(&admitted, connection)).await?;
     let cluster = gateway.cluster(&routed.destination.cluster);
     let (index, response) = if call.rpc.is_write() {
         connection.affinity.pin_to_primary(&cluster.name);
@@ -212,10 +213,10 @@ async fn forward_unary(
     // A trailers-only answer carries its status in the headers and has no body.
     if status::read_status(&parts.headers).is_some() {
         status::translate_upstream_status(&mut parts.headers, &routed.repo);
-        return Ok(Response::from_parts(parts, upstream_body.map_err(Into::into).boxed_unsync()));
+        return Ok(Response::from_parts(parts, holding(upstream_body.map_err(Into::into).boxed_unsync(), slot)));
     }
     let relay = ResponseRelay::new(call.rpc, origin, routed, admitted.user, Arc::default());
-    Ok(Response::from_parts(parts, relay.body(gateway, &cluster.endpoints[index], upstream_body)))
+    Ok(Response::from_parts(parts, holding(relay.body(gateway, &cluster.endpoints[index], upstream_body), slot)))
 }
 
 /// A stream: clients may wait for response headers before sending their
@@ -234,12 +235,8 @@ fn forward_stream(
         let body = call.body.take().expect("a call is routed once");
         let mut routed = read_and_route(&gateway, call.rpc, body).await?;
         let admitted = admit(&gateway, &mut call, &routed, &origin, &access, connection.remote.ip()).await?;
-        // One slot per open stream of this user (by address, when Dolt checks the credentials).
-        let holder = match &admitted.principal {
-            Some(principal) => principal.name.clone(),
-            None => connection.remote.ip().to_string(),
-        };
-        let slot = gateway.stream_slots.acquire(&holder).await?;
+        let holder = slot_holder(&admitted, &connection);
+        let slots = (gateway.call_slots.acquire(&holder).await?, gateway.stream_slots.acquire(&holder).await?);
         let cluster = gateway.cluster(&routed.destination.cluster);
         let index = cluster.read_candidates(routed.destination.read_policy, &connection.affinity)[0];
         access.routed(&routed, &cluster.endpoints[index]);
@@ -265,12 +262,25 @@ fn forward_stream(
         }
         let relay = ResponseRelay::new(call.rpc, origin, routed, admitted.user, fault);
         let body = relay.body(&gateway, &cluster.endpoints[index], upstream_body);
-        // The slot is given back when the stream's answer ends, however it ends.
-        Ok(ObservedBody::new(body, Box::new(move |_, _| drop(slot))).boxed_unsync())
+        Ok(holding(body, slots))
     };
     let mut response = Response::new(DeferredBody::new(Box::pin(upstream_call)).boxed_unsync());
     response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     response
+}
+
+/// Whose per-user slots a call takes: the principal's, or without `[auth]`
+/// (Dolt checks the credentials) the client address's.
+fn slot_holder(admitted: &Admitted, connection: &ConnectionInfo) -> String {
+    match &admitted.principal {
+        Some(principal) => principal.name.clone(),
+        None => connection.remote.ip().to_string(),
+    }
+}
+
+/// `body`, holding `slots` until it has ended (or been dropped), however it ends.
+pub(crate) fn holding<T: Send + 'static>(body: ResponseBody, slots: T) -> ResponseBody {
+    ObservedBody::new(body, Box::new(move |_, _| drop(slots))).boxed_unsync()
 }
 
 fn trailers_only_body(trailers: HeaderMap) -> ResponseBody {
