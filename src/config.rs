@@ -337,8 +337,8 @@ pub struct LimitsConfig {
     /// upstream connection every user shares.
     #[serde(default = "default_max_streams_per_user")]
     pub max_streams_per_user: usize,
-    /// Calls (unary or streaming) one user, or one address without [auth],
-    /// has in flight at once.
+    /// Unary calls one user, or one address without [auth], has in flight at
+    /// once (streams count against `max_streams_per_user`).
     #[serde(default = "default_max_calls_per_user")]
     pub max_calls_per_user: usize,
     /// Table-file transfers (GET or PUT) one user's URLs carry at once.

@@ -177,7 +177,7 @@ permission = "read"
 
 [[auth.grants]]
 databases = ["shop*"]
-users = ["ci-bot"]
+users = ["ci-issuer:ci-bot"]
 permission = "read"
 "#,
                 cluster = service_cluster_config(&server),
@@ -533,6 +533,25 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
     ] {
         refused!(name, Code::Unauthenticated, client.root(with_auth(root_request("shop"), &[bearer(token).as_str()])));
     }
+
+    // A token whose subject is bob (a SQL user with write on shop) is
+    // ci-issuer:bob, who has no grant: claims never take another source's grants.
+    refused!(
+        "JWT whose subject names a SQL user, writing",
+        Code::PermissionDenied,
+        client.get_upload_locations(with_auth(
+            GetUploadLocsRequest { repo_path: "shop".into(), ..Default::default() },
+            &[bearer(hs256(claims(serde_json::json!({ "sub": BOB })), JWT_SECRET)).as_str()]
+        ))
+    );
+    refused!(
+        "JWT whose subject names a static user, reading",
+        Code::PermissionDenied,
+        client.root(with_auth(
+            root_request("shop"),
+            &[bearer(hs256(claims(serde_json::json!({ "sub": CAROL })), JWT_SECRET)).as_str()]
+        ))
+    );
 
     // ---- Dolt client-key tokens (`dolt creds`)
     let (dana_pkcs8, dana_id) = &s.dana_key;

@@ -95,8 +95,8 @@ async fn every_algorithm_family_verifies_and_maps_user_and_groups() {
         );
         let token = sign(alg, None, &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"), &claims());
         let principal = verify(&auth, &token).await.unwrap();
-        assert_eq!(principal.name, "erin");
-        assert_eq!(principal.groups, ["dev", "ops"]);
+        assert_eq!(principal.name, "idp:erin", "qualified by the provider");
+        assert_eq!(principal.groups, ["idp:dev", "idp:ops"]);
     }
 
     let (rsa_private, rsa_public) = rsa_pair(dir.path());
@@ -112,7 +112,7 @@ async fn every_algorithm_family_verifies_and_maps_user_and_groups() {
     ] {
         let auth = authenticator(dir.path(), &format!("algorithms = [\"{name}\"]\nkey_file = \"{rsa_file}\""));
         let token = sign(alg, None, &rsa_signing, &claims());
-        assert_eq!(verify(&auth, &token).await.unwrap().name, "erin", "{name}");
+        assert_eq!(verify(&auth, &token).await.unwrap().name, "idp:erin", "{name}");
     }
 
     for (rcgen_alg, alg, name) in [
@@ -124,7 +124,7 @@ async fn every_algorithm_family_verifies_and_maps_user_and_groups() {
         let file = key_file(dir.path(), &format!("{name}.pem"), public_pem.as_bytes());
         let auth = authenticator(dir.path(), &format!("algorithms = [\"{name}\"]\nkey_file = \"{file}\""));
         let token = sign(alg, None, &signing, &claims());
-        assert_eq!(verify(&auth, &token).await.unwrap().name, "erin", "{name}");
+        assert_eq!(verify(&auth, &token).await.unwrap().name, "idp:erin", "{name}");
     }
 }
 
@@ -153,7 +153,7 @@ async fn jwks_file_picks_up_a_rotated_key() {
     assert!(err.contains("unknown signing key \"new\""), "{err}");
     std::fs::write(&jwks, json!({ "keys": [ed_jwk("new", &new_raw)] }).to_string()).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(5));
-    assert_eq!(verify(&auth, &rotated).await.unwrap().name, "erin", "the new kid is picked up");
+    assert_eq!(verify(&auth, &rotated).await.unwrap().name, "idp:erin", "the new kid is picked up");
 }
 
 /// A JWK Set served over HTTP on loopback (HTTPS with `tls`); counts fetches.
@@ -221,7 +221,7 @@ async fn jwks_url_is_fetched_on_unknown_kids_at_a_bounded_rate() {
         &format!("algorithms = [\"EdDSA\"]\njwks_url = \"http://{addr}/jwks.json\"\njwks_allow_http = true\njwks_min_refresh = \"1ms\""),
     );
     let token = sign(Algorithm::EdDSA, Some("k2"), &next_signing, &claims());
-    assert_eq!(verify(&auth, &token).await.unwrap().name, "erin");
+    assert_eq!(verify(&auth, &token).await.unwrap().name, "idp:erin");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +246,7 @@ async fn jwks_url_over_https_trusts_only_the_configured_ca() {
 
     let ca = dir.path().join("ca.pem");
     let trusting = authenticator(dir.path(), &provider(&format!("jwks_ca_file = {:?}", ca.to_str().unwrap())));
-    assert_eq!(verify(&trusting, &token).await.unwrap().name, "erin");
+    assert_eq!(verify(&trusting, &token).await.unwrap().name, "idp:erin");
     assert_eq!(fetches.load(Ordering::SeqCst), 1, "the key set came over TLS");
 
     // The system roots do not include the test CA: the fetch fails and says why.

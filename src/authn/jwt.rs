@@ -98,6 +98,8 @@ pub struct Provider {
     keys: Keys,
     user_claim: String,
     groups_claim: String,
+    /// Qualifies the names this provider vouches for; empty: names stand alone.
+    namespace: String,
 }
 
 enum Keys {
@@ -126,6 +128,7 @@ impl Provider {
             keys: Keys::new(key, config)?,
             user_claim: config.user_claim.clone(),
             groups_claim: config.groups_claim.clone(),
+            namespace: config.namespace.clone().unwrap_or_else(|| config.name.clone()),
         })
     }
 
@@ -156,7 +159,15 @@ impl Provider {
             Some(serde_json::Value::Array(many)) => many.iter().filter_map(|g| g.as_str().map(str::to_owned)).collect(),
             _ => Vec::new(),
         };
-        Ok(Principal { name, groups, expires: claims.expiry()? })
+        let qualify = |name: String| match self.namespace.as_str() {
+            "" => name,
+            namespace => format!("{namespace}:{name}"),
+        };
+        Ok(Principal {
+            name: qualify(name),
+            groups: groups.into_iter().map(qualify).collect(),
+            expires: claims.expiry()?,
+        })
     }
 }
 

@@ -233,6 +233,12 @@ pub struct JwtProviderConfig {
     /// Claim naming the user.
     #[serde(default = "default_user_claim")]
     pub user_claim: String,
+    /// What this provider's users and groups are called in grants and rules:
+    /// `"<namespace>:<claim>"`, by default the provider's `name` (so
+    /// `corp-sso:erin`, `corp-sso:developers`). An identity provider's claim
+    /// never takes a static or SQL user's grants; set `namespace = ""` to let
+    /// this provider's names stand alone, when it is the one source of users.
+    pub namespace: Option<String>,
     /// Claim holding the user's groups (an array of strings, or one string).
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
@@ -376,6 +382,12 @@ impl AuthConfig {
             if user.name.is_empty() || !names.insert(user.name.as_str()) {
                 return Err(invalid(format!("{key}.name"), format!("{:?} is empty or used twice", user.name)));
             }
+            if user.name.contains(':') {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    "':' separates an identity provider's namespace from its names (corp-sso:erin); a user of doltgate's own has none",
+                ));
+            }
             if let Some(hash) = &user.password_hash {
                 argon2::password_hash::PasswordHash::new(hash).map_err(|e| {
                     invalid(
@@ -467,6 +479,15 @@ pub fn key_family(alg: &str) -> &'static str {
 }
 
 fn validate_provider(key: &str, provider: &JwtProviderConfig) -> Result<(), ConfigError> {
+    if provider.name.is_empty() || provider.name.contains(':') {
+        return Err(invalid(
+            format!("{key}.name"),
+            "must be non-empty and without ':' (it qualifies the provider's users)",
+        ));
+    }
+    if provider.namespace.as_deref().is_some_and(|ns| ns.contains(':')) {
+        return Err(invalid(format!("{key}.namespace"), "must not contain ':'"));
+    }
     let sources = [
         provider.secret.is_some(),
         provider.secret_env.is_some(),

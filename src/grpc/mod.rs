@@ -236,7 +236,7 @@ fn forward_stream(
         let mut routed = read_and_route(&gateway, call.rpc, body).await?;
         let admitted = admit(&gateway, &mut call, &routed, &origin, &access, connection.remote.ip()).await?;
         let holder = slot_holder(&admitted, &connection);
-        let slots = (gateway.call_slots.acquire(&holder).await?, gateway.stream_slots.acquire(&holder).await?);
+        let slots = gateway.stream_slots.acquire(&holder).await?;
         let cluster = gateway.cluster(&routed.destination.cluster);
         let index = cluster.read_candidates(routed.destination.read_policy, &connection.affinity)[0];
         access.routed(&routed, &cluster.endpoints[index]);
