@@ -310,22 +310,37 @@ fn ghz_with_a_bearer_jwt_reaches_dolt_and_an_expired_one_does_not() {
     assert!(total(&samples, "doltgate_auth_attempts_total", &[("kind", "bearer"), ("outcome", "refused")]) >= 1.0);
 }
 
-/// One Root call over its own HTTP/2 connection from `local` (an address on
-/// loopback): the gRPC status, and how long the call took.
-async fn root_from(local: std::net::IpAddr, port: u16, authorization: &str) -> (Option<String>, std::time::Duration) {
-    use http_body_util::BodyExt;
-    use prost::Message;
-    let started = std::time::Instant::now();
+type Sender = hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// An HTTP/2 connection to doltgate from `local` (an address on loopback).
+async fn connect_from(local: std::net::IpAddr, port: u16) -> Sender {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(std::net::SocketAddr::new(local, 0)).unwrap();
     let stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+    // As gRPC clients do: no Nagle delay between a request's frames.
+    stream.set_nodelay(true).unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(stream),
     )
     .await
     .unwrap();
     tokio::spawn(connection);
+    sender
+}
+
+/// One Root call over its own HTTP/2 connection from `local`: the gRPC
+/// status, and how long the call took (connecting included).
+async fn root_from(local: std::net::IpAddr, port: u16, authorization: &str) -> (Option<String>, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let mut sender = connect_from(local, port).await;
+    (root_on(&mut sender, port, authorization).await, started.elapsed())
+}
+
+/// One Root call on an open connection: its gRPC status.
+async fn root_on(sender: &mut Sender, port: u16, authorization: &str) -> Option<String> {
+    use http_body_util::BodyExt;
+    use prost::Message;
     let message =
         doltgate::remotesapi::proto::RootRequest { repo_path: "shop".into(), ..Default::default() }.encode_to_vec();
     let mut body = vec![0u8];
@@ -343,9 +358,7 @@ async fn root_from(local: std::net::IpAddr, port: u16, authorization: &str) -> (
     let head = response.headers().clone();
     let collected = response.into_body().collect().await.unwrap();
     let trailers = collected.trailers().cloned().unwrap_or_default();
-    let status =
-        head.get("grpc-status").or_else(|| trailers.get("grpc-status")).map(|v| v.to_str().unwrap().to_owned());
-    (status, started.elapsed())
+    head.get("grpc-status").or_else(|| trailers.get("grpc-status")).map(|v| v.to_str().unwrap().to_owned())
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -389,13 +402,15 @@ fn a_password_flood_from_one_address_neither_starves_others_nor_burns_logins() {
         for worker in 0..8 {
             let (stop, sent) = (stop.clone(), sent.clone());
             flood.push(tokio::spawn(async move {
+                // One connection per worker: the flood is calls, not sockets.
+                let mut sender = connect_from(flooder, port).await;
                 let mut n = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let credential = match n % 2 {
                         0 => basic(CAROL, &format!("guess-{worker}-{n}")),
                         _ => basic(&format!("nobody{worker}x{n}"), "guess"),
                     };
-                    let _ = root_from(flooder, port, &credential).await;
+                    let _ = root_on(&mut sender, port, &credential).await;
                     sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     n += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(25)).await;

@@ -59,18 +59,25 @@ pub fn free_port() -> u16 {
 }
 
 pub fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
+    if let Err(why) = await_port(port, child, what, log) {
+        panic!("{why}");
+    }
+}
+
+/// Waits until `child` listens on `port`; `Err` says why not, its log included.
+fn await_port(port: u16, child: &mut Child, what: &str, log: &Path) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited with {status} before listening; log:\n{}", read_log(log));
+            return Err(format!("{what} exited with {status} before listening; log:\n{}", read_log(log)));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("{what} did not listen on 127.0.0.1:{port} within 60s; log:\n{}", read_log(log));
+    Err(format!("{what} did not listen on 127.0.0.1:{port} within 60s; log:\n{}", read_log(log)))
 }
 
 pub fn read_log(path: &Path) -> String {
@@ -238,16 +245,34 @@ impl DoltServer {
             "CREATE USER IF NOT EXISTS '{USER}'@'%' IDENTIFIED BY '{PASSWORD}'; GRANT CLONE_ADMIN, SUPER ON *.* TO '{USER}'@'%';"
         );
         env.ok(data_dir, &["sql", "-q", &grants]);
-        let sql_port = free_port();
-        let remotesapi_port = free_port();
-        let log = env.path().join(format!("dolt-sql-server-{remotesapi_port}.log"));
-        let process = DoltServer::launch(env, data_dir, sql_port, remotesapi_port, &log);
-        DoltServer { process, sql_port, remotesapi_port, data_dir: data_dir.to_owned() }
+        // A port free when asked can be taken (as some socket's local port)
+        // before Dolt binds it on every interface: then try other ports.
+        for _ in 0..5 {
+            let sql_port = free_port();
+            let remotesapi_port = free_port();
+            let log = env.path().join(format!("dolt-sql-server-{remotesapi_port}.log"));
+            match DoltServer::try_launch(env, data_dir, sql_port, remotesapi_port, &log) {
+                Ok(process) => return DoltServer { process, sql_port, remotesapi_port, data_dir: data_dir.to_owned() },
+                Err(why) if why.contains("address already in use") => continue,
+                Err(why) => panic!("{why}"),
+            }
+        }
+        panic!("dolt sql-server found its ports taken in 5 attempts");
     }
 
     /// Runs `dolt sql-server` over `data_dir` on the given ports (a restart on
     /// the same ports is the same upstream to doltgate), logging to `log`.
     pub fn launch(env: &DoltEnv, data_dir: &Path, sql_port: u16, remotesapi_port: u16, log: &Path) -> ChildGuard {
+        DoltServer::try_launch(env, data_dir, sql_port, remotesapi_port, log).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    fn try_launch(
+        env: &DoltEnv,
+        data_dir: &Path,
+        sql_port: u16,
+        remotesapi_port: u16,
+        log: &Path,
+    ) -> Result<ChildGuard, String> {
         let mut command = env.command(
             data_dir,
             &[
@@ -262,8 +287,11 @@ impl DoltServer {
         );
         command.stdin(Stdio::null());
         let mut child = spawn_logged(command, log);
-        wait_for_port(remotesapi_port, &mut child, "dolt sql-server", log);
-        ChildGuard { child, log: log.to_owned() }
+        // Both ports must be Dolt's: the SQL one is taken first, the remotesapi one last.
+        let listening = await_port(sql_port, &mut child, "dolt sql-server", log)
+            .and_then(|()| await_port(remotesapi_port, &mut child, "dolt sql-server", log));
+        let guard = ChildGuard { child, log: log.to_owned() };
+        listening.map(|()| guard)
     }
 
     /// Starts `dolt sql-server --config <yaml>` (ports come from the YAML); waits
