@@ -183,27 +183,56 @@ async fn one_gib_upload_streams_with_bounded_memory() {
     const CHUNK: usize = 1 << 20;
     const CHUNKS: usize = 1024;
     let s = setup().await;
-    let chunk = Bytes::from(vec![0x5Au8; CHUNK]);
-    let expected_sum = (0..CHUNKS * CHUNK).fold(0u64, |sum, _| sum.wrapping_mul(31).wrapping_add(0x5A));
-    let frames =
-        futures_util::stream::iter((0..CHUNKS).map(move |_| Ok::<_, std::io::Error>(Frame::data(chunk.clone()))));
+    // A real table file (doltgate verifies every upload): 1024 records of one
+    // 1 MiB chunk, each a snappy literal block (so the file stays 1 GiB) and
+    // its CRC32C, then the index and footer.
+    let chunk = vec![0x5Au8; CHUNK];
+    let address = doltgate::storage::Address::of(&chunk);
+    let mut record = vec![0x80, 0x80, 0x40, 0xFC];
+    record.extend_from_slice(&((CHUNK - 1) as u32).to_le_bytes());
+    record.extend_from_slice(&chunk);
+    let crc = crc32c::crc32c(&record);
+    record.extend_from_slice(&crc.to_be_bytes());
+    let record = Bytes::from(record);
+    let mut index = Vec::new();
+    for ordinal in 0..CHUNKS as u32 {
+        index.extend_from_slice(&address.prefix().to_be_bytes());
+        index.extend_from_slice(&ordinal.to_be_bytes());
+    }
+    (0..CHUNKS).for_each(|_| index.extend_from_slice(&(record.len() as u32).to_be_bytes()));
+    let suffixes: Vec<u8> = (0..CHUNKS).flat_map(|_| address.suffix().to_vec()).collect();
+    index.extend_from_slice(&suffixes);
+    index.extend_from_slice(&(CHUNKS as u32).to_be_bytes());
+    index.extend_from_slice(&((CHUNK * CHUNKS) as u64).to_be_bytes());
+    index.extend_from_slice(&[0xff, 0xb5, 0xd8, 0xc2, 0x24, 0x63, 0xee, 0x50]);
+    let name = doltgate::storage::Address::of(&suffixes);
+    let index = Bytes::from(index);
+    let total = record.len() * CHUNKS + index.len();
+    let fold = |sum: u64, bytes: &[u8]| bytes.iter().fold(sum, |s, b| s.wrapping_mul(31).wrapping_add(*b as u64));
+    let expected_sum = fold((0..CHUNKS).fold(0u64, |sum, _| fold(sum, &record)), &index);
+    let frames = futures_util::stream::iter(
+        (0..CHUNKS)
+            .map(move |_| record.clone())
+            .chain(std::iter::once(index))
+            .map(|b| Ok::<_, std::io::Error>(Frame::data(b))),
+    );
     let body = StreamBody::new(frames).boxed_unsync();
-    let upload = format!("/single_symmetric_key_sealed_request/db/0123456789abcdefghijklmnopqrstuv.darc?{QUERY}");
+    let upload = format!("/single_symmetric_key_sealed_request/db/{name}?num_chunks={CHUNKS}&{QUERY}");
     let request = Request::put(upload_url(&s.gateway, &upload))
-        .header("content-length", (CHUNK * CHUNKS).to_string())
+        .header("content-length", total.to_string())
         .header("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg==")
         .body(body)
         .unwrap();
     let response = client().request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(body_bytes(response).await, format!("received {}", CHUNK * CHUNKS));
+    assert_eq!(body_bytes(response).await, format!("received {total}"));
     let seen = s.seen.lock().unwrap().clone();
-    assert_eq!(seen.body_len, (CHUNK * CHUNKS) as u64);
+    assert_eq!(seen.body_len, total as u64);
     assert_eq!(seen.body_sum, expected_sum, "the upstream received the bytes in order, intact");
     assert_eq!(seen.headers["content-md5"], "1B2M2Y8AsgTpgAmY7PhCfg==");
 
     let peak_mib = s.gateway.peak_rss_kib() / 1024;
-    println!("doltgate peak RSS during a 1 GiB upload: {peak_mib} MiB");
+    println!("doltgate peak RSS during a verified 1 GiB upload: {peak_mib} MiB");
     assert!(peak_mib < 64, "doltgate held {peak_mib} MiB for a streamed 1 GiB upload");
 }
 
