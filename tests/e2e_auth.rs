@@ -313,7 +313,12 @@ fn ghz_with_a_bearer_jwt_reaches_dolt_and_an_expired_one_does_not() {
 type Sender = hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>;
 
 /// An HTTP/2 connection to doltgate from `local` (an address on loopback).
-async fn connect_from(local: std::net::IpAddr, port: u16) -> Sender {
+async fn connect_from<B>(local: std::net::IpAddr, port: u16) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(std::net::SocketAddr::new(local, 0)).unwrap();
     let stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
@@ -453,14 +458,7 @@ fn a_password_flood_from_one_address_neither_starves_others_nor_burns_logins() {
 async fn hold_streams(port: u16, authorization: &str, count: usize) -> Vec<tokio::task::JoinHandle<()>> {
     use futures_util::StreamExt;
     use prost::Message;
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let (sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let sender = connect_from(std::net::Ipv4Addr::LOCALHOST.into(), port).await;
     let message = doltgate::remotesapi::proto::GetDownloadLocsRequest {
         repo_path: "shop".into(),
         chunk_hashes: vec![vec![1u8; 20].into()],
