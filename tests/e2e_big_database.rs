@@ -42,6 +42,9 @@ fn big_database_push_and_clone_match_direct() {
     // Build the big commit in a clone made through doltgate, then push it back through doltgate.
     let work = env.path().join("work");
     env.ok_with(env.path(), &["clone", "--user", USER, &gateway.url("big"), work.to_str().unwrap()], &auth);
+    // The footprint of a warm process (runtime, TLS, metrics, pools) is not what
+    // this test judges; the growth while moving the big data is.
+    let warm_kib = gateway.peak_rss_kib();
     let csv = env.path().join("big.csv");
     write_csv(&csv, ROWS, PAYLOAD_BYTES);
     env.ok(&work, &["sql", "-q", "CREATE TABLE big (id INT PRIMARY KEY, payload TEXT NOT NULL);"]);
@@ -90,10 +93,19 @@ fn big_database_push_and_clone_match_direct() {
     assert!(!log.contains("refused"), "no request should have been refused; log tail:\n{}", tail(&log));
 
     let peak_kib = gateway.peak_rss_kib();
-    println!("doltgate peak RSS: {} MiB while moving {} MB", peak_kib / 1024, stored / 1_000_000);
+    let growth_kib = peak_kib.saturating_sub(warm_kib);
+    println!(
+        "doltgate peak RSS: {} MiB ({} MiB warm, +{} MiB) while moving {} MB",
+        peak_kib / 1024,
+        warm_kib / 1024,
+        growth_kib / 1024,
+        stored / 1_000_000
+    );
+    // Buffering even one whole file of the push would grow by tens of MB.
     assert!(
-        peak_kib * 1024 < stored / 2,
-        "doltgate peak RSS {peak_kib} KiB is not far below the {stored}-byte database"
+        growth_kib * 1024 < stored / 4,
+        "doltgate peak RSS grew by {growth_kib} KiB while moving the {stored}-byte database: \
+         something buffers whole files"
     );
 }
 
