@@ -144,6 +144,10 @@ pub struct UpstreamConfig {
     /// Idle pooled connections are closed after this long.
     #[serde(default = "default_pool_idle_timeout", with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
+    /// gRPC calls one upstream HTTP/2 connection carries at once; another
+    /// connection opens when every one is this full.
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: usize,
 }
 
 impl UpstreamConfig {
@@ -152,6 +156,7 @@ impl UpstreamConfig {
             connect_timeout: self.connect_timeout,
             request_timeout: self.request_timeout,
             pool_idle_timeout: self.pool_idle_timeout,
+            max_streams_per_connection: self.max_streams_per_connection,
         }
     }
 
@@ -162,6 +167,7 @@ impl UpstreamConfig {
             connect_timeout: default_connect_timeout(),
             request_timeout: default_request_timeout(),
             pool_idle_timeout: default_pool_idle_timeout(),
+            max_streams_per_connection: default_max_streams_per_connection(),
         }
     }
 }
@@ -178,6 +184,13 @@ fn default_request_timeout() -> Duration {
 fn default_pool_idle_timeout() -> Duration {
     Duration::from_secs(90)
 }
+/// Below the 250 concurrent streams Dolt's HTTP/2 server allows per
+/// connection, so a call never waits inside a full connection.
+fn default_max_streams_per_connection() -> usize {
+    128
+}
+/// Dolt's remotesapi server (Go's HTTP/2 defaults) refuses streams past this.
+pub const DOLT_MAX_STREAMS_PER_CONNECTION: usize = 250;
 
 /// One Dolt endpoint's transport settings, shared by `[upstream]` and cluster endpoints.
 #[derive(Debug, Clone, Deserialize)]
@@ -191,6 +204,10 @@ pub struct TransportConfig {
     /// Idle pooled connections are closed after this long.
     #[serde(default = "default_pool_idle_timeout", with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
+    /// gRPC calls one upstream HTTP/2 connection carries at once; another
+    /// connection opens when every one is this full.
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: usize,
 }
 
 impl Default for TransportConfig {
@@ -199,6 +216,7 @@ impl Default for TransportConfig {
             connect_timeout: default_connect_timeout(),
             request_timeout: default_request_timeout(),
             pool_idle_timeout: default_pool_idle_timeout(),
+            max_streams_per_connection: default_max_streams_per_connection(),
         }
     }
 }
@@ -622,6 +640,12 @@ fn validate_transport(key: &str, transport: &TransportConfig) -> Result<(), Conf
     if transport.request_timeout.is_zero() {
         return Err(invalid(format!("{key}.request_timeout"), "must be greater than zero"));
     }
+    if !(1..=DOLT_MAX_STREAMS_PER_CONNECTION).contains(&transport.max_streams_per_connection) {
+        return Err(invalid(
+            format!("{key}.max_streams_per_connection"),
+            format!("must be between 1 and {DOLT_MAX_STREAMS_PER_CONNECTION}, the most Dolt serves on one connection"),
+        ));
+    }
     Ok(())
 }
 
@@ -819,6 +843,11 @@ mod tests {
             ("[upstream]\naddress = \"h:1\"\n[limits]\nmax_message_bytes = 1024\n", "limits.max_message_bytes"),
             ("[upstream]\naddress = \"h:1\"\n[listener]\npublic_url = \"ftp://x\"\n", "listener.public_url"),
             ("[upstream]\naddress = \"h:1\"\n[log]\nlevel = \"=[\"\n", "log.level"),
+            ("[upstream]\naddress = \"h:1\"\nmax_streams_per_connection = 0\n", "upstream.max_streams_per_connection"),
+            (
+                "[upstream]\naddress = \"h:1\"\nmax_streams_per_connection = 251\n",
+                "upstream.max_streams_per_connection",
+            ),
         ];
         for (text, key) in cases {
             let err = Config::parse(text).unwrap().validate().unwrap_err();

@@ -50,6 +50,8 @@ pub struct Metrics {
     /// Requests past a per-user limit (`streams`, `calls`, `transfers`):
     /// `queued`, then `refused` if no slot freed in time.
     pub user_limits: IntCounterVec,
+    /// Open HTTP/2 connections to each upstream endpoint for gRPC.
+    pub upstream_connections: IntGaugeVec,
     build_info: IntGaugeVec,
 }
 
@@ -120,6 +122,12 @@ impl Metrics {
                 "doltgate_user_limit_total",
                 "Requests past a per-user limit (streams, calls, transfers): queued, and refused when no slot freed in time.",
                 &["limit", "outcome"],
+            ),
+            upstream_connections: gauge_vec(
+                &registry,
+                "doltgate_upstream_connections",
+                "Open HTTP/2 connections carrying gRPC calls to the endpoint.",
+                &["endpoint"],
             ),
             auth_throttled: counter(
                 &registry,
@@ -202,8 +210,9 @@ impl Metrics {
     /// Names of every family, whether or not it has samples yet.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 21] = [
+        let collectors: [&dyn Collector; 22] = [
             &self.push_verdicts,
+            &self.upstream_connections,
             &self.user_limits,
             &self.auth_throttled,
             &self.connections_refused,

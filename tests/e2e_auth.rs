@@ -558,6 +558,56 @@ fn a_user_holding_streams_cannot_starve_another() {
     });
 }
 
+/// More streams than Dolt serves on one HTTP/2 connection (about 250), all
+/// admitted: doltgate opens more upstream connections rather than letting a
+/// call wait inside a full one, so another user's unary calls stay fast.
+#[test]
+fn streams_past_one_upstream_connection_open_another() {
+    let s = Setup::with_config("service", "\n[limits]\nmax_streams_per_user = 400\n", "");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let legit: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let port = s.gateway.port;
+    let bob = basic(BOB, BOB_PASSWORD);
+    let carol = basic(CAROL, CAROL_PASSWORD);
+    let call = |who: String| async move {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), root_from(legit, port, &who)).await {
+            Ok((status, took)) => {
+                assert_eq!(status.as_deref(), Some("0"));
+                took
+            }
+            Err(_) => std::time::Duration::from_secs(10),
+        }
+    };
+    let connections = || total(&scrape(s.admin_port), "doltgate_upstream_connections", &[]);
+    runtime.block_on(async {
+        call(carol.clone()).await;
+        let mut unloaded = Vec::new();
+        for _ in 0..50 {
+            unloaded.push(call(bob.clone()).await);
+        }
+        let unloaded = median(unloaded);
+        let before = connections();
+        let mut held = hold_streams(port, &carol, 150).await;
+        held.extend(hold_streams(port, &carol, 150).await);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let mut loaded = Vec::new();
+        for _ in 0..50 {
+            loaded.push(call(bob.clone()).await);
+        }
+        let slowest = loaded.iter().max().copied().unwrap_or_default();
+        let loaded = median(loaded);
+        let during = connections();
+        held.iter().for_each(|task| task.abort());
+        println!(
+            "held 300 streams: upstream connections {before} -> {during}; bob's median {unloaded:?} -> {loaded:?}, slowest {slowest:?}"
+        );
+        assert!(loaded <= unloaded * 2, "bob's calls took {loaded:?} while 300 streams were held, {unloaded:?} before");
+        // A call queued inside a full connection waits for a held stream to end (10 s here, the timeout).
+        assert!(slowest < std::time::Duration::from_secs(2), "a call of bob's waited {slowest:?} for a stream slot");
+        assert!(during >= 3.0, "300 streams at 128 per connection need 3 upstream connections, had {during}");
+    });
+}
+
 /// A clone storm: eight clones at once by one user, against a limit of two
 /// table-file transfers per user. Transfers past the limit queue instead of
 /// piling onto Dolt, and every clone completes with the server's history.

@@ -30,7 +30,7 @@ use crate::gateway::{
 use crate::remotesapi::wire::{self, Edit, Label};
 use crate::remotesapi::{read_repo_name, RepoName, Rpc};
 use crate::route::Destination;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{LeasedBody, UpstreamBody};
 use body::{CallFault, DeferredBody, Direction, MessageBody, OnMessage};
 use frame::{FrameDecoder, Framed};
 
@@ -306,7 +306,7 @@ impl ResponseRelay {
         ResponseRelay { rpc, origin, repo: routed.repo, database: routed.destination.judged_name, user, fault }
     }
 
-    fn body(self, gateway: &Gateway, endpoint: &Endpoint, upstream_body: Incoming) -> ResponseBody {
+    fn body(self, gateway: &Gateway, endpoint: &Endpoint, upstream_body: LeasedBody) -> ResponseBody {
         let grant = UrlGrant {
             signer: gateway.url_signer.clone(),
             endpoint: endpoint.name.clone(),
@@ -403,8 +403,8 @@ fn full_upstream_body(bytes: Bytes) -> UpstreamBody {
 fn record_transport(
     cluster: &Cluster,
     index: usize,
-    result: Result<Response<Incoming>, GatewayError>,
-) -> Result<Response<Incoming>, GatewayError> {
+    result: Result<Response<LeasedBody>, GatewayError>,
+) -> Result<Response<LeasedBody>, GatewayError> {
     if let Err(err @ GatewayError::UpstreamUnreachable { .. }) = &result {
         cluster.record_unreachable(index, err);
     }
@@ -419,7 +419,7 @@ async fn send_unary_read(
     uri: &http::Uri,
     headers: &HeaderMap,
     affinity: &crate::cluster::ConnectionAffinity,
-) -> Result<(usize, Response<Incoming>), GatewayError> {
+) -> Result<(usize, Response<LeasedBody>), GatewayError> {
     let mut last_error = None;
     for index in cluster.read_candidates(routed.destination.read_policy, affinity) {
         let request = upstream_request(cluster, index, uri, headers, full_upstream_body(routed.first.clone()))?;
@@ -444,7 +444,7 @@ async fn send_write(
     routed: &RoutedRequest,
     call: &Call,
     admitted: &Admitted,
-) -> Result<(usize, Response<Incoming>), GatewayError> {
+) -> Result<(usize, Response<LeasedBody>), GatewayError> {
     let index = loop {
         let index = cluster.primary_for_write().await?;
         if routed.rpc != Rpc::Commit || cluster.confirm_primary(index).await {

@@ -1,7 +1,9 @@
-//! Connections to one Dolt remotesapi endpoint: a multiplexed HTTP/2 (h2c)
-//! client for gRPC and a pooled HTTP/1.1 client for table files, with connect
-//! and response timeouts, and transport failures turned into [`GatewayError`]s
-//! that name the endpoint.
+//! Connections to one Dolt remotesapi endpoint: multiplexed HTTP/2 (h2c)
+//! connections for gRPC ([`grpc_connections`]) and a pooled HTTP/1.1 client
+//! for table files, with connect and response timeouts, and transport
+//! failures turned into [`GatewayError`]s that name the endpoint.
+
+mod grpc_connections;
 
 use std::time::Duration;
 
@@ -17,18 +19,15 @@ use crate::config::{parse_authority, TransportConfig};
 use crate::error::GatewayError;
 use crate::BoxError;
 
-pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+pub use grpc_connections::LeasedBody;
+use grpc_connections::{GrpcConnections, SendError};
 
-/// HTTP/2 flow-control windows toward the upstream. Large enough that a
-/// 128 MiB message or a burst of chunk locations is not throttled by
-/// round trips on loopback or a data-center link.
-const H2_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
-const H2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
 pub struct Upstream {
     name: String,
     authority: http::uri::Authority,
-    grpc: Client<HttpConnector, UpstreamBody>,
+    grpc: GrpcConnections,
     files: Client<HttpConnector, UpstreamBody>,
     request_timeout: Duration,
 }
@@ -41,17 +40,13 @@ impl Upstream {
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
 
-        let grpc = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
-            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_timeout(Duration::from_secs(20))
-            .http2_max_frame_size(1024 * 1024)
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .build(connector.clone());
+        let grpc = GrpcConnections::new(
+            name,
+            &authority,
+            connector.clone(),
+            config.max_streams_per_connection,
+            config.pool_idle_timeout,
+        );
         let files = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(256)
@@ -85,32 +80,41 @@ impl Upstream {
         &self,
         request: Request<UpstreamBody>,
         unary: bool,
-    ) -> Result<Response<Incoming>, GatewayError> {
-        let timeout = unary.then_some(self.request_timeout);
-        self.send(&self.grpc, request, timeout).await
+    ) -> Result<Response<LeasedBody>, GatewayError> {
+        let call = self.grpc.send(request);
+        let result = match unary {
+            true => self.timed(self.request_timeout, call).await?,
+            false => call.await,
+        };
+        result.map_err(|err| match err {
+            SendError::Connect(reason) => {
+                GatewayError::UpstreamUnreachable { address: self.address().to_owned(), reason }
+            }
+            SendError::Failed(reason) => GatewayError::UpstreamFailed { address: self.address().to_owned(), reason },
+        })
+    }
+
+    /// HTTP/2 connections open for gRPC calls.
+    pub fn grpc_connections(&self) -> usize {
+        self.grpc.open_connections()
     }
 
     /// Sends a table-file request. Uploads are not timed: their answer comes
     /// only after the whole body, which may be gigabytes.
     pub async fn send_file(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, GatewayError> {
-        let timeout = (request.method() == http::Method::GET).then_some(self.request_timeout);
-        self.send(&self.files, request, timeout).await
-    }
-
-    async fn send(
-        &self,
-        client: &Client<HttpConnector, UpstreamBody>,
-        request: Request<UpstreamBody>,
-        timeout: Option<Duration>,
-    ) -> Result<Response<Incoming>, GatewayError> {
-        let call = client.request(request);
-        let result = match timeout {
-            Some(after) => tokio::time::timeout(after, call)
-                .await
-                .map_err(|_| GatewayError::UpstreamTimeout { address: self.address().to_owned(), after })?,
-            None => call.await,
+        let request_is_get = request.method() == http::Method::GET;
+        let call = self.files.request(request);
+        let result = match request_is_get {
+            true => self.timed(self.request_timeout, call).await?,
+            false => call.await,
         };
         result.map_err(|err| self.transport_error(&err))
+    }
+
+    async fn timed<T>(&self, after: Duration, work: impl std::future::Future<Output = T>) -> Result<T, GatewayError> {
+        tokio::time::timeout(after, work)
+            .await
+            .map_err(|_| GatewayError::UpstreamTimeout { address: self.address().to_owned(), after })
     }
 
     fn transport_error(&self, err: &hyper_util::client::legacy::Error) -> GatewayError {
@@ -124,7 +128,7 @@ impl Upstream {
 }
 
 /// The innermost error's text: "connection refused" rather than "client error (Connect)".
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut current = err;
     while let Some(next) = current.source() {
         current = next;
