@@ -22,17 +22,15 @@
 //! This gateway has no shared URL key, so it is the only replica, and its own
 //! record of verified uploads is the whole truth.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
+use crate::support::*;
 use base64::Engine;
 use doltgate::remotesapi::proto::chunk_store_service_client::ChunkStoreServiceClient;
 use doltgate::remotesapi::proto::*;
 use doltgate::storage::Address;
 use sha2::{Digest, Sha512};
-use support::*;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 

@@ -18,14 +18,12 @@
 //!
 //! Bounded in time: every wait has a deadline.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// Starts `dolt sql-server` over `data` on fixed ports (so a restart is the
 /// same upstream to doltgate).

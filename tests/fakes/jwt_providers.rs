@@ -6,8 +6,6 @@
 //!
 //! Keys are made at run time (RSA with the `openssl` CLI, the rest with rcgen).
 
-mod support;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -227,7 +225,7 @@ async fn jwks_url_is_fetched_on_unknown_kids_at_a_bounded_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_url_over_https_trusts_only_the_configured_ca() {
     let dir = tempfile::tempdir().unwrap();
-    support::write_test_ca(dir.path());
+    crate::support::write_test_ca(dir.path());
     let tls = doltgate::tls::server_config(&doltgate::config::TlsConfig {
         cert: dir.path().join("tls.crt"),
         key: dir.path().join("tls.key"),

@@ -4,11 +4,9 @@
 //! must carry the same commit hashes as direct access, pass `dolt fsck`, and
 //! doltgate's memory must stay far below the data it moved.
 
-mod support;
-
 use std::path::Path;
 
-use support::*;
+use crate::support::*;
 
 const ROWS: usize = 60_000;
 const PAYLOAD_BYTES: usize = 1000;

@@ -3,11 +3,9 @@
 //! through `drain_delay` (the clone still opens new connections), the clone
 //! completes intact, and doltgate then exits cleanly.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn sigterm_mid_clone_lets_the_clone_finish() {

@@ -4,12 +4,10 @@
 //! while no member is primary waits and lands on the new primary, reads keep
 //! working throughout, and a sidecar in front of a standby refuses writes.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 struct Member {
     env: DoltEnv,

@@ -3,11 +3,9 @@
 //! server, a path-prefixed route strips its prefix, unknown databases are
 //! NOT_FOUND without reaching any upstream.
 
-mod support;
-
 use std::path::Path;
 
-use support::*;
+use crate::support::*;
 
 fn make_db(env: &DoltEnv, dir: &Path, table: &str) {
     env.init_repo(dir);

@@ -14,12 +14,10 @@
 //! `branch_control = "mirror"`, Dolt's own `dolt_branch_control` and
 //! `dolt_branch_namespace_control` rows bind pushes too.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::*;
+use crate::support::*;
 
 const URL_KEY: &str = "push-rules-test-url-key-0123456789abcdef";
 const USERS: [(&str, &str); 2] = [("dan", "dans-pass-1"), ("mia", "mias-pass-1")];

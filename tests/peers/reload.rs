@@ -3,12 +3,10 @@
 //! SIGHUP with an invalid file (rejected and logged, the running
 //! configuration kept).
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 fn write_config(path: &Path, upstream: &str, databases: &[&str]) {
     let mut text = format!(

@@ -18,8 +18,6 @@
 //! fails the test: it is never skipped. YAML is turned into JSON by the Python
 //! that runs kubernetes-validate (PyYAML is one of its dependencies).
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -37,11 +35,11 @@ const CONFIG_DIR: &str = "/etc/doltgate";
 const CONFIG_KEY: &str = "doltgate.toml";
 
 fn kustomize() -> PathBuf {
-    support::find_peer("KUSTOMIZE", "kustomize")
+    crate::support::find_peer("KUSTOMIZE", "kustomize")
 }
 
 fn kubernetes_validate() -> PathBuf {
-    support::find_peer("KUBERNETES_VALIDATE", "kubernetes-validate")
+    crate::support::find_peer("KUBERNETES_VALIDATE", "kubernetes-validate")
 }
 
 /// A Python that has PyYAML: the one kubernetes-validate runs with (beside

@@ -18,11 +18,9 @@
 //! name and the host `%`, what a principal without a SQL account (a static user,
 //! a JWT subject) would have as an account created for remote use.
 
-mod support;
-
+use crate::support::*;
 use doltgate::config::auth::PushOp;
 use doltgate::push::branch_control::{AccessRow, BranchControl, NamespaceRow, Permissions, Pusher};
-use support::*;
 
 const USERS: [(&str, &str); 3] = [("dan", "dans-pass"), ("mia", "mias-pass"), ("Eve", "eves-pass")];
 const BRANCHES: [&str; 5] = ["feature/x", "release-1", "b_1", "bx1", "main"];

@@ -14,17 +14,15 @@
 //! part); mismatches are collected and reported together, and the number of
 //! cases tried is printed.
 
-mod support;
-
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::support::*;
 use base64::Engine;
 use bytes::Bytes;
 use doltgate::remotesapi::proto::chunk_store_service_client::ChunkStoreServiceClient;
 use doltgate::remotesapi::proto::*;
 use http_body_util::BodyExt;
 use prost::Message;
-use support::*;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request};

@@ -5,13 +5,11 @@
 //! `limits.max_connections`; both are counted on `/metrics` by reason. A client
 //! that speaks is served as before.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(1);
 

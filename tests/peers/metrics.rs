@@ -3,11 +3,9 @@
 //! Prometheus text format) moved by the right amounts; `/healthz` and
 //! `/readyz` answer.
 
-mod support;
-
 use std::collections::HashMap;
 
-use support::*;
+use crate::support::*;
 
 fn delta(before: &HashMap<String, f64>, after: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
     total(after, name, labels) - total(before, name, labels)

@@ -3,17 +3,15 @@
 //! `file://` remote. Every ref, tag, working set and ancestry answer is checked
 //! against what dolt itself reports.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::support::DoltEnv;
 use doltgate::storage::ancestry::{is_ancestor, read_commit, read_working_set, tag_commit};
 use doltgate::storage::message::StoreRoot;
 use doltgate::storage::refs::{diff, read_refs, RefKind, RefMap};
 use doltgate::storage::source::{get_one, ChunkFile, DirectorySource};
 use doltgate::storage::{decode_range_chunk, Address, Archive, TableFile};
-use support::DoltEnv;
 
 const BRANCHES: usize = 1000;
 /// How many of them the push test sends to its remote, one Commit each.

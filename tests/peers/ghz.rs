@@ -2,9 +2,7 @@
 //! `dolt sql-server`: every call must succeed. Throughput is printed for
 //! information only; targets live in benchmarks, not tests.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[test]
 fn unary_load_through_doltgate_all_succeeds() {

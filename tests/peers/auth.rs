@@ -12,11 +12,9 @@
 //! - real ghz calls with a bearer JWT from a configured issuer pass, and
 //!   with an expired one are refused; the same through `auth.token_header`.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use support::*;
+use crate::support::*;
 
 const BOB: &str = "bob";
 const BOB_PASSWORD: &str = "bobs-pass-1";

@@ -6,19 +6,17 @@
 //! altered, expired, wrong-kind or foreign-key ones get 403 and never reach
 //! the upstream, and a second gateway sharing the key honours them.
 
-mod support;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::support::{free_port, Doltgate};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{free_port, Doltgate};
 
 const FILE_LEN: usize = 1 << 20;
 const SEALED: &str = "/single_symmetric_key_sealed_request/db/.dolt/noms/0123456789abcdefghijklmnopqrstuv";

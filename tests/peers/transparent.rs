@@ -1,12 +1,10 @@
 //! The real `dolt` CLI cloning, pushing, fetching and pulling through
 //! doltgate to a real `dolt sql-server`, plus the refusals a user meets.
 
-mod support;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A sql-server holding database `shop` (two tables, several commits) with doltgate in front.
 struct Setup {
@@ -168,7 +166,7 @@ fn upstream_down_is_unavailable_naming_the_address() {
 
 /// A doltgate config serving TLS with a certificate for 127.0.0.1 from a test CA (`ca.pem`).
 fn write_tls_config(dir: &std::path::Path) -> PathBuf {
-    support::write_test_ca(dir);
+    crate::support::write_test_ca(dir);
     let config = dir.join("doltgate-tls.toml");
     std::fs::write(
         &config,
