@@ -623,7 +623,11 @@ fn a_clone_storm_queues_and_every_clone_completes() {
     let clones: Vec<_> = (0..8)
         .map(|i| {
             let dest = s.dest(&format!("storm-{i}"));
-            let mut command = s.env.command(s.env.path(), &["clone", "--user", BOB, &s.url(), dest.to_str().unwrap()]);
+            // Each clone from its own directory: concurrent clones sharing a
+            // working directory race on Dolt's temp dir there.
+            let cwd = s.dest(&format!("storm-{i}-cwd"));
+            std::fs::create_dir_all(&cwd).unwrap();
+            let mut command = s.env.command(&cwd, &["clone", "--user", BOB, &s.url(), dest.to_str().unwrap()]);
             command.env("DOLT_REMOTE_PASSWORD", BOB_PASSWORD);
             (dest, command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap())
         })
