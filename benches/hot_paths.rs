@@ -11,7 +11,7 @@
 //! - `route`: resolving a database name against a table of routes (`Router::resolve`).
 //!
 //! Run: `cargo bench --bench hot_paths` (add `-- wire` to pick a group).
-//! `benches/run` measures the whole proxy against a real Dolt server.
+//! `benches/harness.py` measures the whole proxy against a real Dolt server.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use doltgate::config::{ReadPolicy, RouteConfig};
 use doltgate::file_url::{CapabilityGrant, UrlSigner};
-use doltgate::grpc::frame::{FrameDecoder, Framed};
+use doltgate::remotesapi::frame::{FrameDecoder, Framed};
 use doltgate::remotesapi::proto::{
     ClientRepoFormat, DownloadLoc, GetDownloadLocsResponse, GetRepoMetadataRequest, HttpGetRange, RangeChunk, RepoId,
 };
@@ -155,7 +155,7 @@ fn routes(c: &mut Criterion) {
     table.push(route(None, Some("team_"), None, None));
     table.push(route(None, None, Some("*"), Some("eu")));
     table.push(route(None, None, Some("*"), None));
-    let router = Router::new(&table);
+    let router = Router::build(&table, |name| Some(name.to_owned())).expect("valid routes");
     group.bench_function("resolve_exact_first", |b| b.iter(|| black_box(router.resolve(black_box("db0")).unwrap())));
     group.bench_function("resolve_after_20_exact", |b| {
         b.iter(|| black_box(router.resolve(black_box("team_orders/main")).unwrap()))

@@ -5,11 +5,17 @@
 
 use crate::authn::Principal;
 use crate::config::auth::GrantConfig;
-use crate::config::Permission;
+use crate::config::{invalid, ConfigError, Permission};
 use crate::error::GatewayError;
 
 #[derive(Debug)]
 pub struct Grants(Vec<Grant>);
+
+impl FromIterator<Grant> for Grants {
+    fn from_iter<I: IntoIterator<Item = Grant>>(grants: I) -> Grants {
+        Grants(grants.into_iter().collect())
+    }
+}
 
 #[derive(Debug)]
 struct Grant {
@@ -19,24 +25,10 @@ struct Grant {
     permission: Permission,
 }
 
-/// Database names match case-insensitively, as Dolt's do.
-fn pattern(glob: &str) -> glob::Pattern {
-    glob::Pattern::new(&glob.to_lowercase()).expect("validated with the config")
-}
-
 impl Grants {
-    pub fn new(config: &[GrantConfig]) -> Grants {
-        Grants(
-            config
-                .iter()
-                .map(|g| Grant {
-                    databases: g.databases.iter().map(|d| pattern(d)).collect(),
-                    users: g.users.clone(),
-                    groups: g.groups.clone(),
-                    permission: g.permission,
-                })
-                .collect(),
-        )
+    /// The grants `[[auth.grants]]` describe, or the first that cannot hold.
+    pub fn build(config: &[GrantConfig]) -> Result<Grants, ConfigError> {
+        config.iter().enumerate().map(|(i, grant)| Grant::build(&format!("auth.grants[{i}]"), grant)).collect()
     }
 
     /// The strongest permission `principal` holds on `database`.
@@ -59,6 +51,25 @@ impl Grants {
 }
 
 impl Grant {
+    fn build(key: &str, grant: &GrantConfig) -> Result<Grant, ConfigError> {
+        if grant.databases.is_empty() {
+            return Err(invalid(format!("{key}.databases"), "name at least one database glob (\"*\" for all)"));
+        }
+        if grant.users.is_empty() && grant.groups.is_empty() {
+            return Err(invalid(key, "grants to nobody: set users or groups"));
+        }
+        // Database names match case-insensitively, as Dolt's do.
+        let databases = grant
+            .databases
+            .iter()
+            .map(|glob| {
+                glob::Pattern::new(&glob.to_lowercase())
+                    .map_err(|e| invalid(format!("{key}.databases"), format!("{glob:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Grant { databases, users: grant.users.clone(), groups: grant.groups.clone(), permission: grant.permission })
+    }
+
     fn applies_to(&self, principal: &Principal) -> bool {
         self.users.iter().any(|u| u == &principal.name) || self.groups.iter().any(|g| principal.groups.contains(g))
     }
@@ -83,10 +94,11 @@ mod tests {
 
     #[test]
     fn strongest_matching_grant_wins_and_write_implies_read() {
-        let grants = Grants::new(&[
+        let grants = Grants::build(&[
             grant(&["*"], &[], &["staff"], Permission::Read),
             grant(&["team_*"], &["bob"], &[], Permission::Write),
-        ]);
+        ])
+        .unwrap();
         let bob = who("bob", &["staff"]);
         assert_eq!(grants.permission(&bob, "Team_A"), Some(Permission::Write));
         assert!(grants.check(&bob, "team_a", Permission::Read).is_ok());
@@ -98,7 +110,7 @@ mod tests {
 
     #[test]
     fn no_grant_means_no_access() {
-        let grants = Grants::new(&[grant(&["db"], &["alice"], &[], Permission::Write)]);
+        let grants = Grants::build(&[grant(&["db"], &["alice"], &[], Permission::Write)]).unwrap();
         assert!(grants.check(&who("mallory", &[]), "db", Permission::Read).is_err());
         assert!(grants.check(&who("alice", &[]), "db2", Permission::Read).is_err());
     }

@@ -1,7 +1,9 @@
-//! The configuration file: its shape, defaults and validation.
+//! The configuration file: its shape and defaults, and the value checks
+//! several sections share.
 //!
-//! One TOML file (documented example: `config/doltgate.toml`). Unknown keys are
-//! errors, and every semantic check names the key it is about, so
+//! One TOML file (documented example: `config/doltgate.toml`). Unknown keys
+//! are errors here; every other check happens where a section is turned into
+//! its runtime form (see `gateway::build`) and names the key it is about, so
 //! `doltgate check-config FILE` tells an operator exactly what to fix.
 
 use std::collections::BTreeMap;
@@ -12,7 +14,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod auth;
+pub mod secrets;
 pub use auth::{AuthConfig, FileUrlConfig, Permission};
+pub use secrets::{SecretSource, Secrets};
 
 /// Dolt's own client and server both allow gRPC messages up to 128 MiB.
 pub const DOLT_MAX_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
@@ -69,7 +73,7 @@ fn default_max_file_bytes() -> u64 {
 }
 
 /// The smallest sensible bound: Dolt's own archive target.
-const MIN_MAX_FILE_BYTES: u64 = 1 << 30;
+pub const MIN_MAX_FILE_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -464,7 +468,7 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
-fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), reason: reason.into() }
 }
 
@@ -485,8 +489,27 @@ impl Config {
 
     /// The clusters and routes in effect: `[upstream]` expands to a cluster
     /// named `default` with one always-primary endpoint and a catch-all route.
-    pub fn topology(&self) -> (BTreeMap<String, ClusterConfig>, Vec<RouteConfig>) {
-        let Some(upstream) = &self.upstream else { return (self.clusters.clone(), self.routes.clone()) };
+    /// Which of the two forms the file uses is the one thing checked here;
+    /// each cluster and route is checked where it is built.
+    pub fn topology(&self) -> Result<Topology, ConfigError> {
+        let upstream = match (&self.upstream, self.clusters.is_empty()) {
+            (None, true) => {
+                return Err(invalid(
+                    "upstream",
+                    "missing: set [upstream] address or [clusters.NAME], or pass --upstream HOST:PORT",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(invalid("upstream", "cannot be combined with [clusters]; describe it as a cluster instead"))
+            }
+            (None, false) => {
+                return Ok(Topology { clusters: self.clusters.clone(), routes: self.routes.clone(), single: false });
+            }
+            (Some(upstream), true) => upstream,
+        };
+        if !self.routes.is_empty() {
+            return Err(invalid("routes", "routes need [clusters]; [upstream] serves every database"));
+        }
         let cluster = ClusterConfig {
             endpoints: vec![EndpointConfig {
                 name: upstream.name.clone(),
@@ -512,120 +535,11 @@ impl Config {
             cluster: "default".into(),
             read_policy: ReadPolicy::Primary,
         };
-        (BTreeMap::from([("default".to_owned(), cluster)]), vec![route])
+        Ok(Topology { clusters: BTreeMap::from([("default".to_owned(), cluster)]), routes: vec![route], single: true })
     }
 
-    /// Checks everything a running gateway relies on.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        match (&self.upstream, self.clusters.is_empty()) {
-            (None, true) => {
-                return Err(invalid(
-                    "upstream",
-                    "missing: set [upstream] address or [clusters.NAME], or pass --upstream HOST:PORT",
-                ))
-            }
-            (Some(_), false) => {
-                return Err(invalid("upstream", "cannot be combined with [clusters]; describe it as a cluster instead"))
-            }
-            (Some(upstream), true) => {
-                if !self.routes.is_empty() {
-                    return Err(invalid("routes", "routes need [clusters]; [upstream] serves every database"));
-                }
-                validate_name(&upstream.name).map_err(|reason| invalid("upstream.name", reason))?;
-                parse_authority(&upstream.address).map_err(|reason| invalid("upstream.address", reason))?;
-                validate_transport("upstream", &upstream.transport())?;
-            }
-            (None, false) => {
-                validate_clusters(&self.clusters)?;
-                validate_routes(&self.routes, &self.clusters)?;
-            }
-        }
-        if let Some(url) = &self.listener.public_url {
-            validate_public_url(url).map_err(|reason| invalid("listener.public_url", reason))?;
-        }
-        if let Some(tls) = &self.listener.tls {
-            for (key, path) in [("listener.tls.cert", &tls.cert), ("listener.tls.key", &tls.key)] {
-                if !path.is_file() {
-                    return Err(invalid(key, format!("{} is not a readable file", path.display())));
-                }
-            }
-        }
-        if self.limits.max_message_bytes < DOLT_MAX_MESSAGE_BYTES {
-            return Err(invalid(
-                "limits.max_message_bytes",
-                format!("must be at least {DOLT_MAX_MESSAGE_BYTES} (Dolt sends messages up to 128 MiB)"),
-            ));
-        }
-        if self.limits.max_message_bytes > u32::MAX as usize {
-            return Err(invalid("limits.max_message_bytes", "must fit the 4-byte gRPC length prefix"));
-        }
-        if self.limits.request_read_timeout.is_zero() {
-            return Err(invalid("limits.request_read_timeout", "must be greater than zero"));
-        }
-        if self.limits.protocol_deadline.is_zero() {
-            return Err(invalid("limits.protocol_deadline", "must be greater than zero"));
-        }
-        if self.limits.stream_idle_timeout.is_zero() {
-            return Err(invalid("limits.stream_idle_timeout", "must be greater than zero"));
-        }
-        for (key, value) in [
-            ("limits.max_streams_per_user", self.limits.max_streams_per_user),
-            ("limits.max_calls_per_user", self.limits.max_calls_per_user),
-            ("limits.max_transfers_per_user", self.limits.max_transfers_per_user),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
-            }
-        }
-        if self.limits.max_connections == 0 {
-            return Err(invalid("limits.max_connections", "must be greater than zero"));
-        }
-        if self.limits.max_concurrent_streams == 0 {
-            return Err(invalid("limits.max_concurrent_streams", "must be greater than zero"));
-        }
-        if self.limits.max_header_bytes < 8 * 1024 {
-            return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
-        }
-        if let Some(auth) = &self.auth {
-            auth.validate(|| self.cluster_without_service_user())?;
-            let has_keys = auth.users.iter().any(|user| !user.dolt_keys.is_empty());
-            if has_keys && crate::authn::dolt_key_audiences(auth, self.listener.public_url.as_deref()).is_empty() {
-                return Err(invalid(
-                    "auth.dolt_key_audiences",
-                    "users have dolt_keys: name the hosts clients use in their remote URLs (or set listener.public_url), so a token a client signed for another server is not accepted here",
-                ));
-            }
-        }
-        for (key, path) in [("file_urls.key_file", &self.file_urls.key_file)] {
-            if let Some(path) = path {
-                if !path.is_file() {
-                    return Err(invalid(key, format!("{} is not a readable file", path.display())));
-                }
-            }
-        }
-        if self.file_urls.key_env.is_some() && self.file_urls.key_file.is_some() {
-            return Err(invalid("file_urls.key_env", "set at most one of key_env, key_file"));
-        }
-        if self.uploads.max_file_bytes < MIN_MAX_FILE_BYTES {
-            return Err(invalid(
-                "uploads.max_file_bytes",
-                format!("must be at least {MIN_MAX_FILE_BYTES} (Dolt writes archives of up to 1 GiB)"),
-            ));
-        }
-        if let Some(dir) = &self.uploads.spool_dir {
-            if !dir.is_dir() {
-                return Err(invalid("uploads.spool_dir", format!("{} is not a directory", dir.display())));
-            }
-        }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| invalid("log.level", format!("not a valid filter: {e}")))?;
-        Ok(())
-    }
-}
-
-impl Config {
     /// The key of the first cluster doltgate has no SQL user for.
-    fn cluster_without_service_user(&self) -> Option<String> {
+    pub fn cluster_without_service_user(&self) -> Option<String> {
         if self.upstream.is_some() {
             return Some("upstream".into());
         }
@@ -633,131 +547,104 @@ impl Config {
     }
 }
 
-fn validate_transport(key: &str, transport: &TransportConfig) -> Result<(), ConfigError> {
-    if transport.connect_timeout.is_zero() {
-        return Err(invalid(format!("{key}.connect_timeout"), "must be greater than zero"));
-    }
-    if transport.request_timeout.is_zero() {
-        return Err(invalid(format!("{key}.request_timeout"), "must be greater than zero"));
-    }
-    if !(1..=DOLT_MAX_STREAMS_PER_CONNECTION).contains(&transport.max_streams_per_connection) {
-        return Err(invalid(
-            format!("{key}.max_streams_per_connection"),
-            format!("must be between 1 and {DOLT_MAX_STREAMS_PER_CONNECTION}, the most Dolt serves on one connection"),
-        ));
-    }
-    Ok(())
+/// The clusters and routes a configuration describes, in either form.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    pub routes: Vec<RouteConfig>,
+    /// Written as `[upstream]`: keys of its one endpoint are `upstream.*`.
+    pub single: bool,
 }
 
-fn validate_clusters(clusters: &BTreeMap<String, ClusterConfig>) -> Result<(), ConfigError> {
-    let mut endpoint_names = std::collections::HashSet::new();
-    for (name, cluster) in clusters {
-        let key = format!("clusters.{name}");
-        validate_name(name).map_err(|reason| invalid(&key, reason))?;
-        if cluster.endpoints.is_empty() {
-            return Err(invalid(format!("{key}.endpoints"), "a cluster needs at least one endpoint"));
+impl Topology {
+    /// The config keys of cluster `name`'s fields, as the operator wrote them.
+    pub fn keys(&self, name: &str) -> ClusterKeys {
+        ClusterKeys {
+            section: if self.single { "upstream".into() } else { format!("clusters.{name}") },
+            single: self.single,
         }
-        for (i, endpoint) in cluster.endpoints.iter().enumerate() {
-            let key = format!("{key}.endpoints[{i}]");
-            validate_name(&endpoint.name).map_err(|reason| invalid(format!("{key}.name"), reason))?;
-            if !endpoint_names.insert(endpoint.name.clone()) {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    format!("{:?} is used twice; endpoint names are unique across clusters", endpoint.name),
-                ));
-            }
-            parse_authority(&endpoint.remotesapi).map_err(|reason| invalid(format!("{key}.remotesapi"), reason))?;
-            match (&endpoint.sql, endpoint.role) {
-                (Some(sql), _) => {
-                    parse_authority(sql).map_err(|reason| invalid(format!("{key}.sql"), reason))?;
-                }
-                (None, Some(_)) => {}
-                (None, None) => {
-                    return Err(invalid(
-                        &key,
-                        "set sql = \"HOST:PORT\" (to poll the member's cluster role) or a fixed role = \"primary\"",
-                    ))
-                }
-            }
-        }
-        let polls = cluster.endpoints.iter().any(|e| e.role.is_none());
-        if polls && cluster.sql_user.is_none() {
-            return Err(invalid(format!("{key}.sql_user"), "required to poll member roles over SQL"));
-        }
-        let password_sources =
-            [cluster.sql_password.is_some(), cluster.sql_password_env.is_some(), cluster.sql_password_file.is_some()];
-        if password_sources.iter().filter(|set| **set).count() > 1 {
-            return Err(invalid(
-                format!("{key}.sql_password"),
-                "set at most one of sql_password, sql_password_env, sql_password_file",
-            ));
-        }
-        if cluster.role_poll_interval.is_zero() {
-            return Err(invalid(format!("{key}.role_poll_interval"), "must be greater than zero"));
-        }
-        if let Some(url) = &cluster.writes_url {
-            validate_public_url(url).map_err(|reason| invalid(format!("{key}.writes_url"), reason))?;
-        }
-        validate_transport(&format!("{key}.transport"), &cluster.transport)?;
     }
-    Ok(())
 }
 
-fn validate_routes(routes: &[RouteConfig], clusters: &BTreeMap<String, ClusterConfig>) -> Result<(), ConfigError> {
-    if routes.is_empty() {
-        return Err(invalid("routes", "no routes: add [[routes]] entries mapping databases to clusters"));
-    }
-    for (i, route) in routes.iter().enumerate() {
-        let key = format!("routes[{i}]");
-        let matchers = [&route.database, &route.database_prefix, &route.database_glob];
-        if matchers.iter().filter(|m| m.is_some()).count() != 1 {
-            return Err(invalid(&key, "set exactly one of database, database_prefix, database_glob"));
-        }
-        for (field, value) in [("database", &route.database), ("database_prefix", &route.database_prefix)] {
-            if let Some(value) = value {
-                if value.is_empty() || value.contains(['/', '@']) {
-                    return Err(invalid(
-                        format!("{key}.{field}"),
-                        format!("{value:?} must be non-empty, without '/' or '@'"),
-                    ));
-                }
-            }
-        }
-        if let Some(glob) = &route.database_glob {
-            glob::Pattern::new(glob).map_err(|e| invalid(format!("{key}.database_glob"), e.to_string()))?;
-        }
-        if let Some(prefix) = &route.path_prefix {
-            let ok =
-                !prefix.is_empty() && prefix.split('/').all(|segment| !segment.is_empty() && !segment.contains('@'));
-            if !ok {
-                return Err(invalid(
-                    format!("{key}.path_prefix"),
-                    format!("{prefix:?} must be one or more non-empty segments separated by '/', without '@'"),
-                ));
-            }
-        }
-        if !clusters.contains_key(&route.cluster) {
-            return Err(invalid(format!("{key}.cluster"), format!("no cluster named {:?}", route.cluster)));
-        }
-        if let Some(earlier) = routes[..i].iter().position(|e| crate::route::shadows(e, route)) {
-            return Err(invalid(
-                &key,
-                format!("can never match: routes[{earlier}] matches every database this route names"),
-            ));
-        }
-    }
-    Ok(())
+/// Where a cluster's fields sit in the file: under `[clusters.NAME]`, or
+/// flat in `[upstream]` (whose one endpoint is its `name` and `address`, and
+/// whose transport settings are its own keys).
+#[derive(Debug, Clone)]
+pub struct ClusterKeys {
+    section: String,
+    single: bool,
 }
 
-fn validate_name(name: &str) -> Result<(), String> {
+impl ClusterKeys {
+    pub fn section(&self) -> &str {
+        &self.section
+    }
+
+    /// A cluster-wide field; `[upstream]` has none but its own section.
+    pub fn field(&self, field: &str) -> String {
+        match self.single {
+            true => self.section.clone(),
+            false => format!("{}.{field}", self.section),
+        }
+    }
+
+    /// A field of endpoint `index`.
+    pub fn endpoint(&self, index: usize, field: &str) -> String {
+        match (self.single, field) {
+            (true, "remotesapi") => "upstream.address".into(),
+            (true, field) => format!("upstream.{field}"),
+            (false, field) => format!("{}.endpoints[{index}].{field}", self.section),
+        }
+    }
+
+    /// The transport settings.
+    pub fn transport(&self) -> String {
+        match self.single {
+            true => self.section.clone(),
+            false => format!("{}.transport", self.section),
+        }
+    }
+}
+
+/// Checks a name that appears in URLs, logs and metric labels.
+pub fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(format!("{name:?} must be 1-64 letters, digits, '.', '_' or '-'"))
+        Err(invalid(key, format!("{name:?} must be 1-64 letters, digits, '.', '_' or '-'")))
     }
+}
+
+/// A positive duration, or an error naming `key`.
+pub fn check_positive(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(invalid(key, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+/// A count of at least one, or an error naming `key`.
+pub fn check_at_least_one(key: &str, value: usize) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(invalid(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// `host:port` at `key`.
+pub fn authority_at(key: &str, address: &str) -> Result<http::uri::Authority, ConfigError> {
+    parse_authority(address).map_err(|reason| invalid(key, reason))
+}
+
+/// A file that must be there, at `key`.
+pub fn check_file(key: &str, path: &Path) -> Result<(), ConfigError> {
+    if !path.is_file() {
+        return Err(invalid(key, format!("{} is not a readable file", path.display())));
+    }
+    Ok(())
 }
 
 /// Accepts `host:port`, optionally written as `http://host:port`.
@@ -773,86 +660,31 @@ pub fn parse_authority(address: &str) -> Result<http::uri::Authority, String> {
     Ok(authority)
 }
 
-fn validate_public_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+/// `scheme://authority` with no path, at `key`; returned without a trailing slash.
+pub fn origin_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    let bad = |reason: String| invalid(key, reason);
+    let uri: http::Uri = url.parse().map_err(|e| bad(format!("{url:?} is not a URL: {e}")))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        _ => return Err(format!("{url:?} must start with http:// or https://")),
+        _ => return Err(bad(format!("{url:?} must start with http:// or https://"))),
     }
     if uri.authority().is_none() {
-        return Err(format!("{url:?} has no host"));
+        return Err(bad(format!("{url:?} has no host")));
     }
     if uri.path() != "/" && !uri.path().is_empty() {
-        return Err(format!("{url:?} must not have a path"));
+        return Err(bad(format!("{url:?} must not have a path")));
     }
-    Ok(())
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key_of(err: ConfigError) -> String {
-        match err {
-            ConfigError::Invalid { key, .. } => key,
-            other => panic!("expected Invalid, got {other}"),
-        }
-    }
-
-    #[test]
-    fn example_config_is_valid() {
-        let text = include_str!("../config/doltgate.toml");
-        Config::parse(text).unwrap().validate().unwrap();
-    }
-
-    /// A `dolt creds` token names the host its remote URL had; accepting
-    /// whatever authority a request came with would accept tokens minted for
-    /// any other server.
-    #[test]
-    fn dolt_keys_need_configured_audiences() {
-        let key = "041061050o3gg28a1c60q3gf208h44ok2kb1e60p38dho78u3sg0";
-        let auth = format!(
-            "[auth]\nupstream_credentials = \"passthrough\"\n[[auth.users]]\nname = \"dana\"\ndolt_keys = [\"{key}\"]\n"
-        );
-        let bare = format!("[upstream]\naddress = \"h:1\"\n{auth}");
-        let err = Config::parse(&bare).unwrap().validate().unwrap_err();
-        assert_eq!(key_of(err), "auth.dolt_key_audiences");
-        let named = bare.replace("[[auth.users]]", "dolt_key_audiences = [\"dolt.example.com\"]\n[[auth.users]]");
-        Config::parse(&named).unwrap().validate().unwrap();
-        let public =
-            format!("[upstream]\naddress = \"h:1\"\n[listener]\npublic_url = \"https://dolt.example.com\"\n{auth}");
-        let config = Config::parse(&public).unwrap();
-        config.validate().unwrap();
-        let audiences =
-            crate::authn::dolt_key_audiences(config.auth.as_ref().unwrap(), config.listener.public_url.as_deref());
-        assert_eq!(audiences, vec!["dolt.example.com".to_owned()]);
-    }
-
     #[test]
     fn unknown_keys_are_named() {
         let err = Config::parse("[upstream]\nadress = \"x:1\"\n").unwrap_err().to_string();
         assert!(err.contains("adress"), "{err}");
-    }
-
-    #[test]
-    fn semantic_errors_name_the_key() {
-        let cases = [
-            ("", "upstream"),
-            ("[upstream]\naddress = \"nohost\"\n", "upstream.address"),
-            ("[upstream]\naddress = \"h:1\"\nname = \"a/b\"\n", "upstream.name"),
-            ("[upstream]\naddress = \"h:1\"\n[limits]\nmax_message_bytes = 1024\n", "limits.max_message_bytes"),
-            ("[upstream]\naddress = \"h:1\"\n[listener]\npublic_url = \"ftp://x\"\n", "listener.public_url"),
-            ("[upstream]\naddress = \"h:1\"\n[log]\nlevel = \"=[\"\n", "log.level"),
-            ("[upstream]\naddress = \"h:1\"\nmax_streams_per_connection = 0\n", "upstream.max_streams_per_connection"),
-            (
-                "[upstream]\naddress = \"h:1\"\nmax_streams_per_connection = 251\n",
-                "upstream.max_streams_per_connection",
-            ),
-        ];
-        for (text, key) in cases {
-            let err = Config::parse(text).unwrap().validate().unwrap_err();
-            assert_eq!(key_of(err), key, "{text}");
-        }
     }
 
     #[test]

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use tonic::Code;
 
+use crate::remotesapi::frame::FrameError;
 use crate::remotesapi::wire::WireError;
-use crate::uploads::UploadRefused;
+use crate::storage::verify::VerifyError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -77,13 +78,57 @@ pub enum GatewayError {
     #[error("gRPC needs HTTP/2; this request arrived over {0:?}")]
     GrpcNeedsHttp2(http::Version),
     #[error(transparent)]
-    Upload(#[from] crate::uploads::UploadRefused),
+    Upload(#[from] UploadRefused),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("user {user:?} is at {key} ({limit}); try again when one of their requests ends")]
     UserLimit { user: String, limit: usize, key: &'static str },
     #[error("too many failed logins from {from}; checks from this address resume in {}", humantime_secs(*.retry_after))]
     TooManyFailedLogins { from: std::net::IpAddr, retry_after: Duration },
+}
+
+/// Why an upload, upload location or registration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadRefused {
+    #[error("table-file id is {0} bytes, not a 20-byte address")]
+    BadIdLength(usize),
+    #[error("table-file suffix {0:?} is not one Dolt writes (none, or \".darc\")")]
+    BadSuffix(String),
+    #[error("{0:?} is not a table-file name (32 characters of 0-9a-v, optionally .darc)")]
+    BadName(String),
+    #[error("{0} is the name of the store's chunk journal, which is never uploaded")]
+    Journal(String),
+    #[error("upload of {name} is larger than uploads.max_file_bytes ({limit} bytes)")]
+    TooLarge { name: String, limit: u64 },
+    #[error("upload refused: {0}")]
+    Unverified(#[from] VerifyError),
+    #[error("upload refused: {name} holds {actual} chunks, its URL says {claimed}")]
+    ChunkCount { name: String, claimed: u64, actual: usize },
+    #[error("cannot register table file {0}: it was not verified on its way in through this gateway and the store does not list it")]
+    NotVerified(String),
+    #[error("cannot spool the upload to local disk: {0}")]
+    Spool(String),
+    #[error("reading the upload failed: {0}")]
+    ClientBody(String),
+    #[error("the upstream stopped reading the upload")]
+    UpstreamGone,
+}
+
+impl UploadRefused {
+    /// Conditions that may pass on retry: doltgate's own disk, or the upstream.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, UploadRefused::Spool(_) | UploadRefused::UpstreamGone)
+    }
+}
+
+impl From<FrameError> for GatewayError {
+    fn from(err: FrameError) -> GatewayError {
+        match err {
+            FrameError::TooLarge { size, limit } => GatewayError::MessageTooLarge { size, limit },
+            FrameError::Compressed => GatewayError::CompressedMessage,
+            FrameError::BadFlag => GatewayError::BadMessage(WireError::Malformed("gRPC frame flag is neither 0 nor 1")),
+        }
+    }
 }
 
 fn upload_code(refused: &UploadRefused) -> Code {

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use ring::hmac;
 
+use crate::config::{invalid, ConfigError, FileUrlConfig, SecretSource, Secrets};
 use crate::error::GatewayError;
 
 pub const PREFIX: &str = "/_doltgate/files/";
@@ -61,6 +62,28 @@ pub struct FileTarget<'a> {
 }
 
 impl UrlSigner {
+    /// The signer `[file_urls]` describes: its key read through `secrets`, or
+    /// one random key for the life of the process (kept across reloads, so
+    /// URLs handed out before one still work).
+    pub fn build(config: &FileUrlConfig, secrets: &Secrets) -> Result<UrlSigner, ConfigError> {
+        static PROCESS_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        let configured = secrets.one_of(&[
+            ("file_urls.key_env".into(), config.key_env.as_deref().map(SecretSource::Env)),
+            ("file_urls.key_file".into(), config.key_file.as_deref().map(SecretSource::File)),
+        ])?;
+        let key_name = if config.key_env.is_some() { "file_urls.key_env" } else { "file_urls.key_file" };
+        let key = configured.unwrap_or_else(|| {
+            PROCESS_KEY
+                .get_or_init(|| {
+                    let mut key = [0u8; 32];
+                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key).expect("randomness");
+                    key
+                })
+                .to_vec()
+        });
+        UrlSigner::new(&key, config.ttl()).map_err(|reason| invalid(key_name, reason))
+    }
+
     pub fn new(key: &[u8], ttl: Duration) -> Result<UrlSigner, String> {
         if key.len() < MIN_KEY_BYTES {
             return Err(format!("the key has {} bytes; use at least {MIN_KEY_BYTES} random bytes", key.len()));

@@ -11,8 +11,10 @@ use http::{HeaderMap, Method, Request, Response, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 
+use crate::access::{AccessRecord, FileRequest};
 use crate::error::GatewayError;
-use crate::gateway::{full_body, remove_hop_by_hop, Gateway, ObservedBody, ResponseBody};
+use crate::gateway::Gateway;
+use crate::plumbing::{full_body, remove_hop_by_hop, ObservedBody, ResponseBody};
 use crate::uploads::{self, UploadName, UploadRefused};
 
 /// Request headers a table-file request may carry upstream.
@@ -29,32 +31,22 @@ const FORWARDED_REQUEST_HEADERS: [&str; 9] = [
 ];
 
 pub async fn proxy(gateway: &Gateway, request: Request<Incoming>) -> Response<ResponseBody> {
-    let started = std::time::Instant::now();
-    let method = request.method().clone();
-    // The path only: the query is what makes a sealed URL usable, so it stays out of logs.
-    let path = request.uri().path().to_owned();
     let range = request.headers().get(http::header::RANGE).and_then(|r| r.to_str().ok()).map(str::to_owned);
-    let mut holder = UrlHolder::default();
-    let result = forward(gateway, request, &mut holder).await;
+    let seen = FileRequest {
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+        range,
+        started: std::time::Instant::now(),
+    };
+    let access = AccessRecord::default();
+    let result = forward(gateway, request, &access).await;
     let status = match &result {
         Ok(response) => response.status(),
         Err(err) => err.http_status(),
     };
     let error = result.as_ref().err().map(ToString::to_string);
-    tracing::info!(
-        target: "doltgate::access",
-        %method,
-        %path,
-        range = %range.as_deref().unwrap_or("none"),
-        user = %holder.user,
-        database = %holder.database,
-        status = status.as_u16(),
-        duration_ms = started.elapsed().as_millis() as u64,
-        error = error.as_deref().unwrap_or(""),
-        "{}",
-        if error.is_some() { "table-file request refused" } else { "table-file request" }
-    );
-    crate::metrics::metrics().file_requests.with_label_values(&[method_label(&method), status.as_str()]).inc();
+    access.log_file(&seen, status, error.as_deref());
+    crate::metrics::metrics().file_requests.with_label_values(&[method_label(&seen.method), status.as_str()]).inc();
     result.unwrap_or_else(|err| err.to_http_response().map(full_body))
 }
 
@@ -69,18 +61,10 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Whom the URL of a table-file request was issued to, for its log line:
-/// URLs are bearer capabilities, so this is the user who was handed it.
-#[derive(Default)]
-struct UrlHolder {
-    user: String,
-    database: String,
-}
-
 async fn forward(
     gateway: &Gateway,
     request: Request<Incoming>,
-    holder: &mut UrlHolder,
+    access: &AccessRecord,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let started = std::time::Instant::now();
     let method = request.method().clone();
@@ -91,10 +75,11 @@ async fn forward(
     };
     let path_and_query = request.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let target = gateway.url_signer.open(path_and_query, has_body)?;
-    holder.user = crate::authn::shown(&target.capability.principal);
-    holder.database = crate::authn::shown(&target.capability.database);
+    // URLs are bearer capabilities: the user is the one they were issued to.
+    access.user(crate::authn::shown(&target.capability.principal));
+    access.database(crate::authn::shown(&target.capability.database));
     // The URL's user may have so many transfers at once; past that this one waits, then 429.
-    let slot = gateway.transfer_slots.acquire(&target.capability.principal).await?;
+    let slot = gateway.limits.transfer_slots.acquire(&target.capability.principal).await?;
     let endpoint_name = &target.capability.endpoint;
     let (cluster, index) = gateway
         .endpoint(endpoint_name)

@@ -2,40 +2,50 @@
 //!
 //! A request travels through these modules, in order:
 //!
-//! | module        | owns                                                               |
-//! |---------------|--------------------------------------------------------------------|
-//! | [`listener`]  | TCP/TLS accept, HTTP/1.1 + HTTP/2 on one port, graceful drain      |
-//! | [`gateway`]   | telling gRPC from table-file traffic                               |
-//! | [`authn`]     | who is calling: credentials read, proven, cached                   |
-//! | [`authz`]     | what they may do: read/write grants per database                   |
-//! | [`push`]      | what a Commit changes (ref diff of old and new root), push rules   |
-//! | [`storage`]   | decoding Dolt's chunks: table files, archives, flatbuffers, refs   |
-//! | [`route`]     | which cluster serves the database a request names                  |
-//! | [`cluster`]   | members' roles, which member a read or write goes to               |
-//! | [`grpc`]      | forwarding calls message by message, URL rewriting, statuses       |
-//! | [`files`]     | forwarding table-file GET/PUT/POST to the endpoint that sealed them|
-//! | [`uploads`]   | upload names, spooling and verifying uploads, trusted registrations|
-//! | [`upstream`]  | pooled connections to a Dolt remotesapi endpoint                   |
+//! | module        | owns                                                                   |
+//! |---------------|------------------------------------------------------------------------|
+//! | [`listener`]  | TCP/TLS accept, HTTP/1.1 + HTTP/2 on one port, connection bounds, drain |
+//! | [`dispatch`]  | the hyper service: gRPC or table file, and the panic net under both    |
+//! | [`grpc`]      | a call's phases: read and route, admit, choose, inspect, send, relay   |
+//! | [`files`]     | table-file GET/PUT/POST to the endpoint that sealed their URL          |
+//! | [`authn`]     | who is calling: credentials read, proven, cached, throttled            |
+//! | [`route`]     | which cluster serves the database a request names                      |
+//! | [`authz`]     | what they may do: read/write grants per database                       |
+//! | [`push`]      | what a Commit changes (ref diff of old and new root), push rules       |
+//! | [`uploads`]   | upload names, spooling and verifying uploads, trusted registrations    |
+//! | [`cluster`]   | members' roles, which member a read or write goes to                   |
+//! | [`upstream`]  | connections to a Dolt remotesapi endpoint, and doltgate's own calls    |
 //!
-//! Beside them: [`config`] (the file and its validation), [`remotesapi`]
-//! (what the protocol's messages look like), [`file_url`] (doltgate's own
-//! signed table-file URLs), [`error`] (every refusal and its gRPC/HTTP status).
+//! Beside them: [`gateway`] (the state in effect, built from the config by
+//! `gateway::build`, one section per module), [`config`] (the file's shape
+//! and its secrets), [`limits`] (per-call and per-user bounds), [`storage`]
+//! (decoding Dolt's chunks: table files, archives, flatbuffers, refs),
+//! [`remotesapi`] (what the protocol's messages and frames look like),
+//! [`file_url`] (doltgate's signed table-file URLs), [`sql`] (every login to
+//! a Dolt SQL port), [`access`] (the access log), [`plumbing`] (HTTP bodies
+//! and headers both proxies share), [`error`] (every refusal and its
+//! gRPC/HTTP status, mapped once), [`metrics`], [`admin`], [`tls`].
 
+pub mod access;
 pub mod admin;
 pub mod authn;
 pub mod authz;
 pub mod cluster;
 pub mod config;
+pub mod dispatch;
 pub mod error;
 pub mod file_url;
 pub mod files;
 pub mod gateway;
 pub mod grpc;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod plumbing;
 pub mod push;
 pub mod remotesapi;
 pub mod route;
+pub mod sql;
 pub mod storage;
 pub mod tls;
 pub mod uploads;
@@ -56,8 +66,23 @@ pub enum StartError {
     Bind { address: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("upstream: {0}")]
-    Upstream(String),
+}
+
+/// Checks `config` the way serving it would, without reading secrets or
+/// binding anything: the gateway builds, the listener's part holds, the log
+/// filter parses.
+pub fn check(config: &config::Config) -> Result<(), StartError> {
+    gateway::Gateway::build(config, gateway::Purpose::Check)?;
+    listener::check(config)?;
+    check_log_level(config)?;
+    Ok(())
+}
+
+/// `log.level` parses as a tracing filter.
+pub fn check_log_level(config: &config::Config) -> Result<(), config::ConfigError> {
+    tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .map(drop)
+        .map_err(|e| config::invalid("log.level", format!("not a valid filter: {e}")))
 }
 
 /// A configured gateway, bound to its port and ready to serve.
@@ -77,25 +102,25 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Validates `config`, builds a new gateway from it and swaps it in.
+    /// Builds a new gateway from `config` and swaps it in.
     /// Requests in flight finish on the old one; on error nothing changes.
     /// The listener and admin addresses, TLS and connection limits are read
     /// only at start.
     pub fn apply(&self, config: &config::Config) -> Result<(), StartError> {
-        config.validate()?;
-        let fresh = Arc::new(gateway::Gateway::new(config).map_err(StartError::Upstream)?);
-        fresh.start_discovery();
+        check_log_level(config)?;
+        let fresh = Arc::new(gateway::Gateway::build(config, gateway::Purpose::Serve)?);
+        fresh.start_background();
         self.gateway.store(fresh);
         Ok(())
     }
 }
 
 impl Server {
-    /// Validates `config`, builds the gateway and binds the listener.
+    /// Builds the gateway `config` describes and binds the listener.
     pub async fn bind(config: &config::Config) -> Result<Server, StartError> {
-        config.validate()?;
-        let built = Arc::new(gateway::Gateway::new(config).map_err(StartError::Upstream)?);
-        built.start_discovery();
+        check_log_level(config)?;
+        let built = Arc::new(gateway::Gateway::build(config, gateway::Purpose::Serve)?);
+        built.start_background();
         let gateway: gateway::SharedGateway = Arc::new(arc_swap::ArcSwap::new(built));
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let admin = match config.admin.address {

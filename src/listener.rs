@@ -1,6 +1,6 @@
 //! The client-facing entrypoint: accepts TCP connections, terminates TLS when
 //! configured, and serves HTTP/1.1 and HTTP/2 (h2c with prior knowledge, or h2
-//! by ALPN) on the same port, handing every request to the [`Gateway`].
+//! by ALPN) on the same port, handing every request to [`crate::dispatch`].
 //! On shutdown it stops accepting and lets open requests finish.
 
 use std::future::Future;
@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, LimitsConfig};
+use crate::config::{check_at_least_one, check_file, check_positive, invalid, Config, LimitsConfig};
 use crate::gateway::{ConnectionInfo, SharedGateway};
 
 /// Client-facing flow-control windows: as for the upstream side, big enough
@@ -41,14 +41,29 @@ pub struct Listener {
 /// this long, and an HTTP/1.1 request line with its headers longer.
 const PROTOCOL_BYTES: usize = 24;
 
+/// The listener's part of the configuration: its TLS files load, and the
+/// connection limits (`[limits]` keys about connections) hold.
+pub fn check(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, crate::StartError> {
+    let limits = &config.limits;
+    check_positive("limits.protocol_deadline", limits.protocol_deadline)?;
+    check_positive("limits.header_read_timeout", limits.header_read_timeout)?;
+    check_at_least_one("limits.max_connections", limits.max_connections)?;
+    check_at_least_one("limits.max_concurrent_streams", limits.max_concurrent_streams as usize)?;
+    if limits.max_header_bytes < 8 * 1024 {
+        return Err(invalid("limits.max_header_bytes", "must be at least 8192").into());
+    }
+    let Some(tls) = &config.listener.tls else { return Ok(None) };
+    check_file("listener.tls.cert", &tls.cert)?;
+    check_file("listener.tls.key", &tls.key)?;
+    Ok(Some(crate::tls::server_config(tls)?))
+}
+
 impl Listener {
     pub async fn bind(config: &Config, gateway: SharedGateway) -> Result<Listener, crate::StartError> {
+        let tls = check(config)?;
         let address = config.listener.address;
         let tcp = TcpListener::bind(address).await.map_err(|source| crate::StartError::Bind { address, source })?;
-        let tls = match &config.listener.tls {
-            Some(tls) => Some(TlsAcceptor::from(crate::tls::server_config(tls)?)),
-            None => None,
-        };
+        let tls = tls.map(TlsAcceptor::from);
         Ok(Listener {
             tcp,
             tls,
@@ -109,7 +124,7 @@ impl Listener {
             let tls = self.tls.is_some();
             let info = ConnectionInfo { remote, tls, affinity: Default::default() };
             let gateway = self.gateway.clone();
-            let service = service_fn(move |request| gateway.load_full().handle(request, info.clone()));
+            let service = service_fn(move |request| crate::dispatch::serve(gateway.load_full(), request, info.clone()));
             let result = match &self.tls {
                 // Each kind of connection is boxed at its own size: inline, every
                 // plain connection's task would be as large as a TLS one's.

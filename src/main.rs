@@ -90,14 +90,13 @@ fn load(cli: &Cli, file: Option<PathBuf>) -> Result<Config, String> {
             None => config.upstream = Some(UpstreamConfig::at(address.clone())),
         }
     }
-    config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }
 
 fn check_config(cli: &Cli, file: Option<PathBuf>) -> ExitCode {
     let label = file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(flags only)".into());
-    match load(cli, file) {
-        Ok(_) => {
+    match load(cli, file).and_then(|config| doltgate::check(&config).map_err(|e| e.to_string())) {
+        Ok(()) => {
             println!("{label}: ok");
             ExitCode::SUCCESS
         }
@@ -132,7 +131,11 @@ async fn reload_on_sighup(cli: Cli, reloader: doltgate::Reloader) {
 }
 
 fn run(cli: &Cli) -> ExitCode {
-    let config = match load(cli, cli.config.clone()) {
+    // The log level is checked before logging starts; the rest is checked
+    // by building the gateway, once, in Server::bind.
+    let checked = load(cli, cli.config.clone())
+        .and_then(|config| doltgate::check_log_level(&config).map(|()| config).map_err(|e| e.to_string()));
+    let config = match checked {
         Ok(config) => config,
         Err(err) => {
             eprintln!("doltgate: invalid configuration: {err}");
@@ -149,8 +152,9 @@ fn run(cli: &Cli) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (clusters, routes) = config.topology();
-        let endpoints: Vec<String> = clusters
+        let topology = config.topology().unwrap_or_else(|_| unreachable!("the server was built from it"));
+        let endpoints: Vec<String> = topology
+            .clusters
             .iter()
             .flat_map(|(name, c)| c.endpoints.iter().map(move |e| format!("{name}/{}={}", e.name, e.remotesapi)))
             .collect();
@@ -158,7 +162,7 @@ fn run(cli: &Cli) -> ExitCode {
             listen = %server.local_addr(),
             tls = server.is_tls(),
             endpoints = %endpoints.join(","),
-            routes = routes.len(),
+            routes = topology.routes.len(),
             admin = ?server.admin_addr(),
             "doltgate listening"
         );

@@ -6,7 +6,7 @@
 
 use glob::{MatchOptions, Pattern};
 
-use crate::config::{ReadPolicy, RouteConfig};
+use crate::config::{invalid, ConfigError, ReadPolicy, RouteConfig};
 use crate::error::GatewayError;
 use crate::remotesapi::{canonical_database, database_of};
 
@@ -21,15 +21,30 @@ enum Matcher {
 }
 
 impl Matcher {
-    fn from_config(route: &RouteConfig) -> Matcher {
-        if let Some(name) = &route.database {
-            Matcher::Exact(name.to_lowercase())
-        } else if let Some(prefix) = &route.database_prefix {
-            Matcher::Prefix(prefix.to_lowercase())
-        } else {
-            let glob = route.database_glob.as_deref().unwrap_or("*");
-            Matcher::Glob(Pattern::new(glob).unwrap_or_else(|_| Pattern::new("*").expect("valid")))
+    /// The one matcher a route sets, checked: names without `/` or `@`
+    /// (Dolt cuts a database name there), globs that parse.
+    fn build(key: &str, route: &RouteConfig) -> Result<Matcher, ConfigError> {
+        let set = [&route.database, &route.database_prefix, &route.database_glob];
+        if set.iter().filter(|m| m.is_some()).count() != 1 {
+            return Err(invalid(key, "set exactly one of database, database_prefix, database_glob"));
         }
+        let literal = |field: &str, value: &str| {
+            if value.is_empty() || value.contains(['/', '@']) {
+                return Err(invalid(
+                    format!("{key}.{field}"),
+                    format!("{value:?} must be non-empty, without '/' or '@'"),
+                ));
+            }
+            Ok(value.to_lowercase())
+        };
+        Ok(match (&route.database, &route.database_prefix, &route.database_glob) {
+            (Some(name), _, _) => Matcher::Exact(literal("database", name)?),
+            (_, Some(prefix), _) => Matcher::Prefix(literal("database_prefix", prefix)?),
+            (_, _, glob) => {
+                let glob = glob.as_deref().unwrap_or_default();
+                Matcher::Glob(Pattern::new(glob).map_err(|e| invalid(format!("{key}.database_glob"), e.to_string()))?)
+            }
+        })
     }
 
     fn matches(&self, database: &str) -> bool {
@@ -82,16 +97,17 @@ impl Matcher {
     }
 }
 
-/// A route, ready to match requests.
+/// A route, ready to match requests; `C` is what it routes to (the gateway's
+/// clusters; names in tests).
 #[derive(Debug)]
-pub struct Route {
+pub struct Route<C> {
     /// The route as configured, e.g. `orders`, `team_*`, `eu/*`: a bounded metric label.
     label: String,
     matcher: Matcher,
     /// Lower-cased, without slashes at either end.
     path_prefix: Option<String>,
-    pub cluster: String,
-    pub read_policy: ReadPolicy,
+    cluster: C,
+    read_policy: ReadPolicy,
 }
 
 fn route_label(route: &RouteConfig) -> String {
@@ -107,12 +123,12 @@ fn route_label(route: &RouteConfig) -> String {
 }
 
 /// Where a request goes and under which name the upstream knows the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Destination {
+#[derive(Debug, Clone)]
+pub struct Destination<C> {
     pub route: usize,
     /// The matched route as configured, for metrics.
     pub route_label: String,
-    pub cluster: String,
+    pub cluster: C,
     pub read_policy: ReadPolicy,
     /// The database the upstream acts on: lower-cased as Dolt does, without
     /// revision; what mirrored `dolt_branch_control` rows are matched against.
@@ -130,28 +146,37 @@ pub struct Destination {
 }
 
 #[derive(Debug)]
-pub struct Router {
-    routes: Vec<Route>,
+pub struct Router<C> {
+    routes: Vec<Route<C>>,
 }
 
-impl Router {
-    pub fn new(routes: &[RouteConfig]) -> Router {
-        Router {
-            routes: routes
-                .iter()
-                .map(|r| Route {
-                    label: route_label(r),
-                    matcher: Matcher::from_config(r),
-                    path_prefix: r.path_prefix.as_ref().map(|p| p.trim_matches('/').to_lowercase()),
-                    cluster: r.cluster.clone(),
-                    read_policy: r.read_policy,
-                })
-                .collect(),
+impl<C: Clone> Router<C> {
+    /// The routes `[[routes]]` describe, each to the cluster `cluster` finds
+    /// by name; a route that can never match (an earlier one matches all it
+    /// would) is an error, not a silent dead entry.
+    pub fn build(routes: &[RouteConfig], cluster: impl Fn(&str) -> Option<C>) -> Result<Router<C>, ConfigError> {
+        if routes.is_empty() {
+            return Err(invalid("routes", "no routes: add [[routes]] entries mapping databases to clusters"));
         }
+        let mut built: Vec<Route<C>> = Vec::with_capacity(routes.len());
+        for (i, config) in routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            let target = cluster(&config.cluster)
+                .ok_or_else(|| invalid(format!("{key}.cluster"), format!("no cluster named {:?}", config.cluster)))?;
+            let route = Route::build(&key, config, target)?;
+            if let Some(earlier) = built.iter().position(|e| e.shadows(&route)) {
+                return Err(invalid(
+                    &key,
+                    format!("can never match: routes[{earlier}] matches every database this route names"),
+                ));
+            }
+            built.push(route);
+        }
+        Ok(Router { routes: built })
     }
 
     /// The first route whose prefix and database pattern match `repo_path`.
-    pub fn resolve(&self, repo_path: &str) -> Result<Destination, GatewayError> {
+    pub fn resolve(&self, repo_path: &str) -> Result<Destination<C>, GatewayError> {
         for (index, route) in self.routes.iter().enumerate() {
             let Some(rest) = strip_path_prefix(repo_path, route.path_prefix.as_deref()) else { continue };
             let database = canonical_database(rest);
@@ -185,22 +210,42 @@ fn strip_path_prefix<'a>(repo_path: &'a str, prefix: Option<&str>) -> Option<&'a
     repo_path[prefix.len()..].strip_prefix('/')
 }
 
-/// Whether `earlier`, listed first, matches every request `later` would, so
-/// `later` can never be chosen. Conservative: only reports sure cases.
-pub fn shadows(earlier: &RouteConfig, later: &RouteConfig) -> bool {
-    let (early, late) = (Matcher::from_config(earlier), Matcher::from_config(later));
-    let norm = |p: &Option<String>| p.as_deref().map(|p| p.trim_matches('/').to_lowercase()).unwrap_or_default();
-    let (early_prefix, late_prefix) = (norm(&earlier.path_prefix), norm(&later.path_prefix));
-    if early_prefix == late_prefix {
-        return early.covers(&late);
+impl<C> Route<C> {
+    fn build(key: &str, config: &RouteConfig, cluster: C) -> Result<Route<C>, ConfigError> {
+        let matcher = Matcher::build(key, config)?;
+        let path_prefix = match &config.path_prefix {
+            None => None,
+            Some(prefix) => {
+                let ok = !prefix.is_empty()
+                    && prefix.split('/').all(|segment| !segment.is_empty() && !segment.contains('@'));
+                if !ok {
+                    return Err(invalid(
+                        format!("{key}.path_prefix"),
+                        format!("{prefix:?} must be one or more non-empty segments separated by '/', without '@'"),
+                    ));
+                }
+                Some(prefix.trim_matches('/').to_lowercase())
+            }
+        };
+        Ok(Route { label: route_label(config), matcher, path_prefix, cluster, read_policy: config.read_policy })
     }
-    // A shorter prefix sees the rest of the longer one as the database name.
-    let rest = if early_prefix.is_empty() {
-        Some(late_prefix.as_str())
-    } else {
-        late_prefix.strip_prefix(&early_prefix).and_then(|r| r.strip_prefix('/'))
-    };
-    rest.is_some_and(|rest| early.matches(database_of(rest)))
+
+    /// Whether `self`, listed first, matches every request `later` would, so
+    /// `later` can never be chosen. Conservative: only reports sure cases.
+    fn shadows(&self, later: &Route<C>) -> bool {
+        let early_prefix = self.path_prefix.as_deref().unwrap_or_default();
+        let late_prefix = later.path_prefix.as_deref().unwrap_or_default();
+        if early_prefix == late_prefix {
+            return self.matcher.covers(&later.matcher);
+        }
+        // A shorter prefix sees the rest of the longer one as the database name.
+        let rest = if early_prefix.is_empty() {
+            Some(late_prefix)
+        } else {
+            late_prefix.strip_prefix(early_prefix).and_then(|r| r.strip_prefix('/'))
+        };
+        rest.is_some_and(|rest| self.matcher.matches(database_of(rest)))
+    }
 }
 
 #[cfg(test)]
@@ -220,12 +265,16 @@ mod tests {
 
     #[test]
     fn first_match_wins_and_prefixes_are_stripped() {
-        let router = Router::new(&[
-            route("exact", "shop", None, "a"),
-            route("prefix", "team_", None, "b"),
-            route("glob", "*", Some("eu"), "c"),
-            route("glob", "*_prod", None, "d"),
-        ]);
+        let router = Router::build(
+            &[
+                route("exact", "shop", None, "a"),
+                route("prefix", "team_", None, "b"),
+                route("glob", "*", Some("eu"), "c"),
+                route("glob", "*_prod", None, "d"),
+            ],
+            |name| Some(name.to_owned()),
+        )
+        .unwrap();
         let dest = |p: &str| router.resolve(p).map(|d| (d.cluster, d.database, d.upstream_repo_path));
         assert_eq!(dest("shop").unwrap(), ("a".into(), "shop".into(), None));
         assert_eq!(dest("SHOP/feature").unwrap(), ("a".into(), "shop".into(), None));
@@ -243,7 +292,10 @@ mod tests {
     /// database, and only its exact name counts as spelled canonically.
     #[test]
     fn spellings_resolve_to_the_database_dolt_acts_on() {
-        let router = Router::new(&[route("exact", "inkwell", None, "a"), route("glob", "*", None, "b")]);
+        let router = Router::build(&[route("exact", "inkwell", None, "a"), route("glob", "*", None, "b")], |name| {
+            Some(name.to_owned())
+        })
+        .unwrap();
         let resolved = |p: &str| router.resolve(p).map(|d| (d.cluster, d.database, d.spelled_canonically)).unwrap();
         assert_eq!(resolved("inkwell"), ("a".into(), "inkwell".into(), true));
         for spelling in
@@ -269,7 +321,10 @@ mod tests {
             (route("glob", "*_prod", None, "a"), route("glob", "*_dev", None, "b"), false),
         ];
         for (earlier, later, expected) in cases {
-            assert_eq!(shadows(&earlier, &later), expected, "{earlier:?} vs {later:?}");
+            let built = |r: &RouteConfig| Route::build("routes[0]", r, ()).unwrap();
+            assert_eq!(built(&earlier).shadows(&built(&later)), expected, "{earlier:?} vs {later:?}");
+            let verdict = Router::build(&[earlier.clone(), later.clone()], |_| Some(()));
+            assert_eq!(verdict.is_err(), expected, "a shadowed route is a configuration error");
         }
     }
 }

@@ -30,10 +30,12 @@ use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::push::upstream_chunks::UpstreamRepo;
+use crate::config::{invalid, ConfigError, UploadsConfig, MIN_MAX_FILE_BYTES};
+pub use crate::error::UploadRefused;
 use crate::remotesapi::proto::{ChunkTableInfo, GetUploadLocsRequest};
-use crate::storage::verify::{verify_hashed, DiskFile, FileKind, Verified, VerifyError};
+use crate::storage::verify::{verify_hashed, DiskFile, FileKind, Verified};
 use crate::storage::Address;
+use crate::upstream::repo::UpstreamRepo;
 use crate::upstream::UpstreamBody;
 use crate::BoxError;
 
@@ -46,40 +48,6 @@ pub const JOURNAL: Address = Address([0xff; 20]);
 const FRAMES_IN_FLIGHT: usize = 8;
 /// Spool writes are batched this much, so a gigabyte is not a million syscalls.
 const SPOOL_BUFFER: usize = 1 << 20;
-
-/// Why an upload, upload location or registration is refused.
-#[derive(Debug, thiserror::Error)]
-pub enum UploadRefused {
-    #[error("table-file id is {0} bytes, not a 20-byte address")]
-    BadIdLength(usize),
-    #[error("table-file suffix {0:?} is not one Dolt writes (none, or \".darc\")")]
-    BadSuffix(String),
-    #[error("{0:?} is not a table-file name (32 characters of 0-9a-v, optionally .darc)")]
-    BadName(String),
-    #[error("{0} is the name of the store's chunk journal, which is never uploaded")]
-    Journal(String),
-    #[error("upload of {name} is larger than uploads.max_file_bytes ({limit} bytes)")]
-    TooLarge { name: String, limit: u64 },
-    #[error("upload refused: {0}")]
-    Unverified(#[from] VerifyError),
-    #[error("upload refused: {name} holds {actual} chunks, its URL says {claimed}")]
-    ChunkCount { name: String, claimed: u64, actual: usize },
-    #[error("cannot register table file {0}: it was not verified on its way in through this gateway and the store does not list it")]
-    NotVerified(String),
-    #[error("cannot spool the upload to local disk: {0}")]
-    Spool(String),
-    #[error("reading the upload failed: {0}")]
-    ClientBody(String),
-    #[error("the upstream stopped reading the upload")]
-    UpstreamGone,
-}
-
-impl UploadRefused {
-    /// Conditions that may pass on retry: doltgate's own disk, or the upstream.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, UploadRefused::Spool(_) | UploadRefused::UpstreamGone)
-    }
-}
 
 /// A file name Dolt could store, as an address and a kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,11 +112,24 @@ pub struct UploadSettings {
 }
 
 impl UploadSettings {
-    pub fn new(config: &crate::config::UploadsConfig) -> UploadSettings {
-        UploadSettings {
+    /// The `[uploads]` section: a spool directory that exists, and room for
+    /// the largest file Dolt writes.
+    pub fn build(config: &UploadsConfig) -> Result<UploadSettings, ConfigError> {
+        if config.max_file_bytes < MIN_MAX_FILE_BYTES {
+            return Err(invalid(
+                "uploads.max_file_bytes",
+                format!("must be at least {MIN_MAX_FILE_BYTES} (Dolt writes archives of up to 1 GiB)"),
+            ));
+        }
+        if let Some(dir) = &config.spool_dir {
+            if !dir.is_dir() {
+                return Err(invalid("uploads.spool_dir", format!("{} is not a directory", dir.display())));
+            }
+        }
+        Ok(UploadSettings {
             spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
             max_file_bytes: config.max_file_bytes,
-        }
+        })
     }
 }
 
@@ -308,7 +289,7 @@ pub async fn check_registration(
     peers_verify: bool,
 ) -> Result<(), crate::error::GatewayError> {
     let registry = VerifiedUploads::get();
-    let endpoint = repo.endpoint.name.as_str();
+    let endpoint = repo.upstream.name();
     let mut unseen = Vec::new();
     for file in files {
         let name = UploadName::from_id(&file.hash, "")?;

@@ -61,6 +61,6 @@ fn keys() -> &'static DoltKeys {
     KEYS.get_or_init(|| {
         let user =
             UserConfig { name: "dana".into(), password_hash: None, dolt_keys: vec![REGISTERED.into()], groups: vec![] };
-        DoltKeys::new(&[user], &["127.0.0.1".into()]).expect("a valid key")
+        DoltKeys::build(&[user], &["127.0.0.1".into()]).expect("a valid key")
     })
 }

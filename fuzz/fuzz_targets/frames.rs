@@ -2,7 +2,7 @@
 //! a panic, never a message over the limit.
 #![no_main]
 
-use doltgate::grpc::frame::FrameDecoder;
+use doltgate::remotesapi::frame::FrameDecoder;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

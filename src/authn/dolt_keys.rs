@@ -16,6 +16,7 @@ use sha2::Digest;
 
 use super::{unauthenticated, Principal};
 use crate::config::auth::UserConfig;
+use crate::config::{invalid, ConfigError};
 use crate::error::GatewayError;
 
 pub const DOLT_CLIENT_ISSUER: &str = "dolt-client.dolthub.com";
@@ -54,13 +55,15 @@ pub struct DoltKeys {
 }
 
 impl DoltKeys {
-    pub fn new(users: &[UserConfig], audiences: &[String]) -> Result<Self, String> {
+    /// The keys registered in `[[auth.users]] dolt_keys`, accepted for `audiences`.
+    pub fn build(users: &[UserConfig], audiences: &[String]) -> Result<Self, ConfigError> {
         let mut by_id = HashMap::new();
-        for user in users {
-            for text in &user.dolt_keys {
-                let public = parse_public_key(text)?;
+        for (i, user) in users.iter().enumerate() {
+            for (k, text) in user.dolt_keys.iter().enumerate() {
+                let bad = |reason: String| invalid(format!("auth.users[{i}].dolt_keys[{k}]"), reason);
+                let public = parse_public_key(text).map_err(bad)?;
                 let x = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, public);
-                let key = DecodingKey::from_ed_components(&x).map_err(|e| e.to_string())?;
+                let key = DecodingKey::from_ed_components(&x).map_err(|e| bad(e.to_string()))?;
                 by_id.insert(
                     key_id(&public),
                     RegisteredKey { key, user: user.name.clone(), groups: user.groups.clone() },

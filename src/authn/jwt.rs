@@ -18,7 +18,25 @@ use serde::Deserialize;
 
 use super::{unauthenticated, Principal};
 use crate::config::auth::JwtProviderConfig;
+use crate::config::{check_file, invalid, ConfigError, SecretSource, Secrets};
 use crate::error::GatewayError;
+
+pub const JWT_ALGORITHMS: [&str; 12] =
+    ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+
+/// The longest clock skew a token's `exp`/`nbf` may be forgiven.
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+/// The kind of key a JWT algorithm verifies with: `"HMAC"`, `"RSA"` (RS* and
+/// PS*), `"EC"` or `"Ed25519"`.
+fn key_family(alg: &str) -> &'static str {
+    match alg.get(..2) {
+        Some("HS") => "HMAC",
+        Some("RS" | "PS") => "RSA",
+        Some("ES") => "EC",
+        _ => "Ed25519",
+    }
+}
 
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const JWKS_MAX_BYTES: usize = 1024 * 1024;
@@ -108,11 +126,13 @@ enum Keys {
 }
 
 impl Provider {
-    pub fn new(key: &str, config: &JwtProviderConfig) -> Result<Provider, String> {
+    /// The provider `[[auth.jwt]]` entry `key` describes, or why it cannot be.
+    pub fn build(key: &str, config: &JwtProviderConfig, secrets: &Secrets) -> Result<Provider, ConfigError> {
+        check_shape(key, config)?;
         let algorithms = config
             .algorithms
             .iter()
-            .map(|a| a.parse::<Algorithm>().map_err(|_| format!("{key}.algorithms: {a:?} is not an algorithm")))
+            .map(|a| a.parse::<Algorithm>().map_err(|_| invalid(format!("{key}.algorithms"), format!("{a:?}"))))
             .collect::<Result<Vec<_>, _>>()?;
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms;
@@ -125,7 +145,7 @@ impl Provider {
             name: config.name.clone(),
             issuer: config.issuer.clone(),
             validation,
-            keys: Keys::new(key, config)?,
+            keys: Keys::build(key, config, secrets)?,
             user_claim: config.user_claim.clone(),
             groups_claim: config.groups_claim.clone(),
             namespace: config.namespace.clone().unwrap_or_else(|| config.name.clone()),
@@ -172,40 +192,43 @@ impl Provider {
 }
 
 impl Keys {
-    fn new(key: &str, config: &JwtProviderConfig) -> Result<Keys, String> {
+    fn build(key: &str, config: &JwtProviderConfig, secrets: &Secrets) -> Result<Keys, ConfigError> {
         let read = |path: &PathBuf, field: &str| {
-            std::fs::read(path).map_err(|e| format!("{key}.{field}: cannot read {}: {e}", path.display()))
+            std::fs::read(path)
+                .map_err(|e| invalid(format!("{key}.{field}"), format!("cannot read {}: {e}", path.display())))
         };
-        if let Some(secret) = &config.secret {
-            return Ok(Keys::Fixed(DecodingKey::from_secret(secret.as_bytes())));
-        }
-        if let Some(var) = &config.secret_env {
-            let secret =
-                std::env::var(var).map_err(|_| format!("{key}.secret_env: environment variable {var} is not set"))?;
-            return Ok(Keys::Fixed(DecodingKey::from_secret(secret.as_bytes())));
+        let secret = secrets.one_of(&[
+            (format!("{key}.secret"), config.secret.as_deref().map(SecretSource::Inline)),
+            (format!("{key}.secret_env"), config.secret_env.as_deref().map(SecretSource::Env)),
+        ])?;
+        if let Some(secret) = secret {
+            return Ok(Keys::Fixed(DecodingKey::from_secret(&secret)));
         }
         if let Some(path) = &config.key_file {
             let pem = read(path, "key_file")?;
-            let family = crate::config::auth::key_family(&config.algorithms[0]);
+            let family = key_family(&config.algorithms[0]);
             let parsed = match family {
                 "RSA" => DecodingKey::from_rsa_pem(&pem),
                 "EC" => DecodingKey::from_ec_pem(&pem),
                 _ => DecodingKey::from_ed_pem(&pem),
             };
-            return parsed.map(Keys::Fixed).map_err(|e| format!("{key}.key_file: not an {family} public key: {e}"));
+            return parsed
+                .map(Keys::Fixed)
+                .map_err(|e| invalid(format!("{key}.key_file"), format!("not an {family} public key: {e}")));
         }
         let source = match (&config.jwks_file, &config.jwks_url) {
             (Some(path), _) => {
-                let set = JwksSource::parse(&read(path, "jwks_file")?).map_err(|e| format!("{key}.jwks_file: {e}"))?;
+                let set =
+                    JwksSource::parse(&read(path, "jwks_file")?).map_err(|e| invalid(format!("{key}.jwks_file"), e))?;
                 JwksSource::new(JwksLocation::File(path.clone()), config.jwks_min_refresh, set)
             }
             (None, Some(url)) => {
-                let uri: http::Uri = url.parse().map_err(|e| format!("{key}.jwks_url: {e}"))?;
+                let uri = jwks_uri(key, config)?.expect("a jwks_url");
                 if uri.scheme_str() == Some("http") {
                     tracing::warn!(provider = %config.name, %url, "JWK Set fetched over plain http (jwks_allow_http): anyone on the path can swap its keys");
                 }
                 let tls = crate::tls::client_config(config.jwks_ca_file.as_deref())
-                    .map_err(|e| format!("{key}.jwks_ca_file: {e}"))?;
+                    .map_err(|e| invalid(format!("{key}.jwks_ca_file"), e))?;
                 let connector = hyper_rustls::HttpsConnectorBuilder::new()
                     .with_tls_config(tls)
                     .https_or_http()
@@ -219,10 +242,100 @@ impl Keys {
                     HashMap::new(),
                 )
             }
-            (None, None) => return Err(format!("{key}: no key configured")),
+            (None, None) => return Err(invalid(key, "no key configured")),
         };
         Ok(Keys::Set(source))
     }
+}
+
+/// Everything about a provider entry that can be judged without its key.
+fn check_shape(key: &str, provider: &JwtProviderConfig) -> Result<(), ConfigError> {
+    if provider.name.is_empty() || provider.name.contains(':') {
+        return Err(invalid(
+            format!("{key}.name"),
+            "must be non-empty and without ':' (it qualifies the provider's users)",
+        ));
+    }
+    if provider.namespace.as_deref().is_some_and(|ns| ns.contains(':')) {
+        return Err(invalid(format!("{key}.namespace"), "must not contain ':'"));
+    }
+    let sources = [
+        provider.secret.is_some(),
+        provider.secret_env.is_some(),
+        provider.key_file.is_some(),
+        provider.jwks_file.is_some(),
+        provider.jwks_url.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return Err(invalid(key, "set exactly one of secret, secret_env, key_file, jwks_file, jwks_url"));
+    }
+    if provider.audiences.is_empty() {
+        return Err(invalid(format!("{key}.audiences"), "name at least one accepted audience"));
+    }
+    if provider.algorithms.is_empty() {
+        return Err(invalid(format!("{key}.algorithms"), "name the accepted algorithms, e.g. [\"RS256\"]"));
+    }
+    let symmetric = provider.secret.is_some() || provider.secret_env.is_some();
+    for alg in &provider.algorithms {
+        if !JWT_ALGORITHMS.contains(&alg.as_str()) {
+            return Err(invalid(
+                format!("{key}.algorithms"),
+                format!("{alg:?} is not one of {}", JWT_ALGORITHMS.join(", ")),
+            ));
+        }
+        // An HMAC algorithm beside a public key is how key confusion starts.
+        if (key_family(alg) == "HMAC") != symmetric {
+            return Err(invalid(
+                format!("{key}.algorithms"),
+                format!("{alg} does not fit the key: HS* need secret/secret_env, the others a public key"),
+            ));
+        }
+    }
+    if provider.leeway > MAX_LEEWAY {
+        return Err(invalid(format!("{key}.leeway"), "at most 5m"));
+    }
+    if let Some(path) = &provider.key_file {
+        // One PEM key has one family; an algorithm of another could never verify.
+        let first = key_family(&provider.algorithms[0]);
+        if let Some(other) = provider.algorithms.iter().find(|alg| key_family(alg) != first) {
+            return Err(invalid(
+                format!("{key}.algorithms"),
+                format!(
+                    "{other} and {} need different kinds of key; {} holds one",
+                    provider.algorithms[0],
+                    path.display()
+                ),
+            ));
+        }
+    }
+    let jwks_uri = jwks_uri(key, provider)?;
+    if jwks_uri.as_ref().and_then(http::Uri::scheme_str) == Some("http") && !provider.jwks_allow_http {
+        return Err(invalid(
+            format!("{key}.jwks_url"),
+            "is plain http://, so keys could be swapped in transit: use https://, or set jwks_allow_http = true on a network you control",
+        ));
+    }
+    if provider.jwks_ca_file.is_some() && jwks_uri.as_ref().and_then(http::Uri::scheme_str) != Some("https") {
+        return Err(invalid(format!("{key}.jwks_ca_file"), "applies only to an https:// jwks_url"));
+    }
+    for (field, path) in
+        [("key_file", &provider.key_file), ("jwks_file", &provider.jwks_file), ("jwks_ca_file", &provider.jwks_ca_file)]
+    {
+        if let Some(path) = path {
+            check_file(&format!("{key}.{field}"), path)?;
+        }
+    }
+    Ok(())
+}
+
+/// `jwks_url`, parsed: an http(s) URL with a host.
+fn jwks_uri(key: &str, provider: &JwtProviderConfig) -> Result<Option<http::Uri>, ConfigError> {
+    let Some(url) = &provider.jwks_url else { return Ok(None) };
+    url.parse::<http::Uri>()
+        .ok()
+        .filter(|u| u.authority().is_some() && matches!(u.scheme_str(), Some("http" | "https")))
+        .map(Some)
+        .ok_or_else(|| invalid(format!("{key}.jwks_url"), format!("{url:?} must be an https:// or http:// URL")))
 }
 
 enum JwksLocation {

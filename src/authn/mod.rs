@@ -28,8 +28,67 @@ use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::cluster::Cluster;
-use crate::config::AuthConfig;
+use crate::config::{invalid, AuthConfig, ConfigError, Secrets};
 use crate::error::GatewayError;
+
+/// Dolt signs its client tokens for 30 seconds (go/libraries/doltcore/creds).
+const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(30);
+
+/// The bounds of `[auth]`'s own numbers.
+fn check_limits(config: &AuthConfig) -> Result<(), ConfigError> {
+    if config.failed_logins.per_address == 0 {
+        return Err(invalid("auth.failed_logins.per_address", "must be at least 1"));
+    }
+    if config.max_token_lifetime < MIN_TOKEN_LIFETIME {
+        return Err(invalid(
+            "auth.max_token_lifetime",
+            "must be at least 30s: Dolt's own client tokens live that long",
+        ));
+    }
+    if config.cache.max_entries == 0 {
+        return Err(invalid("auth.cache.max_entries", "must be greater than zero"));
+    }
+    Ok(())
+}
+
+/// `[[auth.users]]` with a password hash, by name; names unique, hashes PHC strings.
+fn static_users(config: &AuthConfig) -> Result<HashMap<String, password::StaticUser>, ConfigError> {
+    let mut users = HashMap::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, user) in config.users.iter().enumerate() {
+        let key = format!("auth.users[{i}]");
+        if user.name.is_empty() || !names.insert(user.name.as_str()) {
+            return Err(invalid(format!("{key}.name"), format!("{:?} is empty or used twice", user.name)));
+        }
+        if user.name.contains(':') {
+            return Err(invalid(
+                format!("{key}.name"),
+                "':' separates an identity provider's namespace from its names (corp-sso:erin); a user of doltgate's own has none",
+            ));
+        }
+        if let Some(hash) = &user.password_hash {
+            argon2::password_hash::PasswordHash::new(hash).map_err(|e| {
+                invalid(
+                    format!("{key}.password_hash"),
+                    format!("not a PHC hash ({e}); make one with `doltgate hash-password`"),
+                )
+            })?;
+            users.insert(user.name.clone(), password::StaticUser::new(hash, &user.groups));
+        }
+    }
+    Ok(users)
+}
+
+/// `auth.token_header`: a header of doltgate's own, never one with a meaning of its own.
+fn token_header(config: &AuthConfig) -> Result<Option<HeaderName>, ConfigError> {
+    let Some(header) = &config.token_header else { return Ok(None) };
+    let name = HeaderName::from_bytes(header.as_bytes())
+        .map_err(|_| invalid("auth.token_header", format!("{header:?} is not a header name")))?;
+    if matches!(name.as_str(), "authorization" | "host" | "cookie") || name.as_str().starts_with("grpc-") {
+        return Err(invalid("auth.token_header", format!("{header:?} is reserved; pick e.g. x-doltgate-token")));
+    }
+    Ok(Some(name))
+}
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,31 +273,38 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// `public_url` is `listener.public_url`, whose host `dolt creds` tokens
-    /// are accepted for when `dolt_key_audiences` is not set.
-    pub fn new(config: &AuthConfig, public_url: Option<&str>) -> Result<Authenticator, String> {
-        let static_users = config
-            .users
-            .iter()
-            .filter_map(|u| u.password_hash.as_ref().map(|h| (u.name.clone(), password::StaticUser::new(h, &u.groups))))
-            .collect();
-        let providers = config
-            .jwt
-            .iter()
-            .enumerate()
-            .map(|(i, p)| jwt::Provider::new(&format!("auth.jwt[{i}]"), p))
-            .collect::<Result<_, _>>()?;
+    /// The authenticator `[auth]` describes. `public_url` is
+    /// `listener.public_url`, whose host `dolt creds` tokens are accepted for
+    /// when `dolt_key_audiences` is not set.
+    pub fn build(
+        config: &AuthConfig,
+        public_url: Option<&str>,
+        secrets: &Secrets,
+    ) -> Result<Authenticator, ConfigError> {
+        check_limits(config)?;
+        let static_users = static_users(config)?;
+        let audiences = dolt_key_audiences(config, public_url);
+        if audiences.is_empty() && config.users.iter().any(|user| !user.dolt_keys.is_empty()) {
+            return Err(invalid(
+                "auth.dolt_key_audiences",
+                "users have dolt_keys: name the hosts clients use in their remote URLs (or set listener.public_url), so a token a client signed for another server is not accepted here",
+            ));
+        }
+        let mut issuers = std::collections::HashSet::new();
+        let mut providers = Vec::with_capacity(config.jwt.len());
+        for (i, provider) in config.jwt.iter().enumerate() {
+            let key = format!("auth.jwt[{i}]");
+            providers.push(jwt::Provider::build(&key, provider, secrets)?);
+            if !issuers.insert(provider.issuer.as_str()) {
+                return Err(invalid(format!("{key}.issuer"), "two providers share this issuer"));
+            }
+        }
         Ok(Authenticator {
             static_users,
-            dolt_keys: dolt_keys::DoltKeys::new(&config.users, &dolt_key_audiences(config, public_url))?,
+            dolt_keys: dolt_keys::DoltKeys::build(&config.users, &audiences)?,
             providers,
             sql_passwords: config.sql_passwords,
-            token_header: config
-                .token_header
-                .as_ref()
-                .map(|h| HeaderName::from_bytes(h.as_bytes()))
-                .transpose()
-                .map_err(|e| e.to_string())?,
+            token_header: token_header(config)?,
             max_token_lifetime: config.max_token_lifetime,
             throttle: throttle::shared(&config.failed_logins),
             cache: cache::VerdictCache::new(&config.cache),

@@ -10,9 +10,9 @@ use argon2::Argon2;
 use super::{unauthenticated, Principal};
 use crate::cluster::Cluster;
 use crate::error::GatewayError;
+use crate::sql::SqlError;
 
-/// MySQL's "Access denied for user" error code.
-const ER_ACCESS_DENIED: u16 = 1045;
+/// A login that has not answered by then says nothing about the password.
 const SQL_LOGIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
@@ -56,12 +56,13 @@ pub async fn check_sql_login(cluster: &Cluster, user: &str, password: &str) -> R
     }
     let mut last_error = String::new();
     for address in addresses {
-        match login(&address, user, password).await {
+        let login = crate::sql::with_login(&address, user, password, SQL_LOGIN_TIMEOUT, async |_| Ok(())).await;
+        match login {
             Ok(()) => {
                 crate::metrics::metrics().auth_sql_logins.with_label_values(&["accepted"]).inc();
                 return Ok(Principal { name: user.to_owned(), groups: Vec::new(), expires: None });
             }
-            Err(LoginError::Denied(message)) => {
+            Err(SqlError::Denied(message)) => {
                 crate::metrics::metrics().auth_sql_logins.with_label_values(&["refused"]).inc();
                 tracing::debug!(user = %super::shown(user), message = %super::shown(&message), "SQL login refused");
                 return Err(unauthenticated(format!(
@@ -69,9 +70,9 @@ pub async fn check_sql_login(cluster: &Cluster, user: &str, password: &str) -> R
                     super::shown(user)
                 )));
             }
-            Err(LoginError::Unreachable(reason)) => {
+            Err(unreachable) => {
                 crate::metrics::metrics().auth_sql_logins.with_label_values(&["error"]).inc();
-                last_error = format!("{address}: {reason}");
+                last_error = format!("{address}: {unreachable}");
             }
         }
     }
@@ -79,32 +80,6 @@ pub async fn check_sql_login(cluster: &Cluster, user: &str, password: &str) -> R
         address: "SQL port".into(),
         reason: format!("cannot check passwords: {last_error}"),
     })
-}
-
-enum LoginError {
-    Denied(String),
-    Unreachable(String),
-}
-
-async fn login(address: &http::uri::Authority, user: &str, password: &str) -> Result<(), LoginError> {
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname(address.host().to_owned())
-        .tcp_port(address.port_u16().unwrap_or(3306))
-        .user(Some(user))
-        .pass(Some(password))
-        .prefer_socket(false);
-    let connect = mysql_async::Conn::new(opts);
-    match tokio::time::timeout(SQL_LOGIN_TIMEOUT, connect).await {
-        Err(_) => Err(LoginError::Unreachable(format!("no answer within {SQL_LOGIN_TIMEOUT:?}"))),
-        Ok(Err(mysql_async::Error::Server(err))) if err.code == ER_ACCESS_DENIED => {
-            Err(LoginError::Denied(err.message))
-        }
-        Ok(Err(err)) => Err(LoginError::Unreachable(err.to_string())),
-        Ok(Ok(conn)) => {
-            let _ = conn.disconnect().await;
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]

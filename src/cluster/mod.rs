@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::config::{ClusterConfig, NoPrimary, ReadPolicy, StaticRole};
+use crate::config::{
+    authority_at, check_name, check_positive, invalid, origin_url, ClusterConfig, ClusterKeys, ConfigError,
+    EndpointConfig, NoPrimary, ReadPolicy, SecretSource, Secrets, StaticRole,
+};
 use crate::error::GatewayError;
 use crate::upstream::Upstream;
 
@@ -71,6 +74,38 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    fn build(
+        keys: &ClusterKeys,
+        index: usize,
+        config: &EndpointConfig,
+        cluster: &ClusterConfig,
+        login: Option<&ServiceLogin>,
+    ) -> Result<Endpoint, ConfigError> {
+        check_name(&keys.endpoint(index, "name"), &config.name)?;
+        let upstream = Upstream::build(
+            &config.name,
+            (&keys.endpoint(index, "remotesapi"), &config.remotesapi),
+            (&keys.transport(), &cluster.transport),
+        )?;
+        let sql_address =
+            config.sql.as_deref().map(|sql| authority_at(&keys.endpoint(index, "sql"), sql)).transpose()?;
+        let (role, sql) = match (config.role, &sql_address, login) {
+            (Some(StaticRole::Primary), _, _) => (Role::Primary, None),
+            (Some(StaticRole::Standby), _, _) => (Role::Standby, None),
+            (None, Some(address), Some(login)) => {
+                (Role::Unknown, Some(crate::sql::pool(address, &login.user, &login.password)))
+            }
+            (None, _, _) => {
+                return Err(invalid(
+                    keys.endpoint(index, "sql").trim_end_matches(".sql"),
+                    "set sql = \"HOST:PORT\" (to poll the member's cluster role) or a fixed role = \"primary\"",
+                ))
+            }
+        };
+        let status = EndpointStatus { role, epoch: 0, failures: 0, last_error: None, avoid_until: None };
+        Ok(Endpoint { name: config.name.clone(), upstream, sql, sql_address, status: Mutex::new(status) })
+    }
+
     pub fn status(&self) -> EndpointStatus {
         lock(&self.status).clone()
     }
@@ -90,6 +125,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// doltgate's own SQL user on a cluster (`sql_user` and its password).
+#[derive(Clone)]
+pub struct ServiceLogin {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for ServiceLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceLogin").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
 pub struct Cluster {
     pub name: String,
     pub endpoints: Vec<Arc<Endpoint>>,
@@ -99,13 +147,9 @@ pub struct Cluster {
     no_primary: NoPrimary,
     writes_url: Option<String>,
     pub(crate) poll_interval: Duration,
-    /// `Basic` credentials of doltgate's own SQL user, presented upstream
-    /// in place of the client's when `[auth]` is on.
-    pub service_authorization: Option<http::HeaderValue>,
-    /// doltgate's SQL user and password, for reading Dolt's own tables.
-    pub(crate) service_login: Option<(String, String)>,
-    /// The last mirrored `dolt_branch_control` rows, or why there are none.
-    pub branch_control: arc_swap::ArcSwap<Result<crate::push::branch_control::BranchControl, String>>,
+    /// doltgate's SQL user and password: role polls log in with it, and
+    /// `[auth]` presents it upstream and reads Dolt's tables with it.
+    service_login: Option<ServiceLogin>,
     /// Spreads new connections across members for `any` and `prefer_standby`.
     next: AtomicUsize,
 }
@@ -117,47 +161,57 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    pub fn new(name: &str, config: &ClusterConfig, sql_password: Option<&str>) -> Result<Cluster, String> {
-        let mut endpoints = Vec::with_capacity(config.endpoints.len());
-        for endpoint in &config.endpoints {
-            let upstream = Upstream::new(&endpoint.name, &endpoint.remotesapi, &config.transport)?;
-            let sql = match (&endpoint.sql, endpoint.role) {
-                (Some(address), None) => Some(discovery::pool(address, config, sql_password)?),
-                _ => None,
-            };
-            let role = match endpoint.role {
-                Some(StaticRole::Primary) => Role::Primary,
-                Some(StaticRole::Standby) => Role::Standby,
-                None => Role::Unknown,
-            };
-            let status = EndpointStatus { role, epoch: 0, failures: 0, last_error: None, avoid_until: None };
-            let sql_address = endpoint.sql.as_deref().map(crate::config::parse_authority).transpose()?;
-            endpoints.push(Arc::new(Endpoint {
-                name: endpoint.name.clone(),
-                upstream,
-                sql,
-                sql_address,
-                status: Mutex::new(status),
-            }));
+    /// The cluster `[clusters.NAME]` describes (its fields at `keys`), its
+    /// service user's password read through `secrets`.
+    pub fn build(
+        name: &str,
+        keys: &ClusterKeys,
+        config: &ClusterConfig,
+        secrets: &Secrets,
+    ) -> Result<Cluster, ConfigError> {
+        check_name(keys.section(), name)?;
+        if config.endpoints.is_empty() {
+            return Err(invalid(keys.field("endpoints"), "a cluster needs at least one endpoint"));
         }
+        let polls = config.endpoints.iter().any(|e| e.role.is_none() && e.sql.is_some());
+        if polls && config.sql_user.is_none() {
+            return Err(invalid(keys.field("sql_user"), "required to poll member roles over SQL"));
+        }
+        check_positive(&keys.field("role_poll_interval"), config.role_poll_interval)?;
+        let writes_url =
+            config.writes_url.as_deref().map(|url| origin_url(&keys.field("writes_url"), url)).transpose()?;
+        let password = secrets.one_of(&[
+            (keys.field("sql_password"), config.sql_password.as_deref().map(SecretSource::Inline)),
+            (keys.field("sql_password_env"), config.sql_password_env.as_deref().map(SecretSource::Env)),
+            (keys.field("sql_password_file"), config.sql_password_file.as_deref().map(SecretSource::File)),
+        ])?;
+        let password = String::from_utf8(password.unwrap_or_default())
+            .map_err(|_| invalid(keys.field("sql_password"), "is not UTF-8"))?;
+        let service_login = config.sql_user.clone().map(|user| ServiceLogin { user, password });
+        let endpoints = config
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, endpoint)| Endpoint::build(keys, i, endpoint, config, service_login.as_ref()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let cluster = Cluster {
             name: name.to_owned(),
             endpoints,
             primary: watch::Sender::new(None),
             write_wait: config.write_wait,
             no_primary: config.no_primary,
-            writes_url: config.writes_url.clone(),
+            writes_url,
             poll_interval: config.role_poll_interval,
-            service_authorization: match &config.sql_user {
-                Some(user) => Some(crate::authn::basic_authorization(user, sql_password.unwrap_or_default())?),
-                None => None,
-            },
-            service_login: config.sql_user.clone().map(|user| (user, sql_password.unwrap_or_default().to_owned())),
-            branch_control: arc_swap::ArcSwap::from_pointee(Err("not read yet".to_owned())),
+            service_login,
             next: AtomicUsize::new(0),
         };
         cluster.recompute_primary();
         Ok(cluster)
+    }
+
+    /// doltgate's own SQL login on this cluster, if configured.
+    pub fn service_login(&self) -> Option<&ServiceLogin> {
+        self.service_login.as_ref()
     }
 
     /// Records a role poll's result for endpoint `index`.
@@ -355,7 +409,7 @@ impl ConnectionAffinity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{EndpointConfig, TransportConfig};
+    use crate::config::TransportConfig;
 
     /// Two polled members (the SQL pools connect lazily; polls are simulated).
     fn cluster(no_primary: NoPrimary, write_wait: Duration) -> Cluster {
@@ -377,7 +431,12 @@ mod tests {
             writes_url: Some("https://dolt.example.com".into()),
             transport: TransportConfig::default(),
         };
-        Cluster::new("main", &config, None).unwrap()
+        let topology = crate::config::Topology {
+            clusters: std::collections::BTreeMap::from([("main".to_owned(), config.clone())]),
+            routes: Vec::new(),
+            single: false,
+        };
+        Cluster::build("main", &topology.keys("main"), &config, &Secrets::read()).unwrap()
     }
 
     #[tokio::test]

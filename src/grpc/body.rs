@@ -10,9 +10,9 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
-use super::frame::{FrameDecoder, Framed};
 use super::status;
 use crate::error::GatewayError;
+use crate::remotesapi::frame::{FrameDecoder, Framed};
 use crate::BoxError;
 
 /// What to do with one message: `Ok(None)` forwards it unchanged,

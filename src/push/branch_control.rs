@@ -6,7 +6,7 @@
 //! - patterns are SQL `LIKE` expressions (`%`, `_`, `\` escapes), first
 //!   folded to their shortest form (`%%` is `%`, `%_` is `_%`); database,
 //!   branch and host compare under `utf8mb4_0900_ai_ci` (case- and
-//!   accent-insensitive, rune by rune: [`super::collation`]), user exactly;
+//!   accent-insensitive, rune by rune: `collation`), user exactly;
 //! - for a branch, the matching access rows with the longest patterns decide
 //!   (every literal, `_` and `%` counts one) and equally long ones combine;
 //!   `admin` implies `write`, and `merge` or `read` alone do not allow a push;
@@ -16,9 +16,11 @@
 //!
 //! A push passes only when doltgate's rules and these rows both allow it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use mysql_async::prelude::Queryable;
 
 use super::collation::collate;
@@ -148,30 +150,22 @@ impl BranchControl {
 
 /// Reads both tables from the first member that answers (the primary first).
 pub async fn read(cluster: &Cluster) -> Result<BranchControl, String> {
-    let (user, password) = cluster.service_login.clone().ok_or("the cluster has no sql_user")?;
+    let login = cluster.service_login().ok_or("the cluster has no sql_user")?;
     let addresses = cluster.sql_addresses();
     if addresses.is_empty() {
         return Err(format!("cluster {:?} has no SQL address (endpoints[].sql)", cluster.name));
     }
     let mut last_error = String::new();
     for address in addresses {
-        let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname(address.host().to_owned())
-            .tcp_port(address.port_u16().unwrap_or(3306))
-            .user(Some(user.clone()))
-            .pass(Some(password.clone()))
-            .prefer_socket(false);
-        match tokio::time::timeout(READ_TIMEOUT, read_from(opts)).await {
-            Ok(Ok(control)) => return Ok(control),
-            Ok(Err(err)) => last_error = format!("{address}: {err}"),
-            Err(_) => last_error = format!("{address}: no answer within {READ_TIMEOUT:?}"),
+        match crate::sql::with_login(&address, &login.user, &login.password, READ_TIMEOUT, read_tables).await {
+            Ok(control) => return Ok(control),
+            Err(err) => last_error = format!("{address}: {err}"),
         }
     }
     Err(last_error)
 }
 
-async fn read_from(opts: mysql_async::OptsBuilder) -> Result<BranchControl, mysql_async::Error> {
-    let mut conn = mysql_async::Conn::new(opts).await?;
+async fn read_tables(conn: &mut mysql_async::Conn) -> Result<BranchControl, mysql_async::Error> {
     // The tables are server-wide but only visible with a database selected.
     let databases: Vec<String> = conn.query("SHOW DATABASES").await?;
     if let Some(database) = databases.iter().find(|d| !matches!(d.as_str(), "information_schema" | "mysql")) {
@@ -192,16 +186,47 @@ async fn read_from(opts: mysql_async::OptsBuilder) -> Result<BranchControl, mysq
     let namespace = conn
         .query_map(NAMESPACE_QUERY, |(database, branch, user, host)| NamespaceRow { database, branch, user, host })
         .await?;
-    let _ = conn.disconnect().await;
     Ok(BranchControl { access, namespace })
 }
 
-/// Keeps `cluster.branch_control` fresh until the cluster is dropped.
-pub fn spawn_poller(cluster: &Arc<Cluster>, interval: Duration) {
-    tokio::spawn(poll(Arc::downgrade(cluster), interval));
+/// What the mirrored tables say on each cluster: the last rows read, or why
+/// there are none (then branch pushes are refused: failing closed).
+pub type MirroredRows = Result<BranchControl, String>;
+
+/// The `dolt_branch_control` mirror of every cluster, each kept fresh by its
+/// own poller while its cluster is in use.
+#[derive(Debug)]
+pub struct Mirror {
+    interval: Duration,
+    by_cluster: HashMap<String, Arc<ArcSwap<MirroredRows>>>,
 }
 
-async fn poll(cluster: Weak<Cluster>, interval: Duration) {
+impl Mirror {
+    pub fn new<'a>(clusters: impl IntoIterator<Item = &'a str>, interval: Duration) -> Mirror {
+        let not_yet = || Arc::new(ArcSwap::from_pointee(Err("not read yet".to_owned())));
+        Mirror { interval, by_cluster: clusters.into_iter().map(|name| (name.to_owned(), not_yet())).collect() }
+    }
+
+    /// The rows in effect for `cluster`.
+    pub fn rows(&self, cluster: &str) -> Arc<MirroredRows> {
+        match self.by_cluster.get(cluster) {
+            Some(rows) => rows.load_full(),
+            None => Arc::new(Err(format!("no mirror for cluster {cluster:?}"))),
+        }
+    }
+
+    /// Polls each cluster's tables until the cluster is dropped (a reload
+    /// builds new clusters, and with them new pollers).
+    pub fn spawn_pollers<'a>(&self, clusters: impl IntoIterator<Item = &'a Arc<Cluster>>) {
+        for cluster in clusters {
+            if let Some(rows) = self.by_cluster.get(&cluster.name) {
+                tokio::spawn(poll(Arc::downgrade(cluster), rows.clone(), self.interval));
+            }
+        }
+    }
+}
+
+async fn poll(cluster: Weak<Cluster>, rows: Arc<ArcSwap<MirroredRows>>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -211,7 +236,7 @@ async fn poll(cluster: Weak<Cluster>, interval: Duration) {
         if let Err(err) = &result {
             tracing::warn!(cluster = %cluster.name, error = %err, "cannot read dolt_branch_control; branch pushes are refused until it can be read");
         }
-        cluster.branch_control.store(Arc::new(result));
+        rows.store(Arc::new(result));
     }
 }
 

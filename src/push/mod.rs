@@ -13,7 +13,6 @@ pub mod branch_control;
 mod collation;
 pub mod integrity;
 pub mod rules;
-pub mod upstream_chunks;
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -26,8 +25,8 @@ use crate::error::GatewayError;
 use crate::remotesapi::proto::CommitRequest;
 use crate::storage::refs::{diff, RefChange, RefKind};
 use crate::storage::{ancestry, Address, ChunkSource, StorageError};
+use crate::upstream::repo::{UpstreamChunks, UpstreamRepo};
 use rules::{Decision, PushRules, Target};
-use upstream_chunks::{UpstreamChunks, UpstreamRepo};
 
 /// One ref change of a Commit, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,7 +229,7 @@ async fn inspect(commit: &CommitUnderReview<'_>) -> Result<(Vec<Change>, Vec<Dec
     };
     let (current, last) = (address(&request.current, "current")?, address(&request.last, "last")?);
     let repo = UpstreamRepo {
-        endpoint: commit.endpoint,
+        upstream: &commit.endpoint.upstream,
         repo_id: request.repo_id.clone(),
         repo_path: request.repo_path.clone(),
         authorization: commit.authorization.clone(),

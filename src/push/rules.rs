@@ -11,6 +11,7 @@ use std::collections::HashSet;
 
 use crate::authn::Principal;
 use crate::config::auth::{PushOp, PushRuleConfig};
+use crate::config::{invalid, ConfigError};
 
 /// What a ref is, for matching: branch and tag rules match the short name,
 /// `refs` rules the full one.
@@ -26,6 +27,17 @@ enum Family {
     Branches,
     Tags,
     Refs,
+}
+
+impl Family {
+    /// What a rule of this family can allow: branches move by fast-forward
+    /// or force; tags and other refs just move.
+    fn operations(self) -> &'static [PushOp] {
+        match self {
+            Family::Branches => &[PushOp::Create, PushOp::FastForward, PushOp::Force, PushOp::Delete],
+            Family::Tags | Family::Refs => &[PushOp::Create, PushOp::Move, PushOp::Delete],
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -58,6 +70,56 @@ const IGNORING_CASE: glob::MatchOptions =
 const DEFAULT_BRANCH: &[PushOp] = &[PushOp::Create, PushOp::FastForward];
 const DEFAULT_TAG: &[PushOp] = &[PushOp::Create];
 
+impl FromIterator<Rule> for PushRules {
+    fn from_iter<I: IntoIterator<Item = Rule>>(rules: I) -> PushRules {
+        PushRules(rules.into_iter().collect())
+    }
+}
+
+impl Rule {
+    fn build(key: &str, index: usize, rule: &PushRuleConfig) -> Result<Rule, ConfigError> {
+        let (family, field, patterns) = match (&rule.branches, &rule.tags, &rule.refs) {
+            (Some(p), None, None) => (Family::Branches, "branches", p),
+            (None, Some(p), None) => (Family::Tags, "tags", p),
+            (None, None, Some(p)) => (Family::Refs, "refs", p),
+            _ => return Err(invalid(key, "set exactly one of branches, tags, refs")),
+        };
+        if patterns.is_empty() {
+            return Err(invalid(format!("{key}.{field}"), "name at least one pattern"));
+        }
+        let allowed = family.operations();
+        if let Some(op) = rule.allow.iter().find(|op| !allowed.contains(op)) {
+            let names: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+            return Err(invalid(
+                format!("{key}.allow"),
+                format!("{op} does not apply to {field}; use {}", names.join(", ")),
+            ));
+        }
+        if rule.users.is_empty() && rule.groups.is_empty() {
+            return Err(invalid(key, "applies to nobody: set users or groups (a rule with allow = [] protects refs)"));
+        }
+        // Database names compare case-insensitively, as Dolt resolves them.
+        let compile = |field: &str, patterns: &[String], lowercase: bool| {
+            patterns
+                .iter()
+                .map(|p| {
+                    glob::Pattern::new(&if lowercase { p.to_lowercase() } else { p.clone() })
+                        .map_err(|e| invalid(format!("{key}.{field}"), format!("{p:?}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(Rule {
+            name: rule.name.clone().unwrap_or_else(|| format!("push_rules[{index}]")),
+            family,
+            patterns: compile(field, patterns, false)?,
+            databases: compile("databases", &rule.databases, true)?,
+            users: rule.users.clone(),
+            groups: rule.groups.clone(),
+            allow: rule.allow.iter().copied().collect(),
+        })
+    }
+}
+
 /// Literal characters of a pattern: how specific it is.
 fn specificity(pattern: &glob::Pattern) -> usize {
     pattern.as_str().chars().filter(|c| !matches!(c, '*' | '?' | '[' | ']')).count()
@@ -74,36 +136,9 @@ fn describe(ops: impl IntoIterator<Item = PushOp>) -> String {
 }
 
 impl PushRules {
-    pub fn new(config: &[PushRuleConfig]) -> PushRules {
-        let compile = |patterns: &[String], lowercase: bool| -> Vec<glob::Pattern> {
-            patterns
-                .iter()
-                .map(|p| glob::Pattern::new(&if lowercase { p.to_lowercase() } else { p.clone() }).expect("validated"))
-                .collect()
-        };
-        PushRules(
-            config
-                .iter()
-                .enumerate()
-                .map(|(i, rule)| {
-                    let (family, patterns) = match (&rule.branches, &rule.tags, &rule.refs) {
-                        (Some(p), _, _) => (Family::Branches, p),
-                        (_, Some(p), _) => (Family::Tags, p),
-                        (_, _, Some(p)) => (Family::Refs, p),
-                        _ => unreachable!("validated: exactly one of branches, tags, refs"),
-                    };
-                    Rule {
-                        name: rule.name.clone().unwrap_or_else(|| format!("push_rules[{i}]")),
-                        family,
-                        patterns: compile(patterns, false),
-                        databases: compile(&rule.databases, true),
-                        users: rule.users.clone(),
-                        groups: rule.groups.clone(),
-                        allow: rule.allow.iter().copied().collect(),
-                    }
-                })
-                .collect(),
-        )
+    /// The rules `[[auth.push_rules]]` describe, or the first that cannot hold.
+    pub fn build(config: &[PushRuleConfig]) -> Result<PushRules, ConfigError> {
+        config.iter().enumerate().map(|(i, rule)| Rule::build(&format!("auth.push_rules[{i}]"), i, rule)).collect()
     }
 
     /// May `principal` make `op` on `target` in `database`?
@@ -169,8 +204,7 @@ mod tests {
     fn rules(toml: &str) -> PushRules {
         let text = format!("[upstream]\naddress = \"h:1\"\n[auth]\nupstream_credentials = \"passthrough\"\n{toml}");
         let config = Config::parse(&text).unwrap();
-        config.validate().unwrap();
-        PushRules::new(&config.auth.unwrap().push_rules)
+        PushRules::build(&config.auth.unwrap().push_rules).unwrap()
     }
 
     fn who(name: &str, groups: &[&str]) -> Principal {
@@ -279,7 +313,8 @@ allow = ["delete"]
     #[test]
     fn config_names_the_bad_rule() {
         let text = "[upstream]\naddress = \"h:1\"\n[auth]\nupstream_credentials = \"passthrough\"\n[[auth.push_rules]]\ntags = [\"v*\"]\nusers = [\"a\"]\nallow = [\"force\"]\n";
-        let err = Config::parse(text).unwrap().validate().unwrap_err().to_string();
+        let config = Config::parse(text).unwrap();
+        let err = PushRules::build(&config.auth.unwrap().push_rules).unwrap_err().to_string();
         assert!(err.contains("auth.push_rules[0].allow") && err.contains("force does not apply to tags"), "{err}");
     }
 }

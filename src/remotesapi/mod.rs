@@ -2,6 +2,8 @@
 //! RPCs (read or write, unary or streaming), and where in each message the
 //! fields doltgate cares about sit.
 
+pub mod frame;
+pub mod status;
 pub mod wire;
 
 use wire::{Field, Label, Schema};

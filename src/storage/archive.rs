@@ -164,7 +164,7 @@ impl Footer {
     }
 }
 
-/// A parsed archive index. Like [`super::TableIndex`], it is built from the
+/// A parsed archive index. Like `TableIndex`, it is built from the
 /// tail of a file alone (index, metadata and footer), which is what a check
 /// of a file on disk reads before it reads the chunks.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use super::{be_u32, be_u64, lower_bound, span, verified, Address, Result, StorageError, MAX_CHUNK_LEN};
 
-/// The first 8 bytes of SHA-256 of "https://github.com/attic-labs/nbs" (`go/store/nbs/table.go`).
+/// The first 8 bytes of SHA-256 of `https://github.com/attic-labs/nbs` (`go/store/nbs/table.go`).
 pub const TABLE_MAGIC: [u8; 8] = [0xff, 0xb5, 0xd8, 0xc2, 0x24, 0x63, 0xee, 0x50];
 pub const TABLE_FOOTER_LEN: usize = 20;
 const PREFIX_TUPLE_LEN: usize = 12;

@@ -1,9 +1,11 @@
 //! Connections to one Dolt remotesapi endpoint: multiplexed HTTP/2 (h2c)
-//! connections for gRPC ([`grpc_connections`]) and a pooled HTTP/1.1 client
+//! connections for gRPC (`grpc_connections`) and a pooled HTTP/1.1 client
 //! for table files, with connect and response timeouts, and transport
 //! failures turned into [`GatewayError`]s that name the endpoint.
 
+mod call;
 mod grpc_connections;
+pub mod repo;
 
 use std::time::Duration;
 
@@ -15,7 +17,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::{parse_authority, TransportConfig};
+use crate::config::{
+    authority_at, check_positive, invalid, ConfigError, TransportConfig, DOLT_MAX_STREAMS_PER_CONNECTION,
+};
 use crate::error::GatewayError;
 use crate::BoxError;
 
@@ -33,8 +37,15 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(name: &str, address: &str, config: &TransportConfig) -> Result<Upstream, String> {
-        let authority = parse_authority(address)?;
+    /// An endpoint at `address` (config key `address_key`) with the
+    /// transport settings at `transport_key`.
+    pub fn build(
+        name: &str,
+        (address_key, address): (&str, &str),
+        (transport_key, config): (&str, &TransportConfig),
+    ) -> Result<Upstream, ConfigError> {
+        let authority = authority_at(address_key, address)?;
+        check_transport(transport_key, config)?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
@@ -125,6 +136,18 @@ impl Upstream {
             GatewayError::UpstreamFailed { address: self.address().to_owned(), reason }
         }
     }
+}
+
+fn check_transport(key: &str, transport: &TransportConfig) -> Result<(), ConfigError> {
+    check_positive(&format!("{key}.connect_timeout"), transport.connect_timeout)?;
+    check_positive(&format!("{key}.request_timeout"), transport.request_timeout)?;
+    if !(1..=DOLT_MAX_STREAMS_PER_CONNECTION).contains(&transport.max_streams_per_connection) {
+        return Err(invalid(
+            format!("{key}.max_streams_per_connection"),
+            format!("must be between 1 and {DOLT_MAX_STREAMS_PER_CONNECTION}, the most Dolt serves on one connection"),
+        ));
+    }
+    Ok(())
 }
 
 /// The innermost error's text: "connection refused" rather than "client error (Connect)".

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use doltgate::authn::Authenticator;
-use doltgate::config::Config;
+use doltgate::config::{Config, Secrets};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
@@ -41,8 +41,8 @@ fn authenticator(dir: &Path, provider: &str) -> Authenticator {
     let path = dir.join("doltgate.toml");
     std::fs::write(&path, text).unwrap();
     let config = Config::load(&path).unwrap();
-    config.validate().unwrap_or_else(|e| panic!("{e}"));
-    Authenticator::new(config.auth.as_ref().unwrap(), None).unwrap()
+    doltgate::check(&config).unwrap_or_else(|e| panic!("{e}"));
+    Authenticator::build(config.auth.as_ref().unwrap(), None, &Secrets::read()).unwrap()
 }
 
 async fn verify(auth: &Authenticator, token: &str) -> Result<doltgate::authn::Principal, String> {
@@ -336,7 +336,7 @@ fn config_refuses_key_confusion_and_unknown_algorithms() {
         let text = format!(
             "[upstream]\naddress = \"127.0.0.1:1\"\n[auth]\nupstream_credentials = \"passthrough\"\n[[auth.jwt]]\nname = \"idp\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\n{provider}\n"
         );
-        let err = Config::parse(&text).unwrap().validate().unwrap_err().to_string();
+        let err = doltgate::check(&Config::parse(&text).unwrap()).unwrap_err().to_string();
         assert!(err.contains("auth.jwt[0]") && err.contains(needle), "{provider}: {err}");
     }
 }

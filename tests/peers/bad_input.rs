@@ -201,18 +201,30 @@ permission = "read"
     }
 }
 
-/// Collects every case's outcome; mismatches are reported together at the end.
+/// Collects every case's outcome, counted by category (the `// ----`
+/// sections below); mismatches are reported together at the end.
 #[derive(Default)]
 struct Corpus {
     tried: usize,
     failures: Vec<String>,
+    category: &'static str,
+    by_category: Vec<(&'static str, usize)>,
 }
 
 impl Corpus {
+    /// Cases from here on count toward `name`.
+    fn category(&mut self, name: &'static str) {
+        self.category = name;
+        self.by_category.push((name, 0));
+    }
+
     fn check<T: std::fmt::Debug + PartialEq>(&mut self, name: &str, got: T, want: T) {
         self.tried += 1;
+        if let Some((_, count)) = self.by_category.last_mut() {
+            *count += 1;
+        }
         if got != want {
-            self.failures.push(format!("{name}: got {got:?}, want {want:?}"));
+            self.failures.push(format!("[{}] {name}: got {got:?}, want {want:?}", self.category));
         }
     }
 
@@ -337,12 +349,16 @@ fn bad_input_is_refused_exactly_and_never_reaches_dolt() {
     let branches_before = s.server_branches();
     let mut corpus = Corpus::default();
     runtime.block_on(run(&s, &mut corpus));
+    corpus.category("nothing changed or forged afterwards");
     corpus.check("server branches unchanged after the corpus", s.server_branches(), branches_before);
     // A newline in a claimed user name must not start a log line of the client's choosing.
     let log = s.gateway.process.log();
     let forged = log.lines().filter(|l| l.starts_with("INFO doltgate forged_log_line")).count();
     corpus.check("no log line forged through a Basic user name", forged, 0);
     println!("bad-input corpus: {} cases tried, {} mismatches", corpus.tried, corpus.failures.len());
+    for (category, count) in &corpus.by_category {
+        println!("  {count:4}  {category}");
+    }
     assert!(corpus.failures.is_empty(), "mismatches:\n{}", corpus.failures.join("\n"));
     assert!(s.gateway.process.child.id() > 0);
 }
@@ -386,6 +402,7 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
     }
 
     // ---- positive controls: the setup works, so refusals below mean something.
+    corpus.category("controls");
     let root = allowed!("control: bob reads the root", client.root(with_auth(root_request("shop"), &[bob])))
         .expect("bob can read")
         .into_inner()
@@ -396,6 +413,7 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
     );
 
     // ---- authorization headers
+    corpus.category("authorization headers");
     refused!("no authorization", Code::Unauthenticated, client.root(with_auth(root_request("shop"), &[])));
     refused!(
         "two authorization headers",
@@ -460,6 +478,7 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
     }
 
     // ---- bearer JWTs from the configured issuer
+    corpus.category("bearer JWTs");
     let claims = |overrides: serde_json::Value| {
         let mut claims = serde_json::json!({ "iss": ISSUER, "aud": "doltgate", "sub": "ci-bot", "exp": now() + 300 });
         for (k, v) in overrides.as_object().unwrap() {
@@ -552,6 +571,7 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
     );
 
     // ---- Dolt client-key tokens (`dolt creds`)
+    corpus.category("dolt creds tokens");
     let (dana_pkcs8, dana_id) = &s.dana_key;
     let _ = allowed!(
         "control: the registered dolt creds key reads",
@@ -611,6 +631,7 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
     );
 
     // ---- repo_path
+    corpus.category("database names (repo_path)");
     refused!("repo_path empty", Code::InvalidArgument, client.root(with_auth(root_request(""), &[bob])));
     {
         // A stream whose second message names another database: the refusal
@@ -710,6 +731,7 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
     }
 
     // ---- gRPC framing, raw HTTP/2
+    corpus.category("gRPC framing and raw HTTP/2");
     let auth = [("authorization", bob.as_bytes().to_vec())];
     let message = root_request("shop").encode_to_vec();
     let framing: Vec<(&str, Vec<u8>, Code)> = vec![
@@ -813,6 +835,7 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
     }
 
     // ---- Commit that must not reach Dolt
+    corpus.category("Commits that must not reach Dolt");
     let commit = |current: Vec<u8>, last: Vec<u8>| CommitRequest {
         repo_path: "shop".into(),
         current: current.into(),
@@ -868,6 +891,7 @@ async fn run(s: &Setup, corpus: &mut Corpus) {
     corpus.check("server root unchanged after refused Commits", root_after, root.clone());
 
     // ---- table-file URLs
+    corpus.category("table-file URLs");
     let download = allowed!(
         "control: download locations",
         client.get_download_locations(with_auth(

@@ -616,7 +616,7 @@ fn grafana_dashboard_config_map_carries_the_dashboard() {
 }
 
 /// The image must ship what CI builds and exercises: the Dockerfile's build
-/// command is the one benches/run runs (its smoke run is in `.ci/run`), and
+/// command is the one benches/harness.py runs (its smoke run is in `.ci/run`), and
 /// the runtime stage runs the binary as a numeric non-root user, reading the
 /// configuration where the manifests mount it.
 #[test]
@@ -627,15 +627,21 @@ fn the_image_builds_and_runs_what_ci_builds() {
         .lines()
         .find_map(|line| line.strip_prefix("RUN cargo build"))
         .expect("a RUN cargo build line in the Dockerfile");
-    let bench = std::fs::read_to_string(root.join("benches/run")).unwrap();
+    let bench = std::fs::read_to_string(root.join("benches/harness.py")).unwrap();
     let words: Vec<&str> = build.split_whitespace().collect();
     let bench_build = format!(
         "build = [\"cargo\", \"build\", {}]",
         words.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", ")
     );
-    assert!(bench.contains(&bench_build), "benches/run must build with `cargo build{build}`, as the Dockerfile does");
+    assert!(
+        bench.contains(&bench_build),
+        "benches/harness.py must build with `cargo build{build}`, as the Dockerfile does"
+    );
     let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
-    assert!(ci.lines().any(|l| l.trim_start().starts_with("benches/run --smoke")), ".ci/run runs the smoke benchmark");
+    assert!(
+        ci.lines().any(|l| l.trim_start().starts_with("benches/harness.py --smoke")),
+        ".ci/run runs the smoke benchmark"
+    );
 
     let runtime = dockerfile.rsplit("\nFROM ").next().unwrap();
     let user = runtime.lines().find_map(|l| l.strip_prefix("USER ")).expect("a USER in the runtime stage");

@@ -1,6 +1,6 @@
-//! No user can hold the upstream for everyone: every call to one Dolt server
-//! rides one upstream HTTP/2 connection, on which Dolt allows about 250
-//! streams. So a stream's client must keep sending ([`IdleTimeout`] between
+//! No user can hold the upstream for everyone: Dolt serves a bounded number
+//! of streams, and a held one is a slot no other call gets. So a stream's
+//! client must keep sending ([`IdleTimeout`] between
 //! its messages, never while Dolt works), and one user holds at most so many
 //! streams, calls and table-file transfers at once ([`UserSlots`], one per
 //! limit); past a limit a request waits briefly for a slot, then is refused

@@ -1,10 +1,11 @@
-//! Chunks read from a Dolt remotesapi endpoint, as a [`ChunkSource`] for the
-//! push inspector: `StreamDownloadLocations` says where each chunk sits, and
+//! One repository on a Dolt remotesapi endpoint as doltgate itself reads it:
+//! the files its store lists, registering table files, and its chunks as a
+//! [`ChunkSource`] for the push inspector: `StreamDownloadLocations` says where each chunk sits, and
 //! ranged GETs of the sealed URLs fetch exactly those bytes (plus, for an
 //! archive, its zstd dictionary, fetched once per file).
 //!
 //! The Commit's new chunks were uploaded moments ago but are not yet in the
-//! upstream's manifest; [`register_table_files`] adds the Commit's table files
+//! upstream's manifest; [`UpstreamRepo::register_table_files`] adds the Commit's table files
 //! first (`AddTableFiles` adds chunks and never moves a ref; the Commit adding
 //! them again changes nothing), so the upstream serves old and new chunks
 //! alike and no doltgate replica needs to have seen the upload.
@@ -13,14 +14,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Version};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderValue, Request};
+use http_body_util::{BodyExt, Limited};
 use prost::Message;
 
-use crate::cluster::Endpoint;
+use super::Upstream;
 use crate::error::GatewayError;
-use crate::grpc::frame::{FrameDecoder, Framed};
-use crate::grpc::status::read_status;
 use crate::remotesapi::proto::{
     download_loc, AddTableFilesRequest, AddTableFilesResponse, ChunkTableInfo, ClientRepoFormat,
     GetDownloadLocsRequest, GetDownloadLocsResponse, ListTableFilesRequest, ListTableFilesResponse, RepoId,
@@ -28,60 +27,22 @@ use crate::remotesapi::proto::{
 use crate::storage::archive::{decode_with_dictionary, ZstdDictionary};
 use crate::storage::{decode_range_chunk, Address, ChunkSource, StorageError};
 
-const SERVICE: &str = "/dolt.services.remotesapi.v1alpha1.ChunkStoreService/";
-/// Largest response doltgate reads for its own calls.
-const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
-
 /// Which repository on which endpoint, and the credentials to use there.
 pub struct UpstreamRepo<'a> {
-    pub endpoint: &'a Endpoint,
+    pub upstream: &'a Upstream,
     pub repo_id: Option<RepoId>,
     pub repo_path: String,
     pub authorization: HeaderValue,
 }
 
 impl UpstreamRepo<'_> {
-    /// One call to a ChunkStoreService method: a single request message,
-    /// every response message back (a stream answers one per request).
+    /// One call to a ChunkStoreService method about this repository.
     async fn call<Resp: Message + Default>(
         &self,
         method: &str,
         request: &impl Message,
     ) -> Result<Vec<Resp>, GatewayError> {
-        let upstream = &self.endpoint.upstream;
-        let failed = |reason: String| GatewayError::UpstreamFailed {
-            address: upstream.address().to_owned(),
-            reason: format!("{method} (push inspection): {reason}"),
-        };
-        let body = Framed::encode(&request.encode_to_vec()).into_bytes();
-        let mut http_request = Request::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
-        *http_request.method_mut() = http::Method::POST;
-        *http_request.uri_mut() = upstream.uri(&format!("{SERVICE}{method}"))?;
-        *http_request.version_mut() = Version::HTTP_2;
-        *http_request.headers_mut() = grpc_headers(&self.authorization);
-        let response = upstream.send_grpc(http_request, true).await?;
-        if let Some((code, message)) = read_status(response.headers()).filter(|(code, _)| *code != tonic::Code::Ok) {
-            return Err(refused_or_failed(code, format!("{method} (push inspection): {code:?}: {message}"), failed));
-        }
-        let collected = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let trailers = collected.trailers().cloned().unwrap_or_default();
-        match read_status(&trailers) {
-            Some((tonic::Code::Ok, _)) => {}
-            Some((code, message)) => {
-                return Err(refused_or_failed(code, format!("{method} (push inspection): {code:?}: {message}"), failed))
-            }
-            None => return Err(failed("the response ended without a status".into())),
-        }
-        let mut decoder = FrameDecoder::new(MAX_RESPONSE_BYTES);
-        decoder.push(collected.to_bytes());
-        let mut messages = Vec::new();
-        while let Some(framed) = decoder.next_message()? {
-            messages.push(Resp::decode(framed.message()).map_err(|e| failed(format!("bad response: {e}")))?);
-        }
-        Ok(messages)
+        self.upstream.call(method, request, &self.authorization).await
     }
 
     /// The ids of every file in the upstream store's manifest (the chunk
@@ -121,31 +82,11 @@ impl UpstreamRepo<'_> {
             Ok(())
         } else {
             Err(GatewayError::UpstreamFailed {
-                address: self.endpoint.upstream.address().to_owned(),
+                address: self.upstream.address().to_owned(),
                 reason: "AddTableFiles (push inspection) did not succeed".into(),
             })
         }
     }
-}
-
-/// A permanent upstream refusal (the push names files that do not exist, say)
-/// stays permanent; anything else may pass and is worth a retry.
-fn refused_or_failed(code: tonic::Code, message: String, failed: impl Fn(String) -> GatewayError) -> GatewayError {
-    use tonic::Code::*;
-    match code {
-        InvalidArgument | NotFound | FailedPrecondition | PermissionDenied | Unauthenticated | OutOfRange => {
-            GatewayError::InspectionFailed(message)
-        }
-        _ => failed(message),
-    }
-}
-
-fn grpc_headers(authorization: &HeaderValue) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(3);
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-    headers.insert(http::header::AUTHORIZATION, authorization.clone());
-    headers
 }
 
 /// Reads chunks of one upstream repository.
@@ -182,7 +123,7 @@ impl<'a> UpstreamChunks<'a> {
         for loc in responses.into_iter().flat_map(|r| r.locs) {
             let Some(download_loc::Location::HttpGetRange(range)) = loc.location else { continue };
             let path_and_query = path_and_query(&range.url).ok_or_else(|| GatewayError::UpstreamFailed {
-                address: self.repo.endpoint.upstream.address().to_owned(),
+                address: self.repo.upstream.address().to_owned(),
                 reason: format!("unusable download URL {:.120}", range.url),
             })?;
             for chunk in range.ranges {
@@ -202,7 +143,7 @@ impl<'a> UpstreamChunks<'a> {
     }
 
     async fn fetch_range(&self, path_and_query: &str, offset: u64, length: u32) -> Result<Bytes, GatewayError> {
-        let upstream = &self.repo.endpoint.upstream;
+        let upstream = &self.repo.upstream;
         let last = offset + u64::from(length).max(1) - 1;
         let mut request = Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync());
         *request.uri_mut() = upstream.uri(path_and_query)?;

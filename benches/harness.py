@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """doltgate against going direct and against nginx, HAProxy and Traefik, in one run.
 
-    benches/run                 full comparison; rewrites docs/performance.md
-    benches/run --smoke         seconds: tiny database, c=1 and 10, one repeat, every
+    benches/harness.py                 full comparison; rewrites docs/performance.md
+    benches/harness.py --smoke         seconds: tiny database, c=1 and 10, one repeat, every
                                 peer; exits non-zero if any target fails to serve
-    benches/run --db-mib 256    database size for the clone (default 1024, cached)
-    benches/run --repeats 5 --duration 3 --concurrency 1,10,50 --idle-conns 1000 --clone-repeats 3
+    benches/harness.py --db-mib 256    database size for the clone (default 1024, cached)
+    benches/harness.py --repeats 5 --duration 3 --concurrency 1,10,50 --idle-conns 1000 --clone-repeats 3
                                 (the defaults)
-    benches/run --calls GetRepoMetadata --baseline OLD_BINARY --no-write
+    benches/harness.py --calls GetRepoMetadata --baseline OLD_BINARY --no-write
                                 one call only, and a second doltgate build measured beside
                                 the first as target `doltgate-baseline` (before/after)
 
@@ -42,6 +42,7 @@ import shutil
 import signal
 import socket
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
@@ -296,111 +297,33 @@ def ensure_database(dolt, mib, home):
 # ---------------------------------------------------------------- peer configurations
 
 
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+
+
+def write_template(name, dest, **values):
+    """Fills benches/templates/NAME (`${key}` placeholders) into DEST."""
+    with open(os.path.join(TEMPLATES, name)) as f:
+        text = string.Template(f.read()).substitute(values)
+    with open(dest, "w") as f:
+        f.write(text)
+    return dest
+
+
 def nginx_conf(work, port, file_port, upstream):
-    # nginx 1.22: a cleartext `listen ... http2` speaks only HTTP/2, while Dolt fetches
-    # table files with HTTP/1.1. So one server block listens twice: h2c for gRPC and
-    # HTTP/1.1 for table files, and the gRPC Host tells Dolt to name the HTTP/1.1
-    # listener in the table-file URLs it hands out.
     d = os.path.join(work, "nginx")
     os.makedirs(d, exist_ok=True)
-    conf = f"""
-user root;
-worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  client_max_body_size 0;
-  # nginx closes a client connection after keepalive_requests calls (HTTP/2 included);
-  # gRPC clients keep one connection for everything, so raise it as a gRPC user would.
-  keepalive_requests 1000000;
-  upstream dolt_grpc {{ server {upstream}; keepalive 64; keepalive_requests 1000000; }}
-  upstream dolt_files {{ server {upstream}; keepalive 64; keepalive_requests 1000000; }}
-  server {{
-    listen 127.0.0.1:{port} http2;
-    listen 127.0.0.1:{file_port};
-    location / {{
-      if ($content_type ~ "^application/grpc") {{
-        grpc_pass grpc://dolt_grpc;
-      }}
-      grpc_set_header Host 127.0.0.1:{file_port};
-      grpc_read_timeout 300s;
-      grpc_send_timeout 300s;
-      proxy_pass http://dolt_files;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_read_timeout 300s;
-    }}
-  }}
-}}
-"""
-    path = os.path.join(d, "nginx.conf")
-    with open(path, "w") as f:
-        f.write(conf)
+    path = write_template("nginx.conf", os.path.join(d, "nginx.conf"), d=d, port=port, file_port=file_port,
+                          upstream=upstream)
     return d, path
 
 
 def haproxy_conf(work, port, stats_port, upstream):
-    # One cleartext frontend: HAProxy recognises the HTTP/2 preface (gRPC over h2c) and
-    # also takes HTTP/1.1 (Dolt's table-file GETs); gRPC goes to Dolt over h2, table
-    # files over HTTP/1.1. The Host/:authority passes unchanged, so Dolt names HAProxy's
-    # port in table-file URLs.
-    conf = f"""
-global
-  nbthread 1
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 5m
-  timeout server 5m
-frontend doltgate_bench
-  bind 127.0.0.1:{port}
-  acl grpc req.hdr(content-type) -m beg application/grpc
-  use_backend dolt_grpc if grpc
-  default_backend dolt_files
-backend dolt_grpc
-  server dolt {upstream} proto h2
-backend dolt_files
-  server dolt {upstream}
-frontend stats
-  bind 127.0.0.1:{stats_port}
-  stats enable
-  stats uri /stats
-"""
-    path = os.path.join(work, "haproxy.cfg")
-    with open(path, "w") as f:
-        f.write(conf)
-    return path
+    return write_template("haproxy.cfg", os.path.join(work, "haproxy.cfg"), port=port, stats_port=stats_port,
+                          upstream=upstream)
 
 
 def traefik_conf(work, upstream):
-    # File provider; one router for everything, an h2c server (Dolt serves gRPC and
-    # table files over h2c on one port). Traefik passes the Host header, so Dolt names
-    # Traefik's port in table-file URLs.
-    path = os.path.join(work, "traefik-dynamic.yml")
-    with open(path, "w") as f:
-        f.write(f"""http:
-  routers:
-    dolt:
-      entryPoints: [web]
-      rule: "PathPrefix(`/`)"
-      service: dolt
-  services:
-    dolt:
-      loadBalancer:
-        servers:
-          - url: "h2c://{upstream}"
-""")
-    return path
+    return write_template("traefik-dynamic.yml", os.path.join(work, "traefik-dynamic.yml"), upstream=upstream)
 
 
 # ---------------------------------------------------------------- clones
@@ -577,7 +500,7 @@ def render(args, meta, unary, clones, idle, pushes):
     add = lines.append
     add("# Performance: doltgate against direct, nginx, HAProxy and Traefik")
     add("")
-    add("Generated by `benches/run`; rerun it to regenerate this file. Numbers are from one machine and one run;")
+    add("Generated by `benches/harness.py`; rerun it to regenerate this file. Numbers are from one machine and one run;")
     add("compare the columns of one table rather than figures across machines.")
     add("")
     add(f"- Date: {meta['date']}")
@@ -962,7 +885,7 @@ def main():
 
         meta = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "benches/run " + " ".join(sys.argv[1:]) if sys.argv[1:] else "benches/run",
+            "command": "benches/harness.py " + " ".join(sys.argv[1:]) if sys.argv[1:] else "benches/harness.py",
             "machine": machine(), "versions": versions, "pinning": pinning,
             "load": f"{load_start}, {read('/proc/loadavg').split()[0]}",
             "db": f"{args.db_mib} MiB of random 64 KiB blobs ({db_bytes / 1e6:.0f} MB on disk), one commit"

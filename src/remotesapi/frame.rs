@@ -4,8 +4,6 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::error::GatewayError;
-
 pub const HEADER_LEN: usize = 5;
 
 /// One complete message as it arrived: the framed bytes (header included) so an
@@ -32,6 +30,18 @@ impl Framed {
     }
 }
 
+/// A frame doltgate will not pass on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("message of {size} bytes exceeds the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    /// Dolt never compresses messages, so doltgate does not decompress them.
+    #[error("compressed gRPC messages are not supported")]
+    Compressed,
+    #[error("gRPC frame flag is neither 0 nor 1")]
+    BadFlag,
+}
+
 /// Splits a byte stream into gRPC messages, refusing compressed or oversized ones.
 #[derive(Debug)]
 pub struct FrameDecoder {
@@ -54,22 +64,18 @@ impl FrameDecoder {
     }
 
     /// The next complete message, if the buffer holds one.
-    pub fn next_message(&mut self) -> Result<Option<Framed>, GatewayError> {
+    pub fn next_message(&mut self) -> Result<Option<Framed>, FrameError> {
         if self.buf.len() < HEADER_LEN {
             return Ok(None);
         }
         match self.buf[0] {
             0 => {}
-            1 => return Err(GatewayError::CompressedMessage),
-            _ => {
-                return Err(GatewayError::BadMessage(crate::remotesapi::wire::WireError::Malformed(
-                    "gRPC frame flag is neither 0 nor 1",
-                )))
-            }
+            1 => return Err(FrameError::Compressed),
+            _ => return Err(FrameError::BadFlag),
         }
         let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
         if len > self.max_message {
-            return Err(GatewayError::MessageTooLarge { size: len, limit: self.max_message });
+            return Err(FrameError::TooLarge { size: len, limit: self.max_message });
         }
         if self.buf.len() < HEADER_LEN + len {
             // Reserve once for the whole message instead of growing chunk by chunk.
@@ -116,10 +122,10 @@ mod tests {
     fn oversized_and_compressed_frames_are_refused_before_buffering() {
         let mut dec = FrameDecoder::new(10);
         dec.push(&[0u8, 0, 0, 0, 11][..]);
-        assert!(matches!(dec.next_message(), Err(GatewayError::MessageTooLarge { size: 11, limit: 10 })));
+        assert_eq!(dec.next_message(), Err(FrameError::TooLarge { size: 11, limit: 10 }));
         let mut dec = FrameDecoder::new(10);
         dec.push(&[1u8, 0, 0, 0, 1, 0][..]);
-        assert!(matches!(dec.next_message(), Err(GatewayError::CompressedMessage)));
+        assert_eq!(dec.next_message(), Err(FrameError::Compressed));
     }
 
     #[test]
