@@ -1,7 +1,9 @@
 //! The admin listener, separate from client traffic: `/metrics` (Prometheus
-//! text format), `/healthz` (the process is alive) and `/readyz` (every
+//! text format), `/healthz` (the process is alive), `/readyz` (every
 //! cluster has a reachable member, and a primary unless it is a sidecar that
-//! refuses writes anyway).
+//! refuses writes anyway), and with `[login]` the registered keys: `GET
+//! /keys` lists them, `POST /keys/<id>/revoke` revokes one. It has no
+//! authentication of its own: keep it on a private address.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +47,7 @@ impl AdminListener {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let (gateway, draining) = (gateway.clone(), draining.load(Ordering::SeqCst));
-                    async move { Ok::<_, std::convert::Infallible>(answer(&gateway.load(), draining, &request)) }
+                    async move { Ok::<_, std::convert::Infallible>(answer(&gateway.load_full(), draining, &request).await) }
                 });
                 let _ =
                     hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
@@ -54,7 +56,10 @@ impl AdminListener {
     }
 }
 
-fn answer(gateway: &Gateway, draining: bool, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(gateway: &Gateway, draining: bool, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(key_path) = request.uri().path().strip_prefix("/keys") {
+        return keys(gateway, request.method(), key_path).await;
+    }
     match request.uri().path() {
         "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics().render()),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
@@ -68,6 +73,24 @@ fn answer(gateway: &Gateway, draining: bool, request: &Request<Incoming>) -> Res
             }
         },
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz or /readyz\n".into()),
+    }
+}
+
+async fn keys(gateway: &Gateway, method: &http::Method, path: &str) -> Response<Full<Bytes>> {
+    let Some(login) = gateway.login() else {
+        return text(StatusCode::NOT_FOUND, "text/plain", "no [login] configured\n".into());
+    };
+    let revoke = path.strip_prefix('/').and_then(|rest| rest.strip_suffix("/revoke"));
+    let answer = match (method, path, revoke) {
+        (&http::Method::GET, "" | "/", _) => login.store().list().await.map(|keys| serde_json::json!(keys)),
+        (&http::Method::POST, _, Some(key_id)) => {
+            login.revoke(key_id, "admin port").await.map(|revoked| serde_json::json!({ "revoked": revoked }))
+        }
+        _ => return text(StatusCode::NOT_FOUND, "text/plain", "try GET /keys or POST /keys/<id>/revoke\n".into()),
+    };
+    match answer {
+        Ok(value) => text(StatusCode::OK, "application/json", value.to_string()),
+        Err(err) => text(err.http_status(), "text/plain", format!("{err}\n")),
     }
 }
 

@@ -48,6 +48,44 @@ pub struct Config {
     pub file_urls: FileUrlConfig,
     #[serde(default)]
     pub uploads: UploadsConfig,
+    /// Self-hosted `dolt login`: a page that registers the keys the CLI makes,
+    /// and `WhoAmI` for them. Needs `[auth]`.
+    pub login: Option<LoginConfig>,
+}
+
+/// `[login]`: where the page is, where registered keys are kept, and what
+/// `WhoAmI` tells the CLI about a key's user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Path of the page on the listener; `dolt login --login-url` points here.
+    #[serde(default = "default_login_path")]
+    pub path: String,
+    /// The cluster whose Dolt keeps the registered keys (its `sql_user` owns them).
+    pub cluster: String,
+    /// The database doltgate creates there for them; never served through doltgate.
+    #[serde(default = "default_login_database")]
+    pub database: String,
+    /// How long a key lookup is trusted: a revoked key is refused within this.
+    #[serde(default = "default_login_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// The e-mail `WhoAmI` answers (Dolt stores it as `user.email`); `{user}`
+    /// is replaced by the user's name.
+    #[serde(default = "default_login_email")]
+    pub email_template: String,
+}
+
+fn default_login_path() -> String {
+    "/login".into()
+}
+fn default_login_database() -> String {
+    "doltgate_keys".into()
+}
+fn default_login_cache_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_login_email() -> String {
+    "{user}@localhost".into()
 }
 
 /// How table-file uploads are checked before Dolt may keep them.

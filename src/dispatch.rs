@@ -29,11 +29,18 @@ pub async fn serve(
     // spawn and poll (memmove led the unary-load profile).
     let grpc = is_grpc(&request);
     let dispatched = async {
+        let login = gateway.login();
         if !grpc {
+            if let Some(login) = login.filter(|login| login.owns(request.uri().path())) {
+                return Box::pin(login.serve(&gateway, request, &connection)).await;
+            }
             return Box::pin(files::proxy(&gateway, request)).await;
         }
         if request.version() != Version::HTTP_2 {
             return GatewayError::GrpcNeedsHttp2(request.version()).to_http_response().map(full_body);
+        }
+        if let Some(login) = login.filter(|_| request.uri().path() == crate::login::WHO_AM_I_PATH) {
+            return Box::pin(login.who_am_i(&gateway, request, &connection)).await;
         }
         let origin = client_origin(&gateway, &request, &connection);
         Box::pin(grpc::proxy(&gateway, request, &connection, origin)).await

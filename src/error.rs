@@ -85,6 +85,10 @@ pub enum GatewayError {
     UserLimit { user: String, limit: usize, key: &'static str },
     #[error("too many failed logins from {from}; checks from this address resume in {}", humantime_secs(*.retry_after))]
     TooManyFailedLogins { from: std::net::IpAddr, retry_after: Duration },
+    #[error("login: {0}")]
+    BadLoginRequest(String),
+    #[error("login refused: {0}")]
+    LoginForbidden(String),
 }
 
 /// Why an upload, upload location or registration is refused.
@@ -196,6 +200,8 @@ impl GatewayError {
             GatewayError::Upload(refused) => upload_code(refused),
             GatewayError::Internal(_) => Code::Internal,
             GatewayError::TooManyFailedLogins { .. } | GatewayError::UserLimit { .. } => Code::Unavailable,
+            GatewayError::BadLoginRequest(_) => Code::InvalidArgument,
+            GatewayError::LoginForbidden(_) => Code::PermissionDenied,
         }
     }
 
@@ -230,6 +236,8 @@ impl GatewayError {
             GatewayError::Upload(refused) => upload_http_status(refused),
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::TooManyFailedLogins { .. } | GatewayError::UserLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::BadLoginRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::LoginForbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 

@@ -40,6 +40,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod limits;
 pub mod listener;
+pub mod login;
 pub mod metrics;
 pub mod plumbing;
 pub mod push;
@@ -76,6 +77,21 @@ pub fn check(config: &config::Config) -> Result<(), StartError> {
     listener::check(config)?;
     check_log_level(config)?;
     Ok(())
+}
+
+/// The keys registered through `[login]` (for `doltgate keys list`).
+pub async fn list_keys(config: &config::Config) -> Result<Vec<login::KeyRecord>, String> {
+    let gateway = gateway::Gateway::build(config, gateway::Purpose::Serve).map_err(|e| e.to_string())?;
+    let login = gateway.login().ok_or("the configuration has no [login] section")?;
+    login.store().list().await.map_err(|e| e.to_string())
+}
+
+/// Revokes a registered key (for `doltgate keys revoke`); false when no live
+/// key has that id.
+pub async fn revoke_key(config: &config::Config, key_id: &str) -> Result<bool, String> {
+    let gateway = gateway::Gateway::build(config, gateway::Purpose::Serve).map_err(|e| e.to_string())?;
+    let login = gateway.login().ok_or("the configuration has no [login] section")?;
+    login.revoke(key_id, "command line").await.map_err(|e| e.to_string())
 }
 
 /// `log.level` parses as a tracing filter.

@@ -39,6 +39,19 @@ enum Command {
     /// Read a password from standard input (its first line) and print the
     /// Argon2 hash to put in `[[auth.users]] password_hash`.
     HashPassword,
+    /// Keys registered through `[login]` (`dolt login` against doltgate).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+enum KeysAction {
+    /// Every registered key: id, user, when registered, when revoked.
+    List,
+    /// Revoke a key by its id; replicas refuse it within `login.cache_ttl`.
+    Revoke { key_id: String },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +59,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { ref file }) => check_config(&cli, file.clone().or(cli.config.clone())),
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::Keys { ref action }) => keys(&cli, action),
         Some(Command::Run) | None => run(&cli),
     }
 }
@@ -68,6 +82,45 @@ fn hash_password() -> ExitCode {
         }
         Err(err) => {
             eprintln!("cannot hash: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keys(cli: &Cli, action: &KeysAction) -> ExitCode {
+    let config = match load(cli, cli.config.clone()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("doltgate: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    // Revocations are audited on stderr, like the server's audit lines.
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).init();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let outcome = runtime.block_on(async {
+        match action {
+            KeysAction::List => doltgate::list_keys(&config).await.map(|keys| {
+                println!("{:<46} {:<24} {:<20} revoked", "key id", "user", "registered");
+                for key in keys {
+                    let revoked = key.revoked_at.as_deref().unwrap_or("-");
+                    println!("{:<46} {:<24} {:<20} {revoked}", key.key_id, key.user, key.registered_at);
+                }
+            }),
+            KeysAction::Revoke { key_id } => doltgate::revoke_key(&config, key_id).await.and_then(|revoked| {
+                if revoked {
+                    println!("revoked {key_id}");
+                    Ok(())
+                } else {
+                    Err(format!("no live key with id {key_id}"))
+                }
+            }),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("doltgate keys: {err}");
             ExitCode::FAILURE
         }
     }

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub user_limits: IntCounterVec,
     /// Open HTTP/2 connections to each upstream endpoint for gRPC.
     pub upstream_connections: IntGaugeVec,
+    /// Self-hosted login: keys `registered` and `revoked`, registrations `refused`.
+    pub login_keys: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -122,6 +124,12 @@ impl Metrics {
                 "doltgate_user_limit_total",
                 "Requests past a per-user limit (streams, calls, transfers): queued, and refused when no slot freed in time.",
                 &["limit", "outcome"],
+            ),
+            login_keys: counter(
+                &registry,
+                "doltgate_login_keys_total",
+                "Keys registered and revoked through self-hosted login, and registrations refused.",
+                &["event"],
             ),
             upstream_connections: gauge_vec(
                 &registry,
@@ -210,8 +218,9 @@ impl Metrics {
     /// Names of every family, whether or not it has samples yet.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 22] = [
+        let collectors: [&dyn Collector; 23] = [
             &self.push_verdicts,
+            &self.login_keys,
             &self.upstream_connections,
             &self.user_limits,
             &self.auth_throttled,

@@ -10,6 +10,9 @@
 //! of SHA-512/224 of the key (45 characters).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use sha2::Digest;
@@ -43,14 +46,29 @@ pub fn key_id(public_key: &[u8; 32]) -> String {
     base32().encode(&sha2::Sha512_224::digest(public_key))
 }
 
-struct RegisteredKey {
+/// A public key and the user it proves.
+pub struct RegisteredKey {
     key: DecodingKey,
     user: String,
     groups: Vec<String>,
 }
 
+impl RegisteredKey {
+    pub fn new(public: &[u8; 32], user: String, groups: Vec<String>) -> Result<RegisteredKey, String> {
+        let x = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, public);
+        let key = DecodingKey::from_ed_components(&x).map_err(|e| e.to_string())?;
+        Ok(RegisteredKey { key, user, groups })
+    }
+}
+
+/// Keys registered outside the configuration (through the login page), found
+/// by key id. `Ok(None)`: no such key, or it was revoked.
+pub trait KeyDirectory: Send + Sync {
+    fn find<'a>(&'a self, key_id: &'a str) -> BoxFuture<'a, Result<Option<Arc<RegisteredKey>>, GatewayError>>;
+}
+
 pub struct DoltKeys {
-    by_id: HashMap<String, RegisteredKey>,
+    by_id: HashMap<String, Arc<RegisteredKey>>,
     audiences: Vec<String>,
 }
 
@@ -62,24 +80,38 @@ impl DoltKeys {
             for (k, text) in user.dolt_keys.iter().enumerate() {
                 let bad = |reason: String| invalid(format!("auth.users[{i}].dolt_keys[{k}]"), reason);
                 let public = parse_public_key(text).map_err(bad)?;
-                let x = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, public);
-                let key = DecodingKey::from_ed_components(&x).map_err(|e| bad(e.to_string()))?;
-                by_id.insert(
-                    key_id(&public),
-                    RegisteredKey { key, user: user.name.clone(), groups: user.groups.clone() },
-                );
+                let key = RegisteredKey::new(&public, user.name.clone(), user.groups.clone()).map_err(bad)?;
+                by_id.insert(key_id(&public), Arc::new(key));
             }
         }
         Ok(Self { by_id, audiences: audiences.to_vec() })
     }
 
-    /// Verifies a Dolt client token: Dolt puts the host of the remote it signs
-    /// for in `aud`, which must be one of the configured audiences.
-    pub fn verify(&self, token: &str, header: &Header) -> Result<Principal, GatewayError> {
+    /// Verifies a Dolt client token against the configured keys, then the
+    /// registered ones: Dolt puts the host of the remote it signs for in
+    /// `aud`, which must be one of the configured audiences.
+    pub async fn verify(
+        &self,
+        token: &str,
+        header: &Header,
+        registered: Option<&dyn KeyDirectory>,
+    ) -> Result<Principal, GatewayError> {
         let kid = header.kid.as_deref().ok_or_else(|| unauthenticated("Dolt client token has no key id"))?;
-        let registered = self.by_id.get(kid).ok_or_else(|| {
-            unauthenticated(format!("unknown Dolt client key {kid}; register its public key in auth.users[].dolt_keys"))
-        })?;
+        let key = match (self.by_id.get(kid), registered) {
+            (Some(key), _) => key.clone(),
+            (None, Some(directory)) => directory.find(kid).await?.ok_or_else(|| {
+                unauthenticated(format!("unknown Dolt client key {kid}: register it with `dolt login`"))
+            })?,
+            (None, None) => {
+                return Err(unauthenticated(format!(
+                    "unknown Dolt client key {kid}; register its public key in auth.users[].dolt_keys"
+                )))
+            }
+        };
+        self.verify_with(token, kid, &key)
+    }
+
+    fn verify_with(&self, token: &str, kid: &str, registered: &RegisteredKey) -> Result<Principal, GatewayError> {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = LEEWAY_SECS;
         validation.set_issuer(&[DOLT_CLIENT_ISSUER]);

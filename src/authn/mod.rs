@@ -264,6 +264,8 @@ pub struct Authenticator {
     max_token_lifetime: std::time::Duration,
     cache: cache::VerdictCache,
     throttle: std::sync::Arc<throttle::Throttle>,
+    /// Keys users registered themselves (`[login]`), if any.
+    registered_keys: Option<std::sync::Arc<dyn dolt_keys::KeyDirectory>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -308,7 +310,14 @@ impl Authenticator {
             max_token_lifetime: config.max_token_lifetime,
             throttle: throttle::shared(&config.failed_logins),
             cache: cache::VerdictCache::new(&config.cache),
+            registered_keys: None,
         })
+    }
+
+    /// Also accepts the keys `directory` holds (registered through `[login]`).
+    pub fn with_registered_keys(mut self, directory: std::sync::Arc<dyn dolt_keys::KeyDirectory>) -> Authenticator {
+        self.registered_keys = Some(directory);
+        self
     }
 
     /// Proves `credential`, from the cache when a recent verdict exists.
@@ -370,7 +379,7 @@ impl Authenticator {
         jwt::refuse_critical_extensions(token)?;
         let issuer = jwt::unverified_issuer(token)?;
         if issuer == dolt_keys::DOLT_CLIENT_ISSUER {
-            return self.dolt_keys.verify(token, &header);
+            return self.dolt_keys.verify(token, &header, self.registered_keys.as_deref()).await;
         }
         let provider = self
             .providers

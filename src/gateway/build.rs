@@ -15,6 +15,7 @@ use crate::config::auth::{BranchControlMode, UpstreamCredentials};
 use crate::config::{check_positive, invalid, origin_url, AuthConfig, Config, ConfigError, Secrets, Topology};
 use crate::file_url::UrlSigner;
 use crate::limits::Limits;
+use crate::login::Login;
 use crate::push::branch_control::Mirror;
 use crate::push::rules::PushRules;
 use crate::route::Router;
@@ -44,15 +45,21 @@ impl Gateway {
         let clusters = build_clusters(&topology, &secrets)?;
         // 3. Routes to those clusters.
         let router = Router::build(&topology.routes, |name| clusters.get(name).cloned())?;
-        // 4. Who may call and what they may change.
-        let auth =
-            config.auth.as_ref().map(|auth| build_auth(auth, config, &topology, &clusters, &secrets)).transpose()?;
-        // 5. The key behind doltgate's table-file URLs.
+        // 4. Self-hosted `dolt login`, whose registered keys authentication accepts.
+        let login =
+            config.login.as_ref().map(|login| Login::build(login, &clusters, config.auth.is_some())).transpose()?;
+        // 5. Who may call and what they may change.
+        let auth = config
+            .auth
+            .as_ref()
+            .map(|auth| build_auth(auth, config, &topology, &clusters, &secrets, login.as_ref()))
+            .transpose()?;
+        // 6. The key behind doltgate's table-file URLs.
         let url_signer = Arc::new(UrlSigner::build(&config.file_urls, &secrets)?);
-        // 6. What bounds each call and each upload.
+        // 7. What bounds each call and each upload.
         let limits = Limits::build(&config.limits)?;
         let uploads = UploadSettings::build(&config.uploads)?;
-        // 7. The address clients are told to use.
+        // 8. The address clients are told to use.
         let public_url =
             config.listener.public_url.as_deref().map(|url| origin_url("listener.public_url", url)).transpose()?;
         Ok(Gateway {
@@ -62,6 +69,7 @@ impl Gateway {
             public_url,
             limits,
             auth,
+            login,
             url_signer,
             uploads,
             peers_share_url_key: config.file_urls.key_env.is_some() || config.file_urls.key_file.is_some(),
@@ -107,6 +115,7 @@ fn build_auth(
     topology: &Topology,
     clusters: &Clusters,
     secrets: &Secrets,
+    login: Option<&Login>,
 ) -> Result<Auth, ConfigError> {
     let upstream_credentials = match auth.upstream_credentials {
         UpstreamCredentials::Passthrough => UpstreamAuthorization::Passthrough,
@@ -125,8 +134,12 @@ fn build_auth(
         }
     };
     let public_url = config.listener.public_url.as_deref();
+    let mut authenticator = Authenticator::build(auth, public_url, secrets)?;
+    if let Some(login) = login {
+        authenticator = authenticator.with_registered_keys(login.store().clone());
+    }
     Ok(Auth {
-        authenticator: Authenticator::build(auth, public_url, secrets)?,
+        authenticator,
         grants: Grants::build(&auth.grants)?,
         push_rules: PushRules::build(&auth.push_rules)?,
         branch_control,

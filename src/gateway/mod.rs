@@ -48,6 +48,8 @@ pub struct Gateway {
     pub(crate) limits: Limits,
     /// `None`: clients' credentials pass through for Dolt to check.
     pub(crate) auth: Option<Auth>,
+    /// Self-hosted `dolt login`, when configured.
+    pub(crate) login: Option<crate::login::Login>,
     pub(crate) url_signer: Arc<UrlSigner>,
     pub(crate) uploads: UploadSettings,
     /// The URL key is configured, so other replicas may have verified an upload.
@@ -116,6 +118,11 @@ impl Gateway {
     /// The endpoint a table-file URL names.
     pub fn endpoint(&self, name: &str) -> Option<&(Arc<Cluster>, usize)> {
         self.endpoints.get(name)
+    }
+
+    /// Self-hosted `dolt login`, when configured.
+    pub fn login(&self) -> Option<&crate::login::Login> {
+        self.login.as_ref()
     }
 
     /// `listener.public_url`, without a trailing slash.

@@ -63,6 +63,10 @@ pub(super) async fn read_and_route(
     let first = tokio::time::timeout(after, read).await.map_err(|_| GatewayError::RequestReadTimeout { after })??;
     let repo = repo_of(rpc, &first.message())?;
     let destination = gateway.router.resolve(&repo.path)?;
+    // The login key store is doltgate's own: no route serves it, whatever it matches.
+    if gateway.login().is_some_and(|login| login.hides(&destination.cluster.name, &destination.database)) {
+        return Err(GatewayError::NoRoute { repo_path: crate::authn::shown(&repo.path) });
+    }
     // A write through another spelling would change the same store while
     // the client believes it named something else: only the exact name writes.
     if rpc.is_write() && !destination.spelled_canonically {

@@ -10,6 +10,7 @@
 //! | `routing`               | databases routed to clusters by name, prefix and glob          |
 //! | `cluster`               | a two-node Dolt cluster: writes follow the primary on failover |
 //! | `auth`                  | passwords, keys, tokens, grants; floods and held streams       |
+//! | `login`                 | `dolt login` through doltgate's page, in headless Chromium     |
 //! | `push_rules`            | per-branch push permissions judged from the ref diff           |
 //! | `integrity`             | forged uploads, spellings and working sets cannot sidestep them|
 //! | `branch_control_parity` | the mirror of `dolt_branch_control` gives Dolt's own verdict   |
@@ -32,6 +33,7 @@ mod deploy;
 mod faults;
 mod ghz;
 mod integrity;
+mod login;
 mod metrics;
 mod push_rules;
 mod reload;

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+mod browser;
 mod data;
 mod dolt;
 mod doltgate;
@@ -16,4 +17,4 @@ mod tls;
 
 // Each test binary uses its own subset.
 #[allow(unused_imports)]
-pub use {data::*, dolt::*, doltgate::*, ghz::*, process::*, prometheus::*, tls::*};
+pub use {browser::*, data::*, dolt::*, doltgate::*, ghz::*, process::*, prometheus::*, tls::*};
