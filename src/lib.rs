@@ -4,53 +4,54 @@
 //!
 //! | module        | owns                                                                   |
 //! |---------------|------------------------------------------------------------------------|
-//! | [`listener`]  | TCP/TLS accept, HTTP/1.1 + HTTP/2 on one port, connection bounds, drain |
-//! | [`dispatch`]  | the hyper service: gRPC or table file, and the panic net under both    |
-//! | [`grpc`]      | a call's phases: read and route, admit, choose, inspect, send, relay   |
-//! | [`files`]     | table-file GET/PUT/POST to the endpoint that sealed their URL          |
+//! | `listener`  | TCP/TLS accept, HTTP/1.1 + HTTP/2 on one port, connection bounds, drain |
+//! | `dispatch`  | the hyper service: gRPC or table file, and the panic net under both    |
+//! | `grpc`      | a call's phases: read and route, admit, choose, inspect, send, relay   |
+//! | `files`     | table-file GET/PUT/POST to the endpoint that sealed their URL          |
 //! | [`authn`]     | who is calling: credentials read, proven, cached, throttled            |
 //! | [`route`]     | which cluster serves the database a request names                      |
-//! | [`authz`]     | what they may do: read/write grants per database                       |
+//! | `authz`     | what they may do: read/write grants per database                       |
 //! | [`push`]      | what a Commit changes (ref diff of old and new root), push rules       |
-//! | [`uploads`]   | upload names, spooling and verifying uploads, trusted registrations    |
-//! | [`cluster`]   | members' roles, which member a read or write goes to                   |
-//! | [`upstream`]  | connections to a Dolt remotesapi endpoint, and doltgate's own calls    |
+//! | `uploads`   | upload names, spooling and verifying uploads, trusted registrations    |
+//! | `cluster`   | members' roles, which member a read or write goes to                   |
+//! | `upstream`  | connections to a Dolt remotesapi endpoint, and doltgate's own calls    |
 //!
-//! Beside them: [`gateway`] (the state in effect, built from the config by
+//! Beside them: `gateway` (the state in effect, built from the config by
 //! `gateway::build`, one section per module), [`config`] (the file's shape
-//! and its secrets), [`limits`] (per-call and per-user bounds), [`storage`]
+//! and its secrets), `limits` (per-call and per-user bounds), [`storage`]
 //! (decoding Dolt's chunks: table files, archives, flatbuffers, refs),
 //! [`remotesapi`] (what the protocol's messages and frames look like),
-//! [`file_url`] (doltgate's signed table-file URLs), [`sql`] (every login to
-//! a Dolt SQL port), [`access`] (the access log), [`plumbing`] (HTTP bodies
+//! [`file_url`] (doltgate's signed table-file URLs), `sql` (every login to
+//! a Dolt SQL port), `access` (the access log), `plumbing` (HTTP bodies
 //! and headers both proxies share), [`error`] (every refusal and its
-//! gRPC/HTTP status, mapped once), [`metrics`], [`admin`], [`tls`].
+//! gRPC/HTTP status, mapped once), [`metrics`], `admin`, [`tls`].
 
-pub mod access;
-pub mod admin;
+mod access;
+mod admin;
 pub mod authn;
-pub mod authz;
-pub mod cluster;
+mod authz;
+mod cluster;
 pub mod config;
-pub mod dispatch;
+mod dispatch;
 pub mod error;
 pub mod file_url;
-pub mod files;
-pub mod gateway;
-pub mod grpc;
-pub mod limits;
-pub mod listener;
-pub mod login;
+mod files;
+mod gateway;
+mod grpc;
+mod limits;
+mod listener;
+mod login;
+pub use login::KeyRecord;
 pub mod metrics;
-pub mod plumbing;
+mod plumbing;
 pub mod push;
 pub mod remotesapi;
 pub mod route;
-pub mod sql;
+mod sql;
 pub mod storage;
 pub mod tls;
-pub mod uploads;
-pub mod upstream;
+mod uploads;
+mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -80,7 +81,7 @@ pub fn check(config: &config::Config) -> Result<(), StartError> {
 }
 
 /// The keys registered through `[login]` (for `doltgate keys list`).
-pub async fn list_keys(config: &config::Config) -> Result<Vec<login::KeyRecord>, String> {
+pub async fn list_keys(config: &config::Config) -> Result<Vec<KeyRecord>, String> {
     let gateway = gateway::Gateway::build(config, gateway::Purpose::Serve).map_err(|e| e.to_string())?;
     let login = gateway.login().ok_or("the configuration has no [login] section")?;
     login.store().list().await.map_err(|e| e.to_string())

@@ -106,10 +106,6 @@ impl Gateway {
         }
     }
 
-    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
-        self.clusters.values()
-    }
-
     /// Why the gateway should not get traffic now; empty when ready.
     pub fn not_ready_reasons(&self) -> Vec<String> {
         self.clusters.values().filter_map(|cluster| cluster.not_ready_reason()).collect()
