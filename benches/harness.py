@@ -51,7 +51,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER, PASSWORD, DB = "bench", "benchpass", "bench"
 CALLS = ("GetRepoMetadata", "Root", "HasChunks")
-PROXIES = ("doltgate", "nginx", "haproxy", "traefik")
+PROXIES = ("doltgate", "doltgate-auth", "nginx", "haproxy", "traefik")
 SECTIONS = ("unary", "clone", "push", "idle")
 
 
@@ -523,6 +523,8 @@ def render(args, meta, unary, clones, idle, pushes):
     add("")
     add("- **doltgate**: `--listen`/`--upstream` only; rewrites table-file URLs to itself (signed capabilities);")
     add("  its access log stays on (the default: a line per call), while the others log nothing per request.")
+    add("- **doltgate-auth**: the same build as a production setup runs it (`benches/templates/doltgate-auth.toml`):")
+    add("  Basic passwords checked against Dolt's SQL users (verdicts cached), grants, routes and push rules.")
     add("- **nginx** (Debian package): nginx 1.22 speaks only HTTP/2 on a cleartext `listen … http2`, but Dolt fetches")
     add("  table files over HTTP/1.1, so the server block listens twice: h2c with `grpc_pass` for gRPC, plain")
     add("  HTTP/1.1 with `proxy_pass` for table files, and `grpc_set_header Host` names the HTTP/1.1 listener so Dolt's")
@@ -630,12 +632,17 @@ def targets_summary(args, unary, clones, idle, pushes):
         d = unary[(call, cmax, "direct")]
         g = unary[(call, cmax, "doltgate")]
         if d["rps"] and g["rps"]:
+            others = [p for p in args.proxies if not p.startswith("doltgate")]
             peers = ", ".join(
-                f"{p} {g['rps'] / unary[(call, cmax, p)]['rps']:.2f}×" for p in args.proxies[1:] if unary[(call, cmax, p)]["rps"]
+                f"{p} {g['rps'] / unary[(call, cmax, p)]['rps']:.2f}×" for p in others if unary[(call, cmax, p)]["rps"]
             )
             added = (g["p99"] - d["p99"]) if g["p99"] is not None and d["p99"] is not None else None
             out.append(f"{call} at c={cmax}: doltgate {g['rps'] / d['rps']:.2f}× direct (target ≥ 0.97), p99 added "
                        f"{fmt(added, 2)} ms (target ≤ 1), against the others: {peers} (target ≥ 1.0 each)")
+            a = unary.get((call, cmax, "doltgate-auth"), {})
+            if a.get("rps"):
+                out.append(f"{call} at c={cmax}: doltgate-auth (authentication, grants, routes, push rules on) "
+                           f"{a['rps'] / g['rps']:.2f}× doltgate (target ≥ 0.95)")
     d, g = clones.get("direct", {}), clones.get("doltgate", {})
     if d.get("mbps") and g.get("mbps"):
         out.append(f"clone: doltgate {g['mbps'] / d['mbps']:.2f}× direct (target ≥ 0.95), peak RSS "
@@ -673,7 +680,7 @@ def main():
     unknown = [c for c in args.calls if c not in CALLS]
     if unknown:
         die(f"--calls: {unknown} not among {CALLS}")
-    args.proxies = PROXIES[:1] + (("doltgate-baseline",) if args.baseline else ()) + PROXIES[1:]
+    args.proxies = PROXIES[:2] + (("doltgate-baseline",) if args.baseline else ()) + PROXIES[2:]
     args.targets = ("direct",) + args.proxies
     smoke = args.smoke
     args.db_mib = args.db_mib or (4 if smoke else 1024)
@@ -740,6 +747,12 @@ def main():
             ports[name] = free_port()
             procs.start(name, [binary, "--listen", f"127.0.0.1:{ports[name]}", "--upstream", upstream],
                         ports[name], server_core)
+        # The same build with authentication, grants, routes and push rules on.
+        ports["doltgate-auth"] = free_port()
+        auth_cfg = write_template("doltgate-auth.toml", os.path.join(work, "doltgate-auth.toml"), upstream=upstream,
+                                  sql_port=sql_port, user=USER, password=PASSWORD, db=DB)
+        procs.start("doltgate-auth", [doltgate, "--config", auth_cfg, "--listen", f"127.0.0.1:{ports['doltgate-auth']}"],
+                    ports["doltgate-auth"], server_core)
         ports["nginx"], nginx_files = free_port(), free_port()
         nginx_dir, nginx_cfg = nginx_conf(work, ports["nginx"], nginx_files, upstream)
         procs.start("nginx", [nginx, "-p", nginx_dir, "-c", nginx_cfg], ports["nginx"], server_core)
