@@ -1,5 +1,6 @@
-//! Repository names from clients: route resolution never panics and never
-//! yields an empty database name. (Table-file URLs: see `capability_urls`.)
+//! Repository names from clients: route resolution never panics, and the
+//! database it yields is the one Dolt would act on: never empty, never with a
+//! revision (`/`, `@`) left on it. (Table-file URLs: see `capability_urls`.)
 #![no_main]
 
 use doltgate::config::{ReadPolicy, RouteConfig};
@@ -16,8 +17,10 @@ fuzz_target!(|data: &[u8]| {
         cluster: "c".into(),
         read_policy: ReadPolicy::Primary,
     };
-    let router = Router::new(&[route("team_*", None), route("*", Some("eu/west"))]);
+    let routes = [route("team_*", None), route("*", Some("eu/west"))];
+    let router = Router::build(&routes, |name| Some(name.to_owned())).expect("the routes are valid");
     if let Ok(destination) = router.resolve(text) {
         assert!(!destination.database.is_empty());
+        assert!(!destination.database.contains(['/', '@']), "{:?}", destination.database);
     }
 });

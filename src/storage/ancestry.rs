@@ -182,7 +182,7 @@ pub async fn read_working_set<S: ChunkSource>(source: &S, address: &Address) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::message::tests::{closure_node, commit, message, Value};
+    use crate::storage::build::{closure_node, commit, message, tag, Value};
     use crate::storage::source::CountingSource;
     use crate::storage::MemorySource;
 
@@ -268,7 +268,7 @@ mod tests {
     fn reads_tags_and_working_sets() {
         let mut source = MemorySource::new();
         let (commits, _) = history(&mut source, 4);
-        let tag = source.insert(message("DTAG", &[(4, Value::Bytes(&commits[1].0))]));
+        let tag = source.insert(tag(commits[1]));
         assert_eq!(block_on(tag_commit(&source, &tag)).unwrap(), commits[1]);
         let empty_tag = source.insert(message("DTAG", &[]));
         assert!(block_on(tag_commit(&source, &empty_tag)).unwrap_err().to_string().contains("names no commit"));

@@ -441,102 +441,9 @@ impl WorkingSet {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use flatbuffers::{FlatBufferBuilder, WIPOffset};
-
-    /// A field value for [`message`]: byte vectors, u16 vectors and scalars.
-    pub(crate) enum Value<'v> {
-        Bytes(&'v [u8]),
-        U16s(&'v [u16]),
-        U64(u64),
-        U8(u8),
-    }
-
-    /// Builds a serial message as Dolt frames one: `0x1B`, u24 length, flatbuffer.
-    pub(crate) fn message(id: &str, fields: &[(VOffsetT, Value)]) -> Vec<u8> {
-        let mut builder = FlatBufferBuilder::new();
-        let vectors: Vec<Option<WIPOffset<Vector<u8>>>> = fields
-            .iter()
-            .map(|(_, value)| match value {
-                Value::Bytes(b) => Some(builder.create_vector(b).as_union_value()),
-                Value::U16s(v) => Some(builder.create_vector(v).as_union_value()),
-                _ => None,
-            })
-            .map(|o| o.map(|o: WIPOffset<flatbuffers::UnionWIPOffset>| WIPOffset::new(o.value())))
-            .collect();
-        let start = builder.start_table();
-        for ((slot, value), vector) in fields.iter().zip(&vectors) {
-            match (value, vector) {
-                (Value::U64(v), _) => builder.push_slot_always::<u64>(*slot, *v),
-                (Value::U8(v), _) => builder.push_slot_always::<u8>(*slot, *v),
-                (_, Some(offset)) => builder.push_slot_always(*slot, *offset),
-                _ => unreachable!(),
-            }
-        }
-        let table = builder.end_table(start);
-        builder.finish(table, Some(id));
-        frame(builder.finished_data())
-    }
-
-    pub(crate) fn frame(flatbuffer: &[u8]) -> Vec<u8> {
-        let mut chunk = vec![SERIAL_MESSAGE_KIND];
-        chunk.extend_from_slice(&(flatbuffer.len() as u32).to_be_bytes()[1..]);
-        chunk.extend_from_slice(flatbuffer);
-        chunk
-    }
-
-    /// An `ADRM` node with these keys and addresses.
-    pub(crate) fn address_map(level: u8, entries: &[(&[u8], Address)]) -> Vec<u8> {
-        let items: Vec<u8> = entries.iter().flat_map(|(k, _)| k.iter().copied()).collect();
-        let mut offsets = vec![0u16];
-        for (key, _) in entries {
-            offsets.push(offsets.last().unwrap() + key.len() as u16);
-        }
-        let addresses: Vec<u8> = entries.iter().flat_map(|(_, a)| a.0).collect();
-        let counts: Vec<u8> = entries.iter().map(|_| 2u8).collect(); // zig-zag +1 each: counts 1, 2, 3...
-        message(
-            "ADRM",
-            &[
-                (4, Value::Bytes(&items)),
-                (6, Value::U16s(&offsets)),
-                (8, Value::Bytes(&addresses)),
-                (10, Value::Bytes(if level > 0 { &counts } else { &[] })),
-                (12, Value::U64(entries.len() as u64)),
-                (14, Value::U8(level)),
-            ],
-        )
-    }
-
-    pub(crate) fn store_root(map: &[u8]) -> Vec<u8> {
-        message("STRT", &[(4, Value::Bytes(map))])
-    }
-
-    pub(crate) fn commit(height: u64, parents: &[Address], closure: Address) -> Vec<u8> {
-        let parents: Vec<u8> = parents.iter().flat_map(|a| a.0).collect();
-        let root = Address::of(format!("root {height} {parents:?}").as_bytes());
-        message(
-            "DCMT",
-            &[
-                (4, Value::Bytes(&root.0)),
-                (6, Value::U64(height)),
-                (8, Value::Bytes(&parents)),
-                (10, Value::Bytes(&closure.0)),
-            ],
-        )
-    }
-
-    pub(crate) fn closure_node(level: u8, keys: &[ClosureKey], children: &[Address]) -> Vec<u8> {
-        let items: Vec<u8> = keys.iter().flat_map(|k| k.height.to_le_bytes().into_iter().chain(k.commit.0)).collect();
-        let children: Vec<u8> = children.iter().flat_map(|a| a.0).collect();
-        message(
-            "CMCL",
-            &[
-                (4, Value::Bytes(&items)),
-                (6, Value::Bytes(&children)),
-                (10, Value::U64(keys.len() as u64)),
-                (12, Value::U8(level)),
-            ],
-        )
-    }
+    use crate::storage::build::{
+        address_map, closure_node, commit, frame, message, store_root, tag as build_tag, Value,
+    };
 
     fn a(n: u8) -> Address {
         Address([n; 20])
@@ -594,7 +501,7 @@ pub(crate) mod tests {
         assert_eq!((commit.height, commit.parents, commit.parent_closure), (3, vec![a(7), a(8)], Some(a(9))));
         let parentless = self::commit(1, &[], Address::EMPTY);
         assert_eq!(Commit::parse(&Address::EMPTY, &parentless).unwrap().parent_closure, None);
-        let tag = message("DTAG", &[(4, Value::Bytes(&a(5).0))]);
+        let tag = build_tag(a(5));
         assert_eq!(Tag::parse(&Address::EMPTY, &tag).unwrap().commit, Some(a(5)));
         // A working set as a push writes it: no meta at all.
         let working_set = message("WRST", &[(4, Value::Bytes(&a(3).0)), (6, Value::Bytes(&a(3).0))]);

@@ -13,6 +13,7 @@
 //! | [`table_file`]  | classic NBS table files: footer, index, snappy + CRC32C records |
 //! | [`archive`]     | `.darc` archives, and decoding one ranged download              |
 //! | [`message`]     | the flatbuffers messages: StoreRoot, AddressMap, Commit, ...     |
+//! | [`build`]       | encoders for those messages, for tests and crafted chunks        |
 //! | [`source`]      | where chunks come from: memory, or a local `.dolt/noms`          |
 //! | [`refs`]        | a root's ref map and the difference between two roots           |
 //! | [`ancestry`]    | fast-forward or not, tags, working sets                          |
@@ -25,6 +26,7 @@
 pub mod address;
 pub mod ancestry;
 pub mod archive;
+pub mod build;
 mod journal;
 pub mod message;
 pub mod refs;

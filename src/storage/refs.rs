@@ -304,7 +304,7 @@ fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::message::tests::{address_map, store_root};
+    use crate::storage::build::{address_map, store_root};
     use crate::storage::MemorySource;
 
     fn block_on<F: std::future::Future>(future: F) -> F::Output {

@@ -17,7 +17,11 @@
 //!   place of `main`) and names Dolt would not create are refused;
 //! - a maintainer who may only fast-forward `main` cannot `--force` an
 //!   unchanged head over the server's uncommitted changes, while a plain
-//!   push over a clean working set goes through.
+//!   push over a clean working set goes through;
+//! - a crafted commit whose stored closure claims `main`'s head as an
+//!   ancestor, though its parents fork below it, is judged a rewrite (a
+//!   `force`), and refs that point at the wrong kind of object (a branch at a
+//!   root value, a tag at a commit) are refused.
 //!
 //! This gateway has no shared URL key, so it is the only replica, and its own
 //! record of verified uploads is the whole truth.
@@ -29,7 +33,10 @@ use crate::support::*;
 use base64::Engine;
 use doltgate::remotesapi::proto::chunk_store_service_client::ChunkStoreServiceClient;
 use doltgate::remotesapi::proto::*;
-use doltgate::storage::Address;
+use doltgate::storage::message::{ClosureKey, Commit};
+use doltgate::storage::refs::read_refs;
+use doltgate::storage::source::get_one;
+use doltgate::storage::{build, Address, DirectorySource};
 use sha2::{Digest, Sha512};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -118,7 +125,10 @@ allow = ["fast_forward"]
 }
 
 fn as_attacker<T>(message: T) -> Request<T> {
-    let (user, password) = ATTACKER;
+    as_user(ATTACKER, message)
+}
+
+fn as_user<T>((user, password): (&str, &str), message: T) -> Request<T> {
     let mut request = Request::new(message);
     let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
     request.metadata_mut().insert("authorization", value.parse().unwrap());
@@ -417,4 +427,140 @@ fn uncommitted_changes_on_the_server_need_force_to_discard() {
     let (ok, text) = s.push_as(MAINTAINER, &repo, &["origin", "main"]);
     assert!(ok, "{text}");
     assert_eq!(s.main_head(), s.env.log_hashes(&repo, "main")[0]);
+}
+
+/// Chunks a pusher crafts against the store as it is now: its current root
+/// (as Dolt answers `Root`), its refs, and `main`'s head and that head's parent.
+struct Forgery {
+    last_root: Vec<u8>,
+    refs: Vec<(String, Address)>,
+    head: Address,
+    head_commit: Commit,
+    parent: Address,
+    parent_commit: Commit,
+}
+
+impl Setup {
+    fn forgery(&self) -> Forgery {
+        let root = self
+            .runtime
+            .block_on(self.client().root(as_attacker(RootRequest { repo_path: "shop".into(), ..Default::default() })));
+        let last_root: Vec<u8> = root.unwrap().into_inner().root_hash.into();
+        let store = DirectorySource::open(&self.noms()).unwrap();
+        assert_eq!(store.root().as_bytes().as_slice(), &last_root[..], "the store on disk is the one Dolt serves");
+        let refs = self.runtime.block_on(read_refs(&store, &store.root())).unwrap();
+        let head = refs.get("refs/heads/main").expect("main");
+        let commit = |address: &Address| {
+            let chunk = self.runtime.block_on(get_one(&store, address)).unwrap();
+            Commit::parse(address, &chunk).unwrap()
+        };
+        let head_commit = commit(&head);
+        let parent = head_commit.parents[0];
+        let parent_commit = commit(&parent);
+        let refs = refs.refs.into_iter().map(|r| (r.name, r.target)).collect();
+        Forgery { last_root, refs, head, head_commit, parent, parent_commit }
+    }
+
+    /// Uploads `chunks` in one table file through doltgate as `who`; the file's info for a Commit.
+    fn upload_chunks(&self, who: (&str, &str), chunks: &[Vec<u8>]) -> ChunkTableInfo {
+        let records: Vec<(Address, &[u8])> = chunks.iter().map(|c| (Address::of(c), c.as_slice())).collect();
+        let (file, name) = table_file(&records);
+        let request = GetUploadLocsRequest {
+            repo_path: "shop".into(),
+            table_file_details: vec![details(&name, &file, records.len() as u64)],
+            ..Default::default()
+        };
+        let locations = self.runtime.block_on(self.client().get_upload_locations(as_user(who, request)));
+        let (status, body) = http_put(&upload_url(&locations.unwrap().into_inner()), &file);
+        assert!((200..300).contains(&status), "a sound file uploads: {body}");
+        ChunkTableInfo { hash: name.as_bytes().to_vec().into(), chunk_count: records.len() as u32 }
+    }
+
+    fn commit_root(
+        &self,
+        who: (&str, &str),
+        forgery: &Forgery,
+        root: &[u8],
+        file: &ChunkTableInfo,
+    ) -> Result<CommitResponse, tonic::Status> {
+        let request = CommitRequest {
+            repo_path: "shop".into(),
+            current: Address::of(root).as_bytes().to_vec().into(),
+            last: forgery.last_root.clone().into(),
+            chunk_table_info: vec![file.clone()],
+            client_repo_format: format(),
+            ..Default::default()
+        };
+        self.runtime.block_on(self.client().commit(as_user(who, request))).map(|r| r.into_inner())
+    }
+}
+
+impl Forgery {
+    /// A store root with these refs set (`Some`) or removed (`None`) on top of the current ones.
+    fn root_with(&self, changes: &[(&str, Option<Address>)]) -> Vec<u8> {
+        let mut refs = self.refs.clone();
+        for (name, target) in changes {
+            refs.retain(|(n, _)| n != name);
+            if let Some(target) = target {
+                refs.push((name.to_string(), *target));
+            }
+        }
+        refs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let entries: Vec<(&[u8], Address)> = refs.iter().map(|(n, a)| (n.as_bytes(), *a)).collect();
+        build::store_root(&build::address_map(0, &entries))
+    }
+}
+
+#[test]
+fn a_rewrite_dressed_as_a_fast_forward_or_a_ref_to_the_wrong_kind_is_refused() {
+    let s = Setup::new();
+    let before = s.main_head();
+    let f = s.forgery();
+    assert_eq!(f.head.to_string(), before);
+
+    // A sibling of main's head (same parent, same data) whose closure claims
+    // the head itself as an ancestor: trusting the closure, moving main onto
+    // it would pass for a fast-forward and drop the head from history.
+    let claimed = [
+        ClosureKey { height: f.parent_commit.height, commit: f.parent },
+        ClosureKey { height: f.head_commit.height, commit: f.head },
+    ];
+    let mut closure_keys: Vec<ClosureKey> = claimed.to_vec();
+    closure_keys.sort();
+    let closure = build::closure_node(0, &closure_keys, &[]);
+    let root_value = f.head_commit.root.expect("a commit names its root value");
+    // One above the head, as a child of the head would be: heights are the pusher's word too.
+    let sibling = build::commit_of(root_value, f.head_commit.height + 1, &[f.parent], Address::of(&closure));
+    let sibling_address = Address::of(&sibling);
+    let rewrite = f.root_with(&[("refs/heads/main", Some(sibling_address))]);
+    // A branch at a root value, a tag at a commit: kinds Dolt would choke on later.
+    let branch_at_root_value = f.root_with(&[("refs/heads/evil", Some(root_value))]);
+    let tag_at_commit = f.root_with(&[("refs/tags/evil", Some(f.head))]);
+    let honest_branch = f.root_with(&[("refs/heads/fine", Some(f.head))]);
+    let chunks = [sibling, closure, rewrite.clone(), branch_at_root_value.clone(), tag_at_commit.clone()];
+
+    let file = s.upload_chunks(MAINTAINER, &chunks);
+    refused(s.commit_root(MAINTAINER, &f, &rewrite, &file), Code::PermissionDenied, "force-push to refs/heads/main");
+    assert_eq!(s.main_head(), before, "main kept its head");
+
+    refused(
+        s.commit_root(ATTACKER, &f, &branch_at_root_value, &file),
+        Code::FailedPrecondition,
+        "refs/heads/evil points at a RTVL message, where Dolt expects DCMT",
+    );
+    refused(
+        s.commit_root(ATTACKER, &f, &tag_at_commit, &file),
+        Code::FailedPrecondition,
+        "refs/tags/evil points at a DCMT message, where Dolt expects DTAG",
+    );
+    let refs =
+        s.server.sql(&s.env, "SELECT name FROM shop.dolt_branches UNION ALL SELECT tag_name FROM shop.dolt_tags");
+    assert!(!refs.contains("evil"), "no ref of the wrong kind reached Dolt: {refs}");
+
+    // The same path lets a well-formed ref through, so the refusals above are about kinds.
+    let file = s.upload_chunks(ATTACKER, std::slice::from_ref(&honest_branch));
+    let created = s.commit_root(ATTACKER, &f, &honest_branch, &file).expect("a branch at a commit");
+    assert!(created.success, "{created:?}");
+    let branches = s.server.sql(&s.env, "SELECT name FROM shop.dolt_branches");
+    assert!(branches.contains("fine"), "{branches}");
 }

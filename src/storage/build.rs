@@ -1,0 +1,122 @@
+//! Encoders for the serial messages [`message`](super::message) reads, so tests,
+//! fuzz seeds and attack scenarios can craft chunks byte for byte.
+//!
+//! doltgate itself never writes Dolt's storage; nothing on the request path
+//! calls this module. It lives in the library, not under `#[cfg(test)]`,
+//! because the end-to-end tests forge commits and roots against a real Dolt
+//! with the same code the unit tests use.
+
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, VOffsetT, Vector, WIPOffset};
+
+use super::message::{ClosureKey, SERIAL_MESSAGE_KIND};
+use super::Address;
+
+/// A field value for [`message`]: byte vectors, u16 vectors and scalars.
+pub enum Value<'v> {
+    Bytes(&'v [u8]),
+    U16s(&'v [u16]),
+    U64(u64),
+    U8(u8),
+}
+
+/// Builds a serial message as Dolt frames one: `0x1B`, u24 length, flatbuffer
+/// whose file identifier is `id`, with `fields` at their vtable offsets.
+pub fn message(id: &str, fields: &[(VOffsetT, Value)]) -> Vec<u8> {
+    let mut builder = FlatBufferBuilder::new();
+    let vectors: Vec<Option<WIPOffset<Vector<u8>>>> = fields
+        .iter()
+        .map(|(_, value)| match value {
+            Value::Bytes(b) => Some(builder.create_vector(b).as_union_value()),
+            Value::U16s(v) => Some(builder.create_vector(v).as_union_value()),
+            _ => None,
+        })
+        .map(|o| o.map(|o: WIPOffset<UnionWIPOffset>| WIPOffset::new(o.value())))
+        .collect();
+    let start = builder.start_table();
+    for ((slot, value), vector) in fields.iter().zip(&vectors) {
+        match (value, vector) {
+            (Value::U64(v), _) => builder.push_slot_always::<u64>(*slot, *v),
+            (Value::U8(v), _) => builder.push_slot_always::<u8>(*slot, *v),
+            (_, Some(offset)) => builder.push_slot_always(*slot, *offset),
+            (Value::Bytes(_) | Value::U16s(_), None) => unreachable!("every vector was created above"),
+        }
+    }
+    let table = builder.end_table(start);
+    builder.finish(table, Some(id));
+    frame(builder.finished_data())
+}
+
+/// Wraps a finished flatbuffer in Dolt's chunk envelope.
+pub fn frame(flatbuffer: &[u8]) -> Vec<u8> {
+    let mut chunk = vec![SERIAL_MESSAGE_KIND];
+    chunk.extend_from_slice(&(flatbuffer.len() as u32).to_be_bytes()[1..]);
+    chunk.extend_from_slice(flatbuffer);
+    chunk
+}
+
+/// An `ADRM` node with these keys (in order) and addresses.
+pub fn address_map(level: u8, entries: &[(&[u8], Address)]) -> Vec<u8> {
+    let items: Vec<u8> = entries.iter().flat_map(|(k, _)| k.iter().copied()).collect();
+    let mut offsets = vec![0u16];
+    for (key, _) in entries {
+        offsets.push(offsets.last().expect("starts with 0") + key.len() as u16);
+    }
+    let addresses: Vec<u8> = entries.iter().flat_map(|(_, a)| a.0).collect();
+    let counts: Vec<u8> = entries.iter().map(|_| 2u8).collect(); // zig-zag +1 each: counts 1, 2, 3...
+    message(
+        "ADRM",
+        &[
+            (4, Value::Bytes(&items)),
+            (6, Value::U16s(&offsets)),
+            (8, Value::Bytes(&addresses)),
+            (10, Value::Bytes(if level > 0 { &counts } else { &[] })),
+            (12, Value::U64(entries.len() as u64)),
+            (14, Value::U8(level)),
+        ],
+    )
+}
+
+/// A `STRT` store root holding one inline ref-map node.
+pub fn store_root(map: &[u8]) -> Vec<u8> {
+    message("STRT", &[(4, Value::Bytes(map))])
+}
+
+/// A `DCMT` commit of `root` with these parents and parent closure.
+pub fn commit_of(root: Address, height: u64, parents: &[Address], closure: Address) -> Vec<u8> {
+    let parents: Vec<u8> = parents.iter().flat_map(|a| a.0).collect();
+    message(
+        "DCMT",
+        &[
+            (4, Value::Bytes(&root.0)),
+            (6, Value::U64(height)),
+            (8, Value::Bytes(&parents)),
+            (10, Value::Bytes(&closure.0)),
+        ],
+    )
+}
+
+/// A `DCMT` commit whose root value is made up from its height and parents.
+pub fn commit(height: u64, parents: &[Address], closure: Address) -> Vec<u8> {
+    let root = Address::of(format!("root {height} {parents:?}").as_bytes());
+    commit_of(root, height, parents, closure)
+}
+
+/// A `CMCL` commit-closure node.
+pub fn closure_node(level: u8, keys: &[ClosureKey], children: &[Address]) -> Vec<u8> {
+    let items: Vec<u8> = keys.iter().flat_map(|k| k.height.to_le_bytes().into_iter().chain(k.commit.0)).collect();
+    let children: Vec<u8> = children.iter().flat_map(|a| a.0).collect();
+    message(
+        "CMCL",
+        &[
+            (4, Value::Bytes(&items)),
+            (6, Value::Bytes(&children)),
+            (10, Value::U64(keys.len() as u64)),
+            (12, Value::U8(level)),
+        ],
+    )
+}
+
+/// A `DTAG` tag naming `commit`.
+pub fn tag(commit: Address) -> Vec<u8> {
+    message("DTAG", &[(4, Value::Bytes(&commit.0))])
+}
