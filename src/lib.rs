@@ -80,6 +80,20 @@ pub fn check(config: &config::Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The verdict the push rules of `config` give one ref change, and the rule
+/// that decided it (for `doltgate explain`). A user `[[auth.users]]` lists
+/// has its configured groups besides the question's.
+pub fn explain_push(
+    config: &config::Config,
+    question: &push::explain::Question,
+) -> Result<push::explain::Answer, String> {
+    let gateway = gateway::Gateway::build(config, gateway::Purpose::Check).map_err(|e| e.to_string())?;
+    let mut question = question.clone();
+    let listed = config.auth.iter().flat_map(|auth| &auth.users).find(|user| user.name == question.user);
+    question.groups.extend(listed.iter().flat_map(|user| user.groups.iter().cloned()));
+    gateway.explain_push(&question)
+}
+
 /// The keys registered through `[login]` (for `doltgate keys list`).
 pub async fn list_keys(config: &config::Config) -> Result<Vec<KeyRecord>, String> {
     let gateway = gateway::Gateway::build(config, gateway::Purpose::Serve).map_err(|e| e.to_string())?;

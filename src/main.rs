@@ -39,6 +39,25 @@ enum Command {
     /// Read a password from standard input (its first line) and print the
     /// Argon2 hash to put in `[[auth.users]] password_hash`.
     HashPassword,
+    /// Print the verdict push rules give one ref change and the rule that
+    /// decided it: exit 0 when allowed, 1 when refused, 2 on a bad question.
+    Explain {
+        /// The pusher's name, as doltgate knows it (`corp-sso:ann` for a JWT user).
+        #[arg(long)]
+        user: String,
+        /// A group of the pusher's (repeatable); a listed user's configured groups count too.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// The database as a client names it in its remote URL.
+        #[arg(long)]
+        database: String,
+        /// `refs/heads/main`, `refs/tags/v1`, `workingSets/heads/main`, or a bare branch name.
+        #[arg(long = "ref")]
+        reference: String,
+        /// create, fast_forward, force, delete or move.
+        #[arg(long)]
+        op: doltgate::config::auth::PushOp,
+    },
     /// Keys registered through `[login]` (`dolt login` against doltgate).
     Keys {
         #[command(subcommand)]
@@ -60,6 +79,16 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { ref file }) => check_config(&cli, file.clone().or(cli.config.clone())),
         Some(Command::HashPassword) => hash_password(),
         Some(Command::Keys { ref action }) => keys(&cli, action),
+        Some(Command::Explain { ref user, ref groups, ref database, ref reference, op }) => {
+            let question = doltgate::push::explain::Question {
+                user: user.clone(),
+                groups: groups.clone(),
+                database: database.clone(),
+                reference: reference.clone(),
+                op,
+            };
+            explain(&cli, &question)
+        }
         Some(Command::Run) | None => run(&cli),
     }
 }
@@ -122,6 +151,20 @@ fn keys(cli: &Cli, action: &KeysAction) -> ExitCode {
         Err(err) => {
             eprintln!("doltgate keys: {err}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain(cli: &Cli, question: &doltgate::push::explain::Question) -> ExitCode {
+    let answer = load(cli, cli.config.clone()).and_then(|config| doltgate::explain_push(&config, question));
+    match answer {
+        Ok(answer) => {
+            print!("{answer}");
+            ExitCode::from(if answer.decision.allowed { 0 } else { 1 })
+        }
+        Err(err) => {
+            eprintln!("doltgate explain: {err}");
+            ExitCode::from(2)
         }
     }
 }

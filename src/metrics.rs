@@ -40,6 +40,10 @@ pub struct Metrics {
     pub authz_denied: IntCounterVec,
     /// Commits inspected, by verdict (`allowed`, `refused`, `error`).
     pub push_verdicts: IntCounterVec,
+    /// Ref changes judged, by the push rule that decided (`default` for the
+    /// built-in one, `dolt_branch_control` for mirrored rows) and verdict
+    /// (`allowed`, `refused`, `would_refuse` for rules in evaluate mode).
+    pub push_rule_verdicts: IntCounterVec,
     /// Client connections closed or refused by doltgate's own bounds, by reason
     /// (`max_connections`, `protocol_deadline`).
     pub connections_refused: IntCounterVec,
@@ -210,6 +214,12 @@ impl Metrics {
                 "Commits inspected for push rules, by verdict.",
                 &["verdict"],
             ),
+            push_rule_verdicts: counter(
+                &registry,
+                "doltgate_push_rule_verdicts_total",
+                "Ref changes judged, by deciding push rule and verdict (would_refuse: a rule in evaluate mode).",
+                &["rule", "verdict"],
+            ),
             build_info: build,
             registry,
         }
@@ -218,8 +228,9 @@ impl Metrics {
     /// Names of every family, whether or not it has samples yet.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 23] = [
+        let collectors: [&dyn Collector; 24] = [
             &self.push_verdicts,
+            &self.push_rule_verdicts,
             &self.login_keys,
             &self.upstream_connections,
             &self.user_limits,

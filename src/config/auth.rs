@@ -118,9 +118,31 @@ pub struct PushRuleConfig {
     pub users: Vec<String>,
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The rule names every user (instead of `users`/`groups`).
+    #[serde(default)]
+    pub everyone: bool,
     /// Branches: create, fast_forward, force, delete. Tags: create, move,
     /// delete. Other refs: create, move, delete. Empty: nothing (protects).
+    #[serde(default)]
     pub allow: Vec<PushOp>,
+    /// Operations refused to the users the rule names, whatever any other
+    /// matching rule allows, however specific. A rule with `deny` and no
+    /// `allow` takes no other part in verdicts (it protects nothing).
+    #[serde(default)]
+    pub deny: Vec<PushOp>,
+    /// `enforce` (default), or `evaluate`: the rule refuses nothing; pushes
+    /// it would refuse are logged and counted.
+    #[serde(default)]
+    pub mode: RuleMode,
+}
+
+/// Whether a push rule's refusals take effect.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleMode {
+    #[default]
+    Enforce,
+    Evaluate,
 }
 
 fn every_database() -> Vec<String> {
@@ -135,6 +157,17 @@ pub enum PushOp {
     Force,
     Delete,
     Move,
+}
+
+impl std::str::FromStr for PushOp {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<PushOp, String> {
+        [PushOp::Create, PushOp::FastForward, PushOp::Force, PushOp::Delete, PushOp::Move]
+            .into_iter()
+            .find(|op| op.to_string() == name)
+            .ok_or_else(|| format!("{name:?} is not one of create, fast_forward, force, delete, move"))
+    }
 }
 
 impl std::fmt::Display for PushOp {

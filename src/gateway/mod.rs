@@ -117,6 +117,18 @@ impl Gateway {
     }
 
     /// Self-hosted `dolt login`, when configured.
+    /// `doltgate explain`: the database resolved by the routes, the change
+    /// judged by the push rules in effect.
+    pub fn explain_push(
+        &self,
+        question: &crate::push::explain::Question,
+    ) -> Result<crate::push::explain::Answer, String> {
+        let destination = self.router.resolve(&question.database).map_err(|e| e.to_string())?;
+        let auth = self.auth.as_ref().ok_or("no [auth] section: doltgate judges no pushes, Dolt's own checks apply")?;
+        let mirrored = auth.branch_control.is_some();
+        crate::push::explain::answer(&auth.push_rules, mirrored, &destination.judged_name, question)
+    }
+
     pub fn login(&self) -> Option<&crate::login::Login> {
         self.login.as_ref()
     }

@@ -11,6 +11,7 @@
 
 pub mod branch_control;
 mod collation;
+pub mod explain;
 pub mod integrity;
 pub mod rules;
 
@@ -144,9 +145,10 @@ pub fn judge(judges: &Judges<'_>, database: &str, upstream_database: &str, chang
                 _ => rules.decide(principal, database, Target::Other(&change.name), change.op),
             };
             match (change.kind, judges.branch_control) {
-                (RefKind::Branch | RefKind::WorkingSet, Some(mirrored)) if ours.allowed => {
-                    dolts_verdict(mirrored, upstream_database, short, change, judges)
-                }
+                (RefKind::Branch | RefKind::WorkingSet, Some(mirrored)) if ours.allowed => Decision {
+                    would_refuse: ours.would_refuse,
+                    ..dolts_verdict(mirrored, upstream_database, short, change, judges)
+                },
                 _ => ours,
             }
         })
@@ -164,7 +166,8 @@ fn dolts_verdict(
     let control = match mirrored {
         Ok(control) => control,
         Err(why) => {
-            return Decision { allowed: false, rule: format!("dolt_branch_control, which cannot be read ({why})") }
+            let rule = format!("dolt_branch_control, which cannot be read ({why})");
+            return Decision::from("dolt_branch_control", false, rule);
         }
     };
     let pusher = branch_control::Pusher::named(&judges.principal.name);
@@ -174,7 +177,7 @@ fn dolts_verdict(
         (_, op) => op,
     };
     let (allowed, rule) = control.decide(database, branch, op, &pusher);
-    Decision { allowed, rule }
+    Decision::from("dolt_branch_control", allowed, rule)
 }
 
 /// What the push inspector needs to read and judge one Commit.
@@ -213,6 +216,7 @@ pub async fn review(commit: CommitUnderReview<'_>) -> Result<(), GatewayError> {
     );
     crate::metrics::metrics().push_verdicts.with_label_values(&[verdict]).inc();
     let (changes, decisions) = result?;
+    count_rule_verdicts(&decisions);
     match refusal(&commit, &changes, &decisions) {
         Some(err) => Err(err),
         None => Ok(()),
@@ -252,6 +256,18 @@ fn refusal(commit: &CommitUnderReview<'_>, changes: &[Change], decisions: &[Deci
     })
 }
 
+/// Per rule: what it decided, and what rules in `evaluate` mode would have refused.
+fn count_rule_verdicts(decisions: &[Decision]) {
+    let counter = &crate::metrics::metrics().push_rule_verdicts;
+    for decision in decisions {
+        let verdict = if decision.allowed { "allowed" } else { "refused" };
+        decision.rule_names.iter().for_each(|rule| counter.with_label_values(&[rule, verdict]).inc());
+        for rule in decision.would_refuse.iter().flat_map(|d| &d.rule_names) {
+            counter.with_label_values(&[rule, "would_refuse"]).inc();
+        }
+    }
+}
+
 fn summary(changes: &[Change], decisions: &[Decision]) -> String {
     let short = |a: &Option<Address>| a.map(|a| a.to_string()[..8].to_owned()).unwrap_or_else(|| "none".into());
     changes
@@ -259,7 +275,11 @@ fn summary(changes: &[Change], decisions: &[Decision]) -> String {
         .zip(decisions)
         .map(|(c, d)| {
             let verdict = if d.allowed { "allowed" } else { "refused" };
-            format!("{} {}..{} {} {verdict} by {}", c.name, short(&c.old), short(&c.new), c.op, d.rule)
+            let evaluated = match &d.would_refuse {
+                Some(would) => format!(" (evaluate mode: would be refused by {})", would.rule),
+                None => String::new(),
+            };
+            format!("{} {}..{} {} {verdict} by {}{evaluated}", c.name, short(&c.old), short(&c.new), c.op, d.rule)
         })
         .collect::<Vec<_>>()
         .join("; ")

@@ -5,12 +5,18 @@
 //! pattern), and equally specific ones combine. A user those rules do not
 //! name may do nothing to the ref: naming `main` in a rule protects it from
 //! everyone else. Refs no rule matches fall to the built-in default: create
-//! and fast-forward branches, create tags, nothing else.
+//! and fast-forward branches, create tags, nothing else. An operation a
+//! matching rule `deny`s to the user is refused whatever the others allow;
+//! a rule that only denies takes no other part in the verdict.
+//!
+//! Rules in `evaluate` mode take no part in the verdict: it is reached as if
+//! they were absent, and again with them, and where only the second refuses,
+//! the decision carries that refusal for the audit log and the metrics.
 
 use std::collections::HashSet;
 
 use crate::authn::Principal;
-use crate::config::auth::{PushOp, PushRuleConfig};
+use crate::config::auth::{PushOp, PushRuleConfig, RuleMode};
 use crate::config::{invalid, ConfigError};
 
 /// What a ref is, for matching: branch and tag rules match the short name,
@@ -48,7 +54,10 @@ struct Rule {
     databases: Vec<glob::Pattern>,
     users: Vec<String>,
     groups: Vec<String>,
+    everyone: bool,
     allow: HashSet<PushOp>,
+    deny: HashSet<PushOp>,
+    mode: RuleMode,
 }
 
 /// Which rules decided, for messages and the audit log.
@@ -57,6 +66,19 @@ pub struct Decision {
     pub allowed: bool,
     /// e.g. `rule "protect-main" (allows fast_forward)`, or the default.
     pub rule: String,
+    /// The names of the rules that decided (`default` for the built-in one),
+    /// for the per-rule verdict counter.
+    pub rule_names: Vec<String>,
+    /// Set when rules in `evaluate` mode would have refused what the
+    /// enforced ones allow: which rules, described like [`Decision::rule`].
+    pub would_refuse: Option<Box<Decision>>,
+}
+
+impl Decision {
+    /// A verdict from outside the rules (the mirrored rows, a failure).
+    pub fn from(source: &str, allowed: bool, rule: String) -> Decision {
+        Decision { allowed, rule, rule_names: vec![source.to_owned()], would_refuse: None }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -95,8 +117,23 @@ impl Rule {
                 format!("{op} does not apply to {field}; use {}", names.join(", ")),
             ));
         }
-        if rule.users.is_empty() && rule.groups.is_empty() {
-            return Err(invalid(key, "applies to nobody: set users or groups (a rule with allow = [] protects refs)"));
+        match (rule.everyone, rule.users.is_empty() && rule.groups.is_empty()) {
+            (false, true) => {
+                return Err(invalid(
+                    key,
+                    "applies to nobody: set users, groups or everyone = true (a rule with allow = [] protects refs)",
+                ))
+            }
+            (true, false) => {
+                return Err(invalid(key, "everyone = true already names every user: drop users and groups"))
+            }
+            _ => {}
+        }
+        if let Some(op) = rule.deny.iter().find(|op| !allowed.contains(op)) {
+            return Err(invalid(format!("{key}.deny"), format!("{op} does not apply to {field}")));
+        }
+        if let Some(op) = rule.deny.iter().find(|op| rule.allow.contains(op)) {
+            return Err(invalid(key, format!("{op} is both allowed and denied")));
         }
         // Database names compare case-insensitively, as Dolt resolves them.
         let compile = |field: &str, patterns: &[String], lowercase: bool| {
@@ -115,7 +152,10 @@ impl Rule {
             databases: compile("databases", &rule.databases, true)?,
             users: rule.users.clone(),
             groups: rule.groups.clone(),
+            everyone: rule.everyone,
             allow: rule.allow.iter().copied().collect(),
+            deny: rule.deny.iter().copied().collect(),
+            mode: rule.mode,
         })
     }
 }
@@ -143,16 +183,36 @@ impl PushRules {
 
     /// May `principal` make `op` on `target` in `database`?
     pub fn decide(&self, principal: &Principal, database: &str, target: Target<'_>, op: PushOp) -> Decision {
+        let enforced = self.decide_with(|rule| rule.mode == RuleMode::Enforce, principal, database, target, op);
+        if !enforced.allowed || self.0.iter().all(|rule| rule.mode == RuleMode::Enforce) {
+            return enforced;
+        }
+        let evaluated = self.decide_with(|_| true, principal, database, target, op);
+        match evaluated.allowed {
+            true => enforced,
+            false => Decision { would_refuse: Some(Box::new(evaluated)), ..enforced },
+        }
+    }
+
+    /// The verdict of the rules `include` keeps.
+    fn decide_with(
+        &self,
+        include: impl Fn(&Rule) -> bool,
+        principal: &Principal,
+        database: &str,
+        target: Target<'_>,
+        op: PushOp,
+    ) -> Decision {
         let database = database.to_lowercase();
         let (family, name) = match target {
             Target::Branch(name) => (Family::Branches, name),
             Target::Tag(name) => (Family::Tags, name),
             Target::Other(name) => (Family::Refs, name),
         };
-        let matching: Vec<(&Rule, (usize, usize))> = self
+        let mut matching: Vec<(&Rule, (usize, usize))> = self
             .0
             .iter()
-            .filter(|rule| rule.family == family)
+            .filter(|rule| rule.family == family && include(rule))
             .filter_map(|rule| {
                 let by_ref =
                     rule.patterns.iter().filter(|p| p.matches_with(name, IGNORING_CASE)).map(specificity).max()?;
@@ -160,6 +220,14 @@ impl PushRules {
                 Some((rule, (by_ref, by_db)))
             })
             .collect();
+        if let Some((denying, _)) =
+            matching.iter().find(|(rule, _)| rule.deny.contains(&op) && rule.applies_to(principal))
+        {
+            let rule = format!("rule {:?} (denies {})", denying.name, describe(denying.deny.iter().copied()));
+            return Decision { allowed: false, rule, rule_names: vec![denying.name.clone()], would_refuse: None };
+        }
+        // A rule that only denies leaves every other verdict to the rest.
+        matching.retain(|(rule, _)| !rule.only_denies());
         let Some(best) = matching.iter().map(|(_, s)| *s).max() else {
             let default = match family {
                 Family::Branches => DEFAULT_BRANCH,
@@ -167,7 +235,7 @@ impl PushRules {
                 Family::Refs => &[],
             };
             let rule = format!("the default rule (allows {})", describe(default.iter().copied()));
-            return Decision { allowed: default.contains(&op), rule };
+            return Decision::from("default", default.contains(&op), rule);
         };
         let deciding: Vec<&Rule> = matching.iter().filter(|(_, s)| *s == best).map(|(rule, _)| *rule).collect();
         let applying: Vec<&Rule> = deciding.iter().copied().filter(|rule| rule.applies_to(principal)).collect();
@@ -178,7 +246,8 @@ impl PushRules {
         } else {
             format!("rule {} (allows {})", names.join(", "), describe(allowed_ops.iter().copied()))
         };
-        Decision { allowed: allowed_ops.contains(&op), rule }
+        let rule_names = deciding.iter().map(|rule| rule.name.clone()).collect();
+        Decision { allowed: allowed_ops.contains(&op), rule, rule_names, would_refuse: None }
     }
 
     /// May `principal` write to `branch` at all (for its working set)?
@@ -191,8 +260,14 @@ impl PushRules {
 }
 
 impl Rule {
+    fn only_denies(&self) -> bool {
+        self.allow.is_empty() && !self.deny.is_empty()
+    }
+
     fn applies_to(&self, principal: &Principal) -> bool {
-        self.users.iter().any(|u| u == &principal.name) || self.groups.iter().any(|g| principal.groups.contains(g))
+        self.everyone
+            || self.users.iter().any(|u| u == &principal.name)
+            || self.groups.iter().any(|g| principal.groups.contains(g))
     }
 }
 
@@ -265,6 +340,78 @@ allow = ["create"]
         }
         let rita = who("rita", &[]);
         assert!(rules.decide(&rita, "prod_eu", Target::Branch("RELEASE/1"), PushOp::Create).allowed);
+    }
+
+    #[test]
+    fn an_explicit_deny_wins_over_any_allow() {
+        let rules = rules(
+            r#"
+[[auth.push_rules]]
+name = "features"
+branches = ["feature/*"]
+everyone = true
+allow = ["create", "fast_forward", "force", "delete"]
+
+[[auth.push_rules]]
+name = "no-deletes-for-interns"
+branches = ["*"]
+groups = ["interns"]
+deny = ["delete"]
+"#,
+        );
+        let intern = who("ivy", &["interns"]);
+        let refused = rules.decide(&intern, "db", Target::Branch("feature/x"), PushOp::Delete);
+        assert!(!refused.allowed, "the less specific deny still wins");
+        assert_eq!(refused.rule, "rule \"no-deletes-for-interns\" (denies delete)");
+        assert!(rules.decide(&intern, "db", Target::Branch("feature/x"), PushOp::Force).allowed);
+        assert!(rules.decide(&who("anyone", &[]), "db", Target::Branch("feature/x"), PushOp::Delete).allowed);
+        // Only denying, the rule protects nothing else: the default decides `main`.
+        let default = rules.decide(&intern, "db", Target::Branch("main"), PushOp::FastForward);
+        assert!(default.allowed && default.rule.starts_with("the default rule"), "{}", default.rule);
+    }
+
+    #[test]
+    fn evaluate_mode_reports_what_it_would_refuse_and_refuses_nothing() {
+        let rules = rules(
+            r#"
+[[auth.push_rules]]
+name = "try-protecting-main"
+branches = ["main"]
+groups = ["maintainers"]
+allow = ["fast_forward"]
+mode = "evaluate"
+"#,
+        );
+        let dev = who("dan", &["dev"]);
+        let decision = rules.decide(&dev, "db", Target::Branch("main"), PushOp::FastForward);
+        assert!(decision.allowed, "the default rule decides: {}", decision.rule);
+        assert_eq!(decision.rule_names, ["default"]);
+        let would = decision.would_refuse.expect("the evaluated rule would refuse");
+        assert!(would.rule.contains("try-protecting-main") && would.rule_names == ["try-protecting-main"]);
+        let maintainer = who("mia", &["maintainers"]);
+        let decision = rules.decide(&maintainer, "db", Target::Branch("main"), PushOp::FastForward);
+        assert!(decision.allowed && decision.would_refuse.is_none());
+        // What the default refuses stays refused: evaluation never allows more.
+        assert!(!rules.decide(&maintainer, "db", Target::Branch("main"), PushOp::Force).allowed);
+    }
+
+    #[test]
+    fn whom_a_rule_names_and_what_it_denies_are_checked_at_start() {
+        let error = |toml: &str| {
+            let text = format!("[upstream]\naddress = \"h:1\"\n[auth]\nupstream_credentials = \"passthrough\"\n{toml}");
+            PushRules::build(&Config::parse(&text).unwrap().auth.unwrap().push_rules).unwrap_err().to_string()
+        };
+        let both = error("[[auth.push_rules]]\nbranches = [\"main\"]\neveryone = true\nusers = [\"a\"]\n");
+        assert!(both.contains("auth.push_rules[0]") && both.contains("already names every user"), "{both}");
+        let overlap = error(
+            "[[auth.push_rules]]\nbranches = [\"*\"]\neveryone = true\nallow = [\"force\"]\ndeny = [\"force\"]\n",
+        );
+        assert!(overlap.contains("both allowed and denied"), "{overlap}");
+        let tag_ff = error("[[auth.push_rules]]\ntags = [\"v*\"]\neveryone = true\ndeny = [\"fast_forward\"]\n");
+        assert!(tag_ff.contains("auth.push_rules[0].deny"), "{tag_ff}");
+        let mode = "[upstream]\naddress = \"h:1\"\n[auth]\n[[auth.push_rules]]\nbranches = [\"*\"]\neveryone = true\nmode = \"audit\"\n";
+        let mode = Config::parse(mode).unwrap_err().to_string();
+        assert!(mode.contains("mode") && mode.contains("evaluate"), "{mode}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The `doltgate` command line: `check-config` verdicts and exit codes.
+//! The `doltgate` command line: `check-config` and `explain` verdicts and exit codes.
 
 use std::process::Command;
 
@@ -62,4 +62,53 @@ fn flags_fill_in_what_the_file_leaves_out() {
     let (code, text) = doltgate(&["check-config"]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("--upstream"), "{text}");
+}
+
+/// `doltgate explain` answers through the routes and the proxy's own rule
+/// evaluation: exit 0 allowed, 1 refused, 2 for a question that cannot be asked.
+#[test]
+fn explain_gives_the_verdict_and_the_deciding_rule() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/auth.toml");
+    let explain = |args: &[&str]| {
+        let mut all = vec!["--config", config, "explain"];
+        all.extend_from_slice(args);
+        doltgate(&all)
+    };
+    // `ci` is a listed user, in group maintainers.
+    let (code, text) = explain(&["--user", "ci", "--database", "app_orders", "--ref", "main", "--op", "fast_forward"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("allowed: fast_forward of refs/heads/main in database \"app_orders\" by ci"), "{text}");
+    assert!(text.contains("decided by rule \"protect-main\" (allows fast_forward)"), "{text}");
+    let (code, text) = explain(&["--user", "ci", "--database", "app_orders", "--ref", "main", "--op", "force"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.starts_with("refused: force of refs/heads/main"), "{text}");
+
+    // The database is judged as Dolt resolves it, whatever the spelling.
+    let sso_dev = ["--user", "corp-sso:ann", "--group", "corp-sso:developers"];
+    let (code, text) =
+        explain(&[&sso_dev[..], &["--database", "APP_orders/main", "--ref", "feature/x", "--op", "force"]].concat());
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("in database \"app_orders\"") && text.contains("\"features\""), "{text}");
+
+    // A rule in evaluate mode: allowed, and what it would do.
+    let (code, text) =
+        explain(&[&sso_dev[..], &["--database", "app_x", "--ref", "hotfix/1", "--op", "create"]].concat());
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("evaluate mode: would be refused by rule \"hotfixes-by-maintainers\""), "{text}");
+
+    // An explicit deny.
+    let contractor = ["--user", "corp-sso:cy", "--group", "corp-sso:contractors", "--group", "corp-sso:developers"];
+    let (code, text) =
+        explain(&[&contractor[..], &["--database", "app_x", "--ref", "feature/x", "--op", "delete"]].concat());
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("rule \"contractors-never-rewrite\" (denies delete, force)"), "{text}");
+
+    // Questions no push could raise.
+    let (code, text) =
+        explain(&["--user", "ci", "--database", "app_x", "--ref", "refs/tags/v1", "--op", "fast_forward"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("a push makes no fast_forward of a ref like this one"), "{text}");
+    let (code, text) = explain(&["--user", "ci", "--database", "app_x", "--ref", "main", "--op", "rebase"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("\"rebase\" is not one of"), "{text}");
 }

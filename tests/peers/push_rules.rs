@@ -304,3 +304,60 @@ fn dolts_own_branch_control_rows_bind_pushes_when_mirrored() {
     s.push_ok(&mia, "mia", &["origin", "rel-2"]);
     assert_eq!(s.server_hash("rel-2"), Some(s.head(&mia)));
 }
+
+/// Rollout and exceptions: a rule in `evaluate` mode refuses nothing but
+/// leaves an audit note and a `would_refuse` count; a `deny` refuses what a
+/// more specific rule allows.
+#[test]
+fn evaluate_mode_refuses_nothing_and_an_explicit_deny_wins() {
+    let admin_port = free_port();
+    let rules = format!(
+        r#"
+[[auth.push_rules]]
+name = "try-freezing-feature-a"
+branches = ["feature/a*"]
+everyone = true
+allow = []
+mode = "evaluate"
+
+[[auth.push_rules]]
+name = "mia-keeps-branches"
+branches = ["*"]
+users = ["mia"]
+deny = ["delete"]
+
+[admin]
+address = "127.0.0.1:{admin_port}"
+"#
+    );
+    let s = Setup::with_auth_options(&rules, "");
+    let dan = s.clone_as("dan");
+    s.env.ok(&dan, &["checkout", "-b", "feature/a1"]);
+    s.commit(&dan, 20, "dan feature a1");
+    s.push_ok(&dan, "dan", &["origin", "feature/a1"]);
+    assert_eq!(s.server_hash("feature/a1"), Some(s.head(&dan)), "evaluate mode refuses nothing");
+    let log = s.gateway_log();
+    assert!(
+        log.contains("allowed by rule \"features\"")
+            && log.contains("evaluate mode: would be refused by rule \"try-freezing-feature-a\""),
+        "the audit line says what the evaluated rule would do:\n{log}"
+    );
+    let samples = scrape(admin_port);
+    let count = |rule: &str, verdict: &str| {
+        total(&samples, "doltgate_push_rule_verdicts_total", &[("rule", rule), ("verdict", verdict)])
+    };
+    assert!(count("try-freezing-feature-a", "would_refuse") >= 1.0, "{samples:?}");
+    assert!(count("features", "allowed") >= 1.0);
+    assert_eq!(count("try-freezing-feature-a", "refused"), 0.0);
+
+    let mia = s.clone_as("mia");
+    s.env.ok(&mia, &["checkout", "-b", "feature/m"]);
+    s.commit(&mia, 21, "mia feature m");
+    s.push_ok(&mia, "mia", &["origin", "feature/m"]);
+    s.push_refused(&mia, "mia", &["origin", ":feature/m"], &["delete refs/heads/feature/m", "mia-keeps-branches"]);
+    assert!(s.server_hash("feature/m").is_some());
+    s.push_ok(&dan, "dan", &["origin", ":feature/a1"]);
+    assert_eq!(s.server_hash("feature/a1"), None, "the deny binds only the users it names");
+    let denied = [("rule", "mia-keeps-branches"), ("verdict", "refused")];
+    assert!(total(&scrape(admin_port), "doltgate_push_rule_verdicts_total", &denied) >= 1.0);
+}

@@ -1,0 +1,99 @@
+//! `doltgate explain`: the verdict push rules give one ref change, and the
+//! rule that decided it, reached through [`judge`](super::judge) — the code a
+//! Commit's inspection uses — so an operator can try a rule change before a
+//! push meets it.
+
+use std::fmt;
+
+use crate::authn::Principal;
+use crate::config::auth::PushOp;
+use crate::storage::refs::RefKind;
+
+use super::rules::{Decision, PushRules};
+use super::{judge, Change, Judges};
+
+/// One hypothetical ref change.
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub user: String,
+    /// The user's groups, as the identity source names them (`corp-sso:ops`).
+    pub groups: Vec<String>,
+    /// The database as a client names it; the routes resolve it.
+    pub database: String,
+    /// A full ref name (`refs/heads/main`, `refs/tags/v1`,
+    /// `workingSets/heads/main`), or a bare name, read as a branch.
+    pub reference: String,
+    pub op: PushOp,
+}
+
+/// The verdict, and what it was reached on.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The database the rules judged (what Dolt resolves the name to).
+    pub database: String,
+    pub reference: String,
+    pub user: String,
+    pub op: PushOp,
+    pub decision: Decision,
+    /// `dolt_branch_control` rows are mirrored, which explain does not read.
+    pub mirrored_rows_apply: bool,
+}
+
+/// Judges `question` on `database` (already resolved by the routes).
+pub fn answer(
+    rules: &PushRules,
+    mirrored_rows_apply: bool,
+    database: &str,
+    question: &Question,
+) -> Result<Answer, String> {
+    let reference = full_ref_name(&question.reference);
+    let kind = RefKind::of(&reference).0;
+    check_op(kind, question.op)?;
+    let principal = Principal { name: question.user.clone(), groups: question.groups.clone(), expires: None };
+    let change = Change { name: reference.clone(), kind, old: None, new: None, op: question.op };
+    let judges = Judges { rules, branch_control: None, principal: &principal };
+    let decision = judge(&judges, database, database, std::slice::from_ref(&change)).remove(0);
+    Ok(Answer {
+        database: database.to_owned(),
+        reference,
+        user: question.user.clone(),
+        op: question.op,
+        decision,
+        mirrored_rows_apply: mirrored_rows_apply && matches!(kind, RefKind::Branch | RefKind::WorkingSet),
+    })
+}
+
+fn full_ref_name(name: &str) -> String {
+    match RefKind::of(name).0 {
+        RefKind::Other if !name.starts_with("refs/") => format!("refs/heads/{name}"),
+        _ => name.to_owned(),
+    }
+}
+
+/// The operations a push can make to a ref of `kind` (see `push::classify`).
+fn check_op(kind: RefKind, op: PushOp) -> Result<(), String> {
+    let fits = match kind {
+        RefKind::Branch => op != PushOp::Move,
+        RefKind::WorkingSet => op != PushOp::FastForward,
+        _ => !matches!(op, PushOp::FastForward | PushOp::Force),
+    };
+    match fits {
+        true => Ok(()),
+        false => Err(format!("a push makes no {op} of a ref like this one")),
+    }
+}
+
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.decision.allowed { "allowed" } else { "refused" };
+        writeln!(f, "{verdict}: {} of {} in database {:?} by {}", self.op, self.reference, self.database, self.user)?;
+        writeln!(f, "decided by {}", self.decision.rule)?;
+        if let Some(would) = &self.decision.would_refuse {
+            writeln!(f, "evaluate mode: would be refused by {}", would.rule)?;
+        }
+        if self.mirrored_rows_apply && self.decision.allowed {
+            writeln!(f, "also needed: the upstream's dolt_branch_control rows allow it (mirrored; not read here)")?;
+        }
+        Ok(())
+    }
+}
