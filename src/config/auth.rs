@@ -134,6 +134,11 @@ pub struct PushRuleConfig {
     /// it would refuse are logged and counted.
     #[serde(default)]
     pub mode: RuleMode,
+    /// Branch rules only: no push by anyone may add a merge commit to the
+    /// matching branches (the commits reachable from the new head and from no
+    /// ref the store had are checked).
+    #[serde(default)]
+    pub linear_history: bool,
 }
 
 /// Whether a push rule's refusals take effect.

@@ -12,6 +12,7 @@
 pub mod branch_control;
 mod collation;
 pub mod explain;
+mod history;
 pub mod integrity;
 pub mod rules;
 
@@ -243,7 +244,10 @@ async fn inspect(commit: &CommitUnderReview<'_>) -> Result<(Vec<Change>, Vec<Dec
     let ref_diff = diff(&source, &last, &current).await.map_err(inspection_error)?;
     let changes = classify(&source, &last, &ref_diff.changes).await.map_err(inspection_error)?;
     integrity::check(&source, &last, &changes).await?;
-    let decisions = judge(&commit.judges, commit.database, commit.upstream_database, &changes);
+    let mut decisions = judge(&commit.judges, commit.database, commit.upstream_database, &changes);
+    history::check_linear_history(&source, &last, &changes, &mut decisions, commit.judges.rules, commit.database)
+        .await
+        .map_err(inspection_error)?;
     Ok((changes, decisions))
 }
 

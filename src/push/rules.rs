@@ -58,6 +58,7 @@ struct Rule {
     allow: HashSet<PushOp>,
     deny: HashSet<PushOp>,
     mode: RuleMode,
+    linear_history: bool,
 }
 
 /// Which rules decided, for messages and the audit log.
@@ -129,6 +130,12 @@ impl Rule {
             }
             _ => {}
         }
+        if rule.linear_history && family != Family::Branches {
+            return Err(invalid(format!("{key}.linear_history"), "applies to branches only"));
+        }
+        if rule.linear_history && rule.mode == RuleMode::Evaluate {
+            return Err(invalid(format!("{key}.linear_history"), "is enforced only; drop mode = \"evaluate\""));
+        }
         if let Some(op) = rule.deny.iter().find(|op| !allowed.contains(op)) {
             return Err(invalid(format!("{key}.deny"), format!("{op} does not apply to {field}")));
         }
@@ -156,6 +163,7 @@ impl Rule {
             allow: rule.allow.iter().copied().collect(),
             deny: rule.deny.iter().copied().collect(),
             mode: rule.mode,
+            linear_history: rule.linear_history,
         })
     }
 }
@@ -248,6 +256,19 @@ impl PushRules {
         };
         let rule_names = deciding.iter().map(|rule| rule.name.clone()).collect();
         Decision { allowed: allowed_ops.contains(&op), rule, rule_names, would_refuse: None }
+    }
+
+    /// The first rule that keeps `branch` of `database` free of merge commits.
+    pub fn linear_history_rule(&self, database: &str, branch: &str) -> Option<&str> {
+        let database = database.to_lowercase();
+        self.0
+            .iter()
+            .filter(|rule| rule.linear_history)
+            .find(|rule| {
+                rule.patterns.iter().any(|p| p.matches_with(branch, IGNORING_CASE))
+                    && rule.databases.iter().any(|p| p.matches(&database))
+            })
+            .map(|rule| rule.name.as_str())
     }
 
     /// May `principal` write to `branch` at all (for its working set)?
@@ -409,6 +430,8 @@ mode = "evaluate"
         assert!(overlap.contains("both allowed and denied"), "{overlap}");
         let tag_ff = error("[[auth.push_rules]]\ntags = [\"v*\"]\neveryone = true\ndeny = [\"fast_forward\"]\n");
         assert!(tag_ff.contains("auth.push_rules[0].deny"), "{tag_ff}");
+        let tags_linear = error("[[auth.push_rules]]\ntags = [\"v*\"]\neveryone = true\nlinear_history = true\n");
+        assert!(tags_linear.contains("auth.push_rules[0].linear_history") && tags_linear.contains("branches only"));
         let mode = "[upstream]\naddress = \"h:1\"\n[auth]\n[[auth.push_rules]]\nbranches = [\"*\"]\neveryone = true\nmode = \"audit\"\n";
         let mode = Config::parse(mode).unwrap_err().to_string();
         assert!(mode.contains("mode") && mode.contains("evaluate"), "{mode}");

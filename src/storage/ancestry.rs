@@ -11,7 +11,7 @@
 //! A height is also the pusher's word; a false one can only hide a path, so
 //! a lie makes a fast-forward look like a rewrite, never the other way round.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use super::message::{ClosureKey, Commit, CommitClosureNode, Tag, WorkingSet};
 use super::source::{get_all, get_one, ChunkSource};
@@ -156,6 +156,58 @@ pub async fn closure_contains<S: ChunkSource>(source: &S, root: &Address, key: &
     }
 }
 
+/// The commits reachable from `new_head` and from none of `old_heads`: what a
+/// push adds to the history, newest first; `None` when there are more than
+/// `limit` (or the walk reads more than four times that many commits).
+///
+/// Both sides are walked down together, highest first, and the walk ends
+/// when no commit still queued can be new. A commit counts as old only when
+/// an old head reaches it through parent hashes, which cannot lie; a false
+/// height can only delay that, so an old commit may be counted as new (the
+/// rules on new commits then judge more, never less).
+pub async fn new_commits<S: ChunkSource>(
+    source: &S,
+    new_head: &Address,
+    old_heads: &[Address],
+    limit: usize,
+) -> Result<Option<Vec<(Address, Commit)>>> {
+    let mut old: HashSet<Address> = old_heads.iter().copied().collect();
+    let mut known: HashMap<Address, Commit> = HashMap::new();
+    let heads: Vec<Address> = old.iter().copied().chain([*new_head]).collect();
+    fetch_commits(source, &heads, &mut known).await?;
+    let mut queue: BinaryHeap<(u64, Address)> = heads.iter().map(|a| (known[a].height, *a)).collect();
+    let mut queued: HashSet<Address> = heads.into_iter().collect();
+    let mut added = Vec::new();
+    while queue.iter().any(|(_, address)| !old.contains(address)) {
+        let top = queue.peek().expect("not empty").0;
+        let mut level = Vec::new();
+        while queue.peek().is_some_and(|(height, _)| *height == top) {
+            level.push(queue.pop().expect("peeked").1);
+        }
+        let mut parents = Vec::new();
+        for address in &level {
+            let commit = &known[address];
+            if old.contains(address) {
+                old.extend(commit.parents.iter().copied());
+            } else {
+                added.push((*address, commit.clone()));
+                if added.len() > limit {
+                    return Ok(None);
+                }
+            }
+            parents.extend(commit.parents.iter().copied().filter(|p| queued.insert(*p)));
+        }
+        // The old side walks too; an unrelated new history would walk all of it.
+        if queued.len() > limit.saturating_mul(4) {
+            return Ok(None);
+        }
+        let missing: Vec<Address> = parents.iter().filter(|a| !known.contains_key(*a)).copied().collect();
+        fetch_commits(source, &missing, &mut known).await?;
+        queue.extend(parents.iter().map(|a| (known[a].height, *a)));
+    }
+    Ok(Some(added))
+}
+
 pub async fn read_commit<S: ChunkSource>(source: &S, address: &Address) -> Result<Commit> {
     Commit::parse(address, &get_one(source, address).await?)
 }
@@ -262,6 +314,24 @@ mod tests {
         assert!(!block_on(is_ancestor(&source, &commits[8], &forged)).unwrap(), "the closure's claim is not proof");
         let honest = source.insert(commit(11, &[commits[9]], closure));
         assert!(block_on(is_ancestor(&source, &commits[8], &honest)).unwrap());
+    }
+
+    #[test]
+    fn new_commits_stop_where_old_history_begins() {
+        let mut source = MemorySource::new();
+        let (commits, side) = history(&mut source, 10);
+        let added = |new: &Address, old: &[Address]| {
+            let found = block_on(new_commits(&source, new, old, 100)).unwrap().expect("within the limit");
+            found.into_iter().map(|(a, _)| a).collect::<Vec<_>>()
+        };
+        assert_eq!(added(&commits[9], &[commits[6]]), [commits[9], commits[8], commits[7]], "a fast-forward");
+        assert_eq!(added(&commits[9], &[commits[9]]), Vec::<Address>::new(), "nothing new");
+        // The side commit merges commits[2] and commits[1]: nothing new under it
+        // once main's old head reaches both.
+        assert_eq!(added(&side, &[commits[5]]), [side]);
+        assert_eq!(added(&side, &[commits[1]]), [side, commits[2]], "commits[2] is new beside an older head");
+        assert_eq!(added(&commits[9], &[]).len(), 10, "a new history is new all the way down");
+        assert!(block_on(new_commits(&source, &commits[9], &[], 5)).unwrap().is_none(), "past the limit");
     }
 
     #[test]

@@ -361,3 +361,39 @@ address = "127.0.0.1:{admin_port}"
     let denied = [("rule", "mia-keeps-branches"), ("verdict", "refused")];
     assert!(total(&scrape(admin_port), "doltgate_push_rule_verdicts_total", &denied) >= 1.0);
 }
+
+/// `linear_history`: no merge commit reaches `main`, neither pushed directly
+/// nor by way of a feature branch it is then fast-forwarded to; flat history
+/// and merges elsewhere go through.
+#[test]
+fn linear_history_keeps_merge_commits_off_main() {
+    let linear = r#"
+[[auth.push_rules]]
+name = "linear-main"
+branches = ["main"]
+users = ["mia"]
+allow = ["fast_forward"]
+linear_history = true
+"#;
+    let s = Setup::with_auth_options(linear, "");
+    let mia = s.clone_as("mia");
+    s.env.ok(&mia, &["checkout", "-b", "feature/side"]);
+    s.commit(&mia, 30, "on the side");
+    s.env.ok(&mia, &["checkout", "main"]);
+    s.commit(&mia, 31, "on main");
+    s.env.ok(&mia, &["merge", "-m", "merge the side", "feature/side"]);
+    s.push_refused(&mia, "mia", &["origin", "main"], &["linear history: adds merge commit", "linear-main"]);
+
+    // Merges are fine where no rule asks for linear history...
+    s.env.ok(&mia, &["checkout", "-b", "feature/merged"]);
+    s.push_ok(&mia, "mia", &["origin", "feature/merged"]);
+    assert_eq!(s.server_hash("feature/merged"), Some(s.head(&mia)));
+    // ...but main cannot take them by way of that branch either.
+    s.env.ok(&mia, &["checkout", "main"]);
+    s.push_refused(&mia, "mia", &["origin", "main"], &["linear history: adds merge commit", "linear-main"]);
+
+    // The same work without the merge commit goes through.
+    s.env.ok(&mia, &["reset", "--hard", "HEAD~1"]);
+    s.push_ok(&mia, "mia", &["origin", "main"]);
+    assert_eq!(s.server_hash("main"), Some(s.head(&mia)), "a flat fast-forward of main");
+}
