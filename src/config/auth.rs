@@ -139,6 +139,17 @@ pub struct PushRuleConfig {
     /// ref the store had are checked).
     #[serde(default)]
     pub linear_history: bool,
+    /// Branch rules only: every commit a push adds to matching branches must
+    /// carry an author e-mail matching this glob, compared ignoring case;
+    /// `{user}` stands for the pusher's name without its source
+    /// (`corp-sso:ann` is `ann`), e.g. `"{user}@example.com"`.
+    pub author_email: Option<String>,
+    /// Branch rules only: every added commit's message matches one of these globs.
+    #[serde(default)]
+    pub message_patterns: Vec<String>,
+    /// Branch rules only: no added commit's message matches any of these globs.
+    #[serde(default)]
+    pub forbidden_message_patterns: Vec<String>,
 }
 
 /// Whether a push rule's refusals take effect.

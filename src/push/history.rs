@@ -1,11 +1,14 @@
 //! Rules about the commits a push adds, not only the refs it moves: linear
-//! history keeps merge commits off matching branches.
+//! history keeps merge commits off matching branches; author e-mails and
+//! messages must match what the rules ask.
 //!
 //! "Added" is judged against what the branch held: a moved branch is judged
-//! on the commits reachable from its new head and not from its old one; a
-//! new branch on those reachable from no branch a linear-history rule
-//! already kept (other branches do not count, or merges pushed to a feature
-//! branch first could then be fast-forwarded onto a protected one).
+//! on the commits reachable from its new head and not from its old one (so a
+//! commit pushed to a feature branch first is still judged when a protected
+//! branch is fast-forwarded to it); a new branch on those reachable from no
+//! branch of the store, since judging history every branch already shares
+//! would refuse a branch made from an unprotected one. Who may create a
+//! protected branch at all is the push rules' `create`.
 
 use crate::storage::ancestry::{new_commits, MAX_WALK};
 use crate::storage::refs::{read_refs, RefKind};
@@ -15,57 +18,50 @@ use crate::storage::{Address, StorageError};
 use super::rules::{Decision, PushRules};
 use super::Change;
 
-/// Refuses, in `decisions`, every allowed branch change that adds a merge
-/// commit where a `linear_history` rule applies.
-pub async fn check_linear_history<S: ChunkSource>(
+/// Refuses, in `decisions`, every allowed branch change that adds a commit
+/// a rule on commits of that branch refuses (the first such commit decides).
+pub async fn check_new_commits<S: ChunkSource>(
     source: &S,
     old_root: &Address,
     changes: &[Change],
     decisions: &mut [Decision],
     rules: &PushRules,
     database: &str,
+    pusher: &str,
 ) -> Result<(), StorageError> {
-    let mut kept_linear: Option<Vec<Address>> = None;
+    let mut old_branches: Option<Vec<Address>> = None;
     for (change, decision) in changes.iter().zip(decisions.iter_mut()) {
         let (RefKind::Branch, Some(new)) = (change.kind, change.new) else { continue };
-        let Some(rule) = rules.linear_history_rule(database, RefKind::of(&change.name).1) else { continue };
-        if !decision.allowed {
+        let asked = rules.commit_rules(database, RefKind::of(&change.name).1);
+        if asked.is_empty() || !decision.allowed {
             continue;
         }
         let heads = match change.old {
             Some(old) => vec![old],
             None => {
-                if kept_linear.is_none() {
-                    kept_linear = Some(linear_heads(source, old_root, rules, database).await?);
+                if old_branches.is_none() {
+                    old_branches = Some(branch_heads(source, old_root).await?);
                 }
-                kept_linear.clone().unwrap_or_default()
+                old_branches.clone().unwrap_or_default()
             }
         };
-        let problem = match new_commits(source, &new, &heads, MAX_WALK).await? {
-            None => Some(format!("more than {MAX_WALK} new commits to check")),
-            Some(added) => added
-                .iter()
-                .find(|(_, commit)| commit.parents.len() > 1)
-                .map(|(address, _)| format!("adds merge commit {address}")),
-        };
-        if let Some(problem) = problem {
-            *decision = Decision::from(rule, false, format!("rule {rule:?} (linear history: {problem})"));
+        let added = new_commits(source, &new, &heads, MAX_WALK).await?;
+        let refusal = asked.iter().find_map(|(rule, commits)| {
+            let problem = match &added {
+                None => Some(format!("more than {MAX_WALK} new commits to check")),
+                Some(added) => added.iter().find_map(|(address, commit)| commits.problem(pusher, address, commit)),
+            };
+            problem.map(|problem| Decision::from(rule, false, format!("rule {rule:?} ({problem})")))
+        });
+        if let Some(refusal) = refusal {
+            *decision = refusal;
         }
     }
     Ok(())
 }
 
-/// The heads of the branches of `root` that a linear-history rule covers.
-async fn linear_heads<S: ChunkSource>(
-    source: &S,
-    root: &Address,
-    rules: &PushRules,
-    database: &str,
-) -> Result<Vec<Address>, StorageError> {
+/// The heads of every branch of `root`.
+async fn branch_heads<S: ChunkSource>(source: &S, root: &Address) -> Result<Vec<Address>, StorageError> {
     let refs = read_refs(source, root).await?;
-    let covered = |name: &str| match RefKind::of(name) {
-        (RefKind::Branch, branch) => rules.linear_history_rule(database, branch).is_some(),
-        _ => false,
-    };
-    Ok(refs.refs.iter().filter(|r| covered(&r.name)).map(|r| r.target).collect())
+    Ok(refs.refs.iter().filter(|r| RefKind::of(&r.name).0 == RefKind::Branch).map(|r| r.target).collect())
 }

@@ -245,7 +245,8 @@ async fn inspect(commit: &CommitUnderReview<'_>) -> Result<(Vec<Change>, Vec<Dec
     let changes = classify(&source, &last, &ref_diff.changes).await.map_err(inspection_error)?;
     integrity::check(&source, &last, &changes).await?;
     let mut decisions = judge(&commit.judges, commit.database, commit.upstream_database, &changes);
-    history::check_linear_history(&source, &last, &changes, &mut decisions, commit.judges.rules, commit.database)
+    let (rules, pusher) = (commit.judges.rules, &commit.judges.principal.name);
+    history::check_new_commits(&source, &last, &changes, &mut decisions, rules, commit.database, pusher)
         .await
         .map_err(inspection_error)?;
     Ok((changes, decisions))

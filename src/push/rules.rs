@@ -18,6 +18,8 @@ use std::collections::HashSet;
 use crate::authn::Principal;
 use crate::config::auth::{PushOp, PushRuleConfig, RuleMode};
 use crate::config::{invalid, ConfigError};
+use crate::storage::message::Commit;
+use crate::storage::Address;
 
 /// What a ref is, for matching: branch and tag rules match the short name,
 /// `refs` rules the full one.
@@ -58,7 +60,59 @@ struct Rule {
     allow: HashSet<PushOp>,
     deny: HashSet<PushOp>,
     mode: RuleMode,
-    linear_history: bool,
+    commits: CommitRules,
+}
+
+/// What a rule asks of every commit a push adds to a matching branch.
+#[derive(Debug, Default)]
+pub struct CommitRules {
+    /// No merge commits.
+    pub linear_history: bool,
+    /// The author e-mail glob, `{user}` still in it.
+    author_email: Option<String>,
+    message_patterns: Vec<glob::Pattern>,
+    forbidden_message_patterns: Vec<glob::Pattern>,
+}
+
+impl CommitRules {
+    fn is_empty(&self) -> bool {
+        !self.linear_history
+            && self.author_email.is_none()
+            && self.message_patterns.is_empty()
+            && self.forbidden_message_patterns.is_empty()
+    }
+
+    /// What is wrong with `commit` (at `address`) pushed by `pusher`, if anything.
+    pub fn problem(&self, pusher: &str, address: &Address, commit: &Commit) -> Option<String> {
+        if self.linear_history && commit.parents.len() > 1 {
+            return Some(format!("linear history: adds merge commit {address}"));
+        }
+        if let Some(template) = &self.author_email {
+            let pattern = author_pattern(template, pusher);
+            if !pattern.as_ref().is_ok_and(|p| p.matches_with(&commit.email, IGNORING_CASE)) {
+                let wanted = pattern.map(|p| p.as_str().to_owned()).unwrap_or_else(|e| e.to_string());
+                return Some(format!(
+                    "author e-mail {:?} of commit {address} does not match {wanted:?}",
+                    crate::authn::shown(&commit.email)
+                ));
+            }
+        }
+        let message = commit.description.trim_end();
+        if !self.message_patterns.is_empty() && !self.message_patterns.iter().any(|p| p.matches(message)) {
+            return Some(format!("the message of commit {address} matches no required pattern"));
+        }
+        if let Some(forbidden) = self.forbidden_message_patterns.iter().find(|p| p.matches(message)) {
+            return Some(format!("the message of commit {address} matches forbidden {:?}", forbidden.as_str()));
+        }
+        None
+    }
+}
+
+/// The author e-mail glob for `pusher`: `{user}` is the name without its
+/// source, escaped so a name cannot widen the pattern.
+fn author_pattern(template: &str, pusher: &str) -> Result<glob::Pattern, glob::PatternError> {
+    let local = pusher.rsplit(':').next().unwrap_or(pusher);
+    glob::Pattern::new(&template.replace("{user}", &glob::Pattern::escape(local)))
 }
 
 /// Which rules decided, for messages and the audit log.
@@ -130,11 +184,24 @@ impl Rule {
             }
             _ => {}
         }
-        if rule.linear_history && family != Family::Branches {
-            return Err(invalid(format!("{key}.linear_history"), "applies to branches only"));
+        let commits = CommitRules {
+            linear_history: rule.linear_history,
+            author_email: rule.author_email.clone(),
+            message_patterns: compile_globs(&format!("{key}.message_patterns"), &rule.message_patterns)?,
+            forbidden_message_patterns: compile_globs(
+                &format!("{key}.forbidden_message_patterns"),
+                &rule.forbidden_message_patterns,
+            )?,
+        };
+        if let Some(template) = &rule.author_email {
+            author_pattern(template, "someone")
+                .map_err(|e| invalid(format!("{key}.author_email"), format!("{template:?}: {e}")))?;
         }
-        if rule.linear_history && rule.mode == RuleMode::Evaluate {
-            return Err(invalid(format!("{key}.linear_history"), "is enforced only; drop mode = \"evaluate\""));
+        if !commits.is_empty() && family != Family::Branches {
+            return Err(invalid(key, "linear_history, author_email and message patterns apply to branches only"));
+        }
+        if !commits.is_empty() && rule.mode == RuleMode::Evaluate {
+            return Err(invalid(key, "rules on commits are enforced only; drop mode = \"evaluate\""));
         }
         if let Some(op) = rule.deny.iter().find(|op| !allowed.contains(op)) {
             return Err(invalid(format!("{key}.deny"), format!("{op} does not apply to {field}")));
@@ -163,9 +230,13 @@ impl Rule {
             allow: rule.allow.iter().copied().collect(),
             deny: rule.deny.iter().copied().collect(),
             mode: rule.mode,
-            linear_history: rule.linear_history,
+            commits,
         })
     }
+}
+
+fn compile_globs(key: &str, patterns: &[String]) -> Result<Vec<glob::Pattern>, ConfigError> {
+    patterns.iter().map(|p| glob::Pattern::new(p).map_err(|e| invalid(key, format!("{p:?}: {e}")))).collect()
 }
 
 /// Literal characters of a pattern: how specific it is.
@@ -258,17 +329,19 @@ impl PushRules {
         Decision { allowed: allowed_ops.contains(&op), rule, rule_names, would_refuse: None }
     }
 
-    /// The first rule that keeps `branch` of `database` free of merge commits.
-    pub fn linear_history_rule(&self, database: &str, branch: &str) -> Option<&str> {
+    /// Every rule on `branch` of `database` that asks something of the
+    /// commits a push adds, with its name.
+    pub fn commit_rules(&self, database: &str, branch: &str) -> Vec<(&str, &CommitRules)> {
         let database = database.to_lowercase();
         self.0
             .iter()
-            .filter(|rule| rule.linear_history)
-            .find(|rule| {
+            .filter(|rule| rule.family == Family::Branches && !rule.commits.is_empty())
+            .filter(|rule| {
                 rule.patterns.iter().any(|p| p.matches_with(branch, IGNORING_CASE))
                     && rule.databases.iter().any(|p| p.matches(&database))
             })
-            .map(|rule| rule.name.as_str())
+            .map(|rule| (rule.name.as_str(), &rule.commits))
+            .collect()
     }
 
     /// May `principal` write to `branch` at all (for its working set)?
@@ -431,10 +504,50 @@ mode = "evaluate"
         let tag_ff = error("[[auth.push_rules]]\ntags = [\"v*\"]\neveryone = true\ndeny = [\"fast_forward\"]\n");
         assert!(tag_ff.contains("auth.push_rules[0].deny"), "{tag_ff}");
         let tags_linear = error("[[auth.push_rules]]\ntags = [\"v*\"]\neveryone = true\nlinear_history = true\n");
-        assert!(tags_linear.contains("auth.push_rules[0].linear_history") && tags_linear.contains("branches only"));
+        assert!(tags_linear.contains("auth.push_rules[0]") && tags_linear.contains("branches only"), "{tags_linear}");
         let mode = "[upstream]\naddress = \"h:1\"\n[auth]\n[[auth.push_rules]]\nbranches = [\"*\"]\neveryone = true\nmode = \"audit\"\n";
         let mode = Config::parse(mode).unwrap_err().to_string();
         assert!(mode.contains("mode") && mode.contains("evaluate"), "{mode}");
+    }
+
+    #[test]
+    fn commit_rules_read_author_and_message() {
+        let rules = rules(
+            r#"
+[[auth.push_rules]]
+name = "history"
+databases = ["app_*"]
+branches = ["main"]
+everyone = true
+allow = ["fast_forward"]
+author_email = "{user}@example.com"
+message_patterns = ["JIRA-*"]
+forbidden_message_patterns = ["*WIP*"]
+"#,
+        );
+        assert!(rules.commit_rules("db", "main").is_empty(), "another database");
+        let asked = rules.commit_rules("APP_x", "MAIN");
+        let [(name, commits)] = asked.as_slice() else { panic!("one rule: {asked:?}") };
+        assert_eq!(*name, "history");
+        let commit = |email: &str, message: &str, parents: usize| Commit {
+            root: None,
+            height: 2,
+            parents: vec![Address::EMPTY; parents],
+            parent_closure: None,
+            name: "x".into(),
+            email: email.into(),
+            description: message.into(),
+        };
+        let at = Address::EMPTY;
+        assert_eq!(commits.problem("corp-sso:ann", &at, &commit("Ann@Example.com", "JIRA-1 fix\n", 1)), None);
+        let wrong = commits.problem("ann", &at, &commit("bob@example.com", "JIRA-1", 1)).unwrap();
+        assert!(wrong.contains("does not match \"ann@example.com\""), "{wrong}");
+        // A name cannot widen the pattern it is put into.
+        assert!(commits.problem("*", &at, &commit("bob@example.com", "JIRA-1", 1)).is_some());
+        assert!(commits.problem("ann", &at, &commit("ann@example.com", "fix", 1)).unwrap().contains("no required"));
+        let wip = commits.problem("ann", &at, &commit("ann@example.com", "JIRA-2 WIP", 1)).unwrap();
+        assert!(wip.contains("forbidden \"*WIP*\""), "{wip}");
+        assert_eq!(commits.problem("ann", &at, &commit("ann@example.com", "JIRA-3", 2)), None, "merges allowed here");
     }
 
     #[test]

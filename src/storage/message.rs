@@ -55,12 +55,17 @@ const ADDRESS_MAP: Schema = Schema {
 };
 const COMMIT: Schema = Schema {
     id: "DCMT",
-    num_fields: 12,
+    // `CommitNumFields` in go/gen/fb/serial/commit.go: a commit with more is
+    // one Dolt 1.86 cannot read.
+    num_fields: 10,
     fields: &[
         ("root", 4, Kind::Bytes),
         ("height", 6, Kind::U64),
         ("parent_addrs", 8, Kind::Bytes),
         ("parent_closure", 10, Kind::Bytes),
+        ("name", 12, Kind::Bytes),
+        ("email", 14, Kind::Bytes),
+        ("description", 16, Kind::Bytes),
     ],
 };
 const COMMIT_CLOSURE: Schema = Schema {
@@ -148,6 +153,11 @@ impl<'a> Fields<'a> {
         let slot = self.checked(slot, Kind::Bytes);
         // SAFETY: verified as a byte vector at this slot (see `checked`).
         unsafe { self.table.get::<ForwardsUOffset<Vector<'a, u8>>>(slot, None) }.map(|v| v.bytes())
+    }
+
+    /// A string field (a byte vector to the verifier), lossy UTF-8; empty when absent.
+    fn text(&self, slot: VOffsetT) -> String {
+        String::from_utf8_lossy(self.bytes(slot).unwrap_or_default()).into_owned()
     }
 
     fn u16s(&self, slot: VOffsetT) -> Option<Vector<'a, u16>> {
@@ -346,6 +356,11 @@ pub struct Commit {
     pub parents: Vec<Address>,
     /// The `CMCL` tree of every strict ancestor; `None` for a parentless commit.
     pub parent_closure: Option<Address>,
+    /// The author as `dolt commit` records them (lossy UTF-8).
+    pub name: String,
+    pub email: String,
+    /// The commit message.
+    pub description: String,
 }
 
 impl Commit {
@@ -356,6 +371,9 @@ impl Commit {
             height: fields.u64(6),
             parents: fields.addresses(8, address)?,
             parent_closure: fields.address(10, address)?.filter(|a| !a.is_empty()),
+            name: fields.text(12),
+            email: fields.text(14),
+            description: fields.text(16),
         })
     }
 }
@@ -501,6 +519,17 @@ pub(crate) mod tests {
         assert_eq!((commit.height, commit.parents, commit.parent_closure), (3, vec![a(7), a(8)], Some(a(9))));
         let parentless = self::commit(1, &[], Address::EMPTY);
         assert_eq!(Commit::parse(&Address::EMPTY, &parentless).unwrap().parent_closure, None);
+        let authored = message(
+            "DCMT",
+            &[
+                (4, Value::Bytes(&a(1).0)),
+                (12, Value::Bytes(b"Ann")),
+                (14, Value::Bytes(b"ann@x")),
+                (16, Value::Bytes(b"hi")),
+            ],
+        );
+        let read = Commit::parse(&Address::EMPTY, &authored).unwrap();
+        assert_eq!((read.name.as_str(), read.email.as_str(), read.description.as_str()), ("Ann", "ann@x", "hi"));
         let tag = build_tag(a(5));
         assert_eq!(Tag::parse(&Address::EMPTY, &tag).unwrap().commit, Some(a(5)));
         // A working set as a push writes it: no meta at all.

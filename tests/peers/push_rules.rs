@@ -397,3 +397,47 @@ linear_history = true
     s.push_ok(&mia, "mia", &["origin", "main"]);
     assert_eq!(s.server_hash("main"), Some(s.head(&mia)), "a flat fast-forward of main");
 }
+
+/// `author_email` and message patterns hold for every commit a push adds to
+/// `main`, including commits that reached a feature branch first.
+#[test]
+fn author_and_message_rules_judge_every_added_commit() {
+    let authorship = r#"
+[[auth.push_rules]]
+name = "main-authorship"
+branches = ["main"]
+users = ["mia"]
+allow = ["fast_forward"]
+author_email = "{user}@shop.example"
+forbidden_message_patterns = ["WIP*"]
+"#;
+    let s = Setup::with_auth_options(authorship, "");
+    let mia = s.clone_as("mia");
+    let commit_as = |id: u32, author: &str, message: &str| {
+        s.env.ok(&mia, &["sql", "-q", &format!("REPLACE INTO items VALUES ({id}, 'row {id}')")]);
+        s.env.ok(&mia, &["commit", "-am", message, "--author", author]);
+    };
+    let before = s.server_hash("main");
+    commit_as(40, "Someone Else <someone@elsewhere.example>", "add a row");
+    s.push_refused(
+        &mia,
+        "mia",
+        &["origin", "main"],
+        &["author e-mail \"someone@elsewhere.example\"", "does not match \"mia@shop.example\"", "main-authorship"],
+    );
+    // Through a feature branch first: pushed there, then refused on main all the same.
+    s.env.ok(&mia, &["checkout", "-b", "feature/elsewhere"]);
+    s.push_ok(&mia, "mia", &["origin", "feature/elsewhere"]);
+    s.env.ok(&mia, &["checkout", "main"]);
+    s.push_refused(&mia, "mia", &["origin", "main"], &["does not match \"mia@shop.example\""]);
+
+    s.env.ok(&mia, &["reset", "--hard", "HEAD~1"]);
+    commit_as(41, "Mia <mia@shop.example>", "WIP half a row");
+    s.push_refused(&mia, "mia", &["origin", "main"], &["matches forbidden \"WIP*\"", "main-authorship"]);
+    assert_eq!(s.server_hash("main"), before, "main never moved");
+
+    s.env.ok(&mia, &["reset", "--hard", "HEAD~1"]);
+    commit_as(42, "Mia <MIA@Shop.Example>", "add a row, properly");
+    s.push_ok(&mia, "mia", &["origin", "main"]);
+    assert_eq!(s.server_hash("main"), Some(s.head(&mia)), "her own address, in any case");
+}
