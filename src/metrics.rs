@@ -42,7 +42,8 @@ pub struct Metrics {
     pub push_verdicts: IntCounterVec,
     /// Ref changes judged, by the push rule that decided (`default` for the
     /// built-in one, `dolt_branch_control` for mirrored rows) and verdict
-    /// (`allowed`, `refused`, `would_refuse` for rules in evaluate mode).
+    /// (`allowed`, `refused`, `bypassed` by a user the rule lets bypass it,
+    /// `would_refuse` for rules in evaluate mode).
     pub push_rule_verdicts: IntCounterVec,
     /// Client connections closed or refused by doltgate's own bounds, by reason
     /// (`max_connections`, `protocol_deadline`).
@@ -217,7 +218,7 @@ impl Metrics {
             push_rule_verdicts: counter(
                 &registry,
                 "doltgate_push_rule_verdicts_total",
-                "Ref changes judged, by deciding push rule and verdict (would_refuse: a rule in evaluate mode).",
+                "Ref changes judged, by deciding push rule and verdict (bypassed; would_refuse: a rule in evaluate mode).",
                 &["rule", "verdict"],
             ),
             build_info: build,

@@ -150,6 +150,12 @@ pub struct PushRuleConfig {
     /// Branch rules only: no added commit's message matches any of these globs.
     #[serde(default)]
     pub forbidden_message_patterns: Vec<String>,
+    /// Users and groups this rule never refuses: what it would refuse them
+    /// goes through, with a warning on the audit log and a `bypassed` count.
+    #[serde(default)]
+    pub bypass_users: Vec<String>,
+    #[serde(default)]
+    pub bypass_groups: Vec<String>,
 }
 
 /// Whether a push rule's refusals take effect.

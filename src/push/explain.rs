@@ -88,6 +88,9 @@ impl fmt::Display for Answer {
         let verdict = if self.decision.allowed { "allowed" } else { "refused" };
         writeln!(f, "{verdict}: {} of {} in database {:?} by {}", self.op, self.reference, self.database, self.user)?;
         writeln!(f, "decided by {}", self.decision.rule)?;
+        if let Some(refusal) = &self.decision.bypassed {
+            writeln!(f, "bypass: {} may bypass what refused it: {}", self.user, refusal.rule)?;
+        }
         if let Some(would) = &self.decision.would_refuse {
             writeln!(f, "evaluate mode: would be refused by {}", would.rule)?;
         }

@@ -10,6 +10,7 @@
 //! would refuse a branch made from an unprotected one. Who may create a
 //! protected branch at all is the push rules' `create`.
 
+use crate::authn::Principal;
 use crate::storage::ancestry::{new_commits, MAX_WALK};
 use crate::storage::refs::{read_refs, RefKind};
 use crate::storage::source::ChunkSource;
@@ -27,7 +28,7 @@ pub async fn check_new_commits<S: ChunkSource>(
     decisions: &mut [Decision],
     rules: &PushRules,
     database: &str,
-    pusher: &str,
+    pusher: &Principal,
 ) -> Result<(), StorageError> {
     let mut old_branches: Option<Vec<Address>> = None;
     for (change, decision) in changes.iter().zip(decisions.iter_mut()) {
@@ -49,12 +50,14 @@ pub async fn check_new_commits<S: ChunkSource>(
         let refusal = asked.iter().find_map(|(rule, commits)| {
             let problem = match &added {
                 None => Some(format!("more than {MAX_WALK} new commits to check")),
-                Some(added) => added.iter().find_map(|(address, commit)| commits.problem(pusher, address, commit)),
+                Some(added) => {
+                    added.iter().find_map(|(address, commit)| commits.problem(&pusher.name, address, commit))
+                }
             };
             problem.map(|problem| Decision::from(rule, false, format!("rule {rule:?} ({problem})")))
         });
         if let Some(refusal) = refusal {
-            *decision = refusal;
+            *decision = rules.bypass(pusher, refusal);
         }
     }
     Ok(())

@@ -148,6 +148,7 @@ pub fn judge(judges: &Judges<'_>, database: &str, upstream_database: &str, chang
             match (change.kind, judges.branch_control) {
                 (RefKind::Branch | RefKind::WorkingSet, Some(mirrored)) if ours.allowed => Decision {
                     would_refuse: ours.would_refuse,
+                    bypassed: ours.bypassed,
                     ..dolts_verdict(mirrored, upstream_database, short, change, judges)
                 },
                 _ => ours,
@@ -218,6 +219,18 @@ pub async fn review(commit: CommitUnderReview<'_>) -> Result<(), GatewayError> {
     crate::metrics::metrics().push_verdicts.with_label_values(&[verdict]).inc();
     let (changes, decisions) = result?;
     count_rule_verdicts(&decisions);
+    for (change, decision) in changes.iter().zip(&decisions) {
+        if let (true, Some(refusal)) = (decision.allowed, &decision.bypassed) {
+            tracing::warn!(
+                target: "doltgate::audit",
+                user = %commit.judges.principal.name,
+                database = %commit.database,
+                change = %change.describe(),
+                refused_by = %refusal.rule,
+                "push rule bypassed"
+            );
+        }
+    }
     match refusal(&commit, &changes, &decisions) {
         Some(err) => Err(err),
         None => Ok(()),
@@ -245,7 +258,7 @@ async fn inspect(commit: &CommitUnderReview<'_>) -> Result<(Vec<Change>, Vec<Dec
     let changes = classify(&source, &last, &ref_diff.changes).await.map_err(inspection_error)?;
     integrity::check(&source, &last, &changes).await?;
     let mut decisions = judge(&commit.judges, commit.database, commit.upstream_database, &changes);
-    let (rules, pusher) = (commit.judges.rules, &commit.judges.principal.name);
+    let (rules, pusher) = (commit.judges.rules, commit.judges.principal);
     history::check_new_commits(&source, &last, &changes, &mut decisions, rules, commit.database, pusher)
         .await
         .map_err(inspection_error)?;
@@ -265,7 +278,11 @@ fn refusal(commit: &CommitUnderReview<'_>, changes: &[Change], decisions: &[Deci
 fn count_rule_verdicts(decisions: &[Decision]) {
     let counter = &crate::metrics::metrics().push_rule_verdicts;
     for decision in decisions {
-        let verdict = if decision.allowed { "allowed" } else { "refused" };
+        let verdict = match (decision.allowed, &decision.bypassed) {
+            (true, Some(_)) => "bypassed",
+            (true, None) => "allowed",
+            (false, _) => "refused",
+        };
         decision.rule_names.iter().for_each(|rule| counter.with_label_values(&[rule, verdict]).inc());
         for rule in decision.would_refuse.iter().flat_map(|d| &d.rule_names) {
             counter.with_label_values(&[rule, "would_refuse"]).inc();

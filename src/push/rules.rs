@@ -61,6 +61,8 @@ struct Rule {
     deny: HashSet<PushOp>,
     mode: RuleMode,
     commits: CommitRules,
+    bypass_users: Vec<String>,
+    bypass_groups: Vec<String>,
 }
 
 /// What a rule asks of every commit a push adds to a matching branch.
@@ -127,12 +129,15 @@ pub struct Decision {
     /// Set when rules in `evaluate` mode would have refused what the
     /// enforced ones allow: which rules, described like [`Decision::rule`].
     pub would_refuse: Option<Box<Decision>>,
+    /// Set when the user may bypass every rule that refused: the refusal
+    /// that was let through.
+    pub bypassed: Option<Box<Decision>>,
 }
 
 impl Decision {
     /// A verdict from outside the rules (the mirrored rows, a failure).
     pub fn from(source: &str, allowed: bool, rule: String) -> Decision {
-        Decision { allowed, rule, rule_names: vec![source.to_owned()], would_refuse: None }
+        Decision { allowed, rule, rule_names: vec![source.to_owned()], would_refuse: None, bypassed: None }
     }
 }
 
@@ -231,6 +236,8 @@ impl Rule {
             deny: rule.deny.iter().copied().collect(),
             mode: rule.mode,
             commits,
+            bypass_users: rule.bypass_users.clone(),
+            bypass_groups: rule.bypass_groups.clone(),
         })
     }
 }
@@ -262,6 +269,27 @@ impl PushRules {
 
     /// May `principal` make `op` on `target` in `database`?
     pub fn decide(&self, principal: &Principal, database: &str, target: Target<'_>, op: PushOp) -> Decision {
+        self.bypass(principal, self.decide_by_mode(principal, database, target, op))
+    }
+
+    /// `refusal` let through when `principal` may bypass every rule that
+    /// decided it (never the default rule or anything outside the rules).
+    pub fn bypass(&self, principal: &Principal, refusal: Decision) -> Decision {
+        let bypassable = |name: &String| {
+            let mut named = self.0.iter().filter(|rule| &rule.name == name).peekable();
+            named.peek().is_some() && named.all(|rule| rule.may_be_bypassed_by(principal))
+        };
+        if refusal.allowed || refusal.rule_names.is_empty() || !refusal.rule_names.iter().all(bypassable) {
+            return refusal;
+        }
+        Decision {
+            rule_names: refusal.rule_names.clone(),
+            bypassed: Some(Box::new(refusal.clone())),
+            ..Decision::from("", true, format!("{}'s bypass of {}", principal.name, refusal.rule))
+        }
+    }
+
+    fn decide_by_mode(&self, principal: &Principal, database: &str, target: Target<'_>, op: PushOp) -> Decision {
         let enforced = self.decide_with(|rule| rule.mode == RuleMode::Enforce, principal, database, target, op);
         if !enforced.allowed || self.0.iter().all(|rule| rule.mode == RuleMode::Enforce) {
             return enforced;
@@ -303,7 +331,7 @@ impl PushRules {
             matching.iter().find(|(rule, _)| rule.deny.contains(&op) && rule.applies_to(principal))
         {
             let rule = format!("rule {:?} (denies {})", denying.name, describe(denying.deny.iter().copied()));
-            return Decision { allowed: false, rule, rule_names: vec![denying.name.clone()], would_refuse: None };
+            return Decision { rule_names: vec![denying.name.clone()], ..Decision::from("", false, rule) };
         }
         // A rule that only denies leaves every other verdict to the rest.
         matching.retain(|(rule, _)| !rule.only_denies());
@@ -326,7 +354,7 @@ impl PushRules {
             format!("rule {} (allows {})", names.join(", "), describe(allowed_ops.iter().copied()))
         };
         let rule_names = deciding.iter().map(|rule| rule.name.clone()).collect();
-        Decision { allowed: allowed_ops.contains(&op), rule, rule_names, would_refuse: None }
+        Decision { rule_names, ..Decision::from("", allowed_ops.contains(&op), rule) }
     }
 
     /// Every rule on `branch` of `database` that asks something of the
@@ -354,6 +382,11 @@ impl PushRules {
 }
 
 impl Rule {
+    fn may_be_bypassed_by(&self, principal: &Principal) -> bool {
+        self.bypass_users.iter().any(|u| u == &principal.name)
+            || self.bypass_groups.iter().any(|g| principal.groups.contains(g))
+    }
+
     fn only_denies(&self) -> bool {
         self.allow.is_empty() && !self.deny.is_empty()
     }
@@ -548,6 +581,37 @@ forbidden_message_patterns = ["*WIP*"]
         let wip = commits.problem("ann", &at, &commit("ann@example.com", "JIRA-2 WIP", 1)).unwrap();
         assert!(wip.contains("forbidden \"*WIP*\""), "{wip}");
         assert_eq!(commits.problem("ann", &at, &commit("ann@example.com", "JIRA-3", 2)), None, "merges allowed here");
+    }
+
+    #[test]
+    fn a_bypass_lets_through_only_what_the_named_rules_refuse() {
+        let rules = rules(
+            r#"
+[[auth.push_rules]]
+name = "protect-main"
+branches = ["main"]
+groups = ["maintainers"]
+allow = ["fast_forward"]
+bypass_users = ["oncall"]
+
+[[auth.push_rules]]
+name = "no-deletes"
+branches = ["*"]
+everyone = true
+deny = ["delete"]
+"#,
+        );
+        let oncall = who("oncall", &[]);
+        let forced = rules.decide(&oncall, "db", Target::Branch("main"), PushOp::Force);
+        assert!(forced.allowed, "{}", forced.rule);
+        assert!(forced.rule.starts_with("oncall's bypass of rule \"protect-main\""), "{}", forced.rule);
+        assert!(forced.bypassed.is_some());
+        let delete = rules.decide(&oncall, "db", Target::Branch("main"), PushOp::Delete);
+        assert!(!delete.allowed, "no-deletes names no bypass: {}", delete.rule);
+        let default = rules.decide(&oncall, "db", Target::Branch("other"), PushOp::Force);
+        assert!(!default.allowed && default.bypassed.is_none(), "the default rule is never bypassed");
+        let dev = who("dan", &["dev"]);
+        assert!(!rules.decide(&dev, "db", Target::Branch("main"), PushOp::Force).allowed);
     }
 
     #[test]

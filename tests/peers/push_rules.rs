@@ -441,3 +441,42 @@ forbidden_message_patterns = ["WIP*"]
     s.push_ok(&mia, "mia", &["origin", "main"]);
     assert_eq!(s.server_hash("main"), Some(s.head(&mia)), "her own address, in any case");
 }
+
+/// `bypass_users`: the named user's push goes through what the rule would
+/// refuse, with a warning on the audit log and a `bypassed` count; others
+/// stay refused.
+#[test]
+fn a_bypass_goes_through_and_is_audited() {
+    let admin_port = free_port();
+    let bypass = format!(
+        r#"
+[[auth.push_rules]]
+name = "flat-main"
+branches = ["main"]
+users = ["mia", "dan"]
+allow = ["fast_forward"]
+linear_history = true
+bypass_users = ["dan"]
+
+[admin]
+address = "127.0.0.1:{admin_port}"
+"#
+    );
+    let s = Setup::with_auth_options(&bypass, "");
+    let repo = s.clone_as("mia");
+    s.env.ok(&repo, &["checkout", "-b", "feature/side"]);
+    s.commit(&repo, 50, "on the side");
+    s.env.ok(&repo, &["checkout", "main"]);
+    s.commit(&repo, 51, "on main");
+    s.env.ok(&repo, &["merge", "-m", "merge the side", "feature/side"]);
+    s.push_refused(&repo, "mia", &["origin", "main"], &["linear history: adds merge commit", "flat-main"]);
+    s.push_ok(&repo, "dan", &["origin", "main"]);
+    assert_eq!(s.server_hash("main"), Some(s.head(&repo)), "dan may bypass flat-main");
+    let log = s.gateway_log();
+    assert!(
+        log.contains("push rule bypassed") && log.contains("dan's bypass of rule \"flat-main\""),
+        "the bypass is on the audit log:\n{log}"
+    );
+    let bypassed = [("rule", "flat-main"), ("verdict", "bypassed")];
+    assert!(total(&scrape(admin_port), "doltgate_push_rule_verdicts_total", &bypassed) >= 1.0);
+}
