@@ -148,6 +148,22 @@ impl Setup {
         self.env.log_hashes(repo, "HEAD")[0].clone()
     }
 
+    /// Extra `[auth]` rules, and an admin port to scrape.
+    fn with_rules_and_admin(rules: &str) -> (Setup, u16) {
+        let admin_port = free_port();
+        let options = format!("{rules}\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n");
+        (Setup::with_auth_options(&options, ""), admin_port)
+    }
+
+    /// A commit on `feature/side` and one on `main`, merged into `main` with a merge commit.
+    fn merge_a_side_branch(&self, repo: &Path, first_id: u32) {
+        self.env.ok(repo, &["checkout", "-b", "feature/side"]);
+        self.commit(repo, first_id, "on the side");
+        self.env.ok(repo, &["checkout", "main"]);
+        self.commit(repo, first_id + 1, "on main");
+        self.env.ok(repo, &["merge", "-m", "merge the side", "feature/side"]);
+    }
+
     fn commit(&self, repo: &Path, id: u32, what: &str) {
         self.env.ok(repo, &["sql", "-q", &format!("REPLACE INTO items VALUES ({id}, '{what}')")]);
         self.env.ok(repo, &["commit", "-am", what]);
@@ -310,9 +326,7 @@ fn dolts_own_branch_control_rows_bind_pushes_when_mirrored() {
 /// more specific rule allows.
 #[test]
 fn evaluate_mode_refuses_nothing_and_an_explicit_deny_wins() {
-    let admin_port = free_port();
-    let rules = format!(
-        r#"
+    let rules = r#"
 [[auth.push_rules]]
 name = "try-freezing-feature-a"
 branches = ["feature/a*"]
@@ -325,12 +339,8 @@ name = "mia-keeps-branches"
 branches = ["*"]
 users = ["mia"]
 deny = ["delete"]
-
-[admin]
-address = "127.0.0.1:{admin_port}"
-"#
-    );
-    let s = Setup::with_auth_options(&rules, "");
+"#;
+    let (s, admin_port) = Setup::with_rules_and_admin(rules);
     let dan = s.clone_as("dan");
     s.env.ok(&dan, &["checkout", "-b", "feature/a1"]);
     s.commit(&dan, 20, "dan feature a1");
@@ -377,11 +387,7 @@ linear_history = true
 "#;
     let s = Setup::with_auth_options(linear, "");
     let mia = s.clone_as("mia");
-    s.env.ok(&mia, &["checkout", "-b", "feature/side"]);
-    s.commit(&mia, 30, "on the side");
-    s.env.ok(&mia, &["checkout", "main"]);
-    s.commit(&mia, 31, "on main");
-    s.env.ok(&mia, &["merge", "-m", "merge the side", "feature/side"]);
+    s.merge_a_side_branch(&mia, 30);
     s.push_refused(&mia, "mia", &["origin", "main"], &["linear history: adds merge commit", "linear-main"]);
 
     // Merges are fine where no rule asks for linear history...
@@ -447,9 +453,7 @@ forbidden_message_patterns = ["WIP*"]
 /// stay refused.
 #[test]
 fn a_bypass_goes_through_and_is_audited() {
-    let admin_port = free_port();
-    let bypass = format!(
-        r#"
+    let bypass = r#"
 [[auth.push_rules]]
 name = "flat-main"
 branches = ["main"]
@@ -457,18 +461,10 @@ users = ["mia", "dan"]
 allow = ["fast_forward"]
 linear_history = true
 bypass_users = ["dan"]
-
-[admin]
-address = "127.0.0.1:{admin_port}"
-"#
-    );
-    let s = Setup::with_auth_options(&bypass, "");
+"#;
+    let (s, admin_port) = Setup::with_rules_and_admin(bypass);
     let repo = s.clone_as("mia");
-    s.env.ok(&repo, &["checkout", "-b", "feature/side"]);
-    s.commit(&repo, 50, "on the side");
-    s.env.ok(&repo, &["checkout", "main"]);
-    s.commit(&repo, 51, "on main");
-    s.env.ok(&repo, &["merge", "-m", "merge the side", "feature/side"]);
+    s.merge_a_side_branch(&repo, 50);
     s.push_refused(&repo, "mia", &["origin", "main"], &["linear history: adds merge commit", "flat-main"]);
     s.push_ok(&repo, "dan", &["origin", "main"]);
     assert_eq!(s.server_hash("main"), Some(s.head(&repo)), "dan may bypass flat-main");
