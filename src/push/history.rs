@@ -37,16 +37,16 @@ pub async fn check_new_commits<S: ChunkSource>(
         if asked.is_empty() || !decision.allowed {
             continue;
         }
-        let heads = match change.old {
-            Some(old) => vec![old],
+        let heads: &[Address] = match &change.old {
+            Some(old) => std::slice::from_ref(old),
             None => {
                 if old_branches.is_none() {
                     old_branches = Some(branch_heads(source, old_root).await?);
                 }
-                old_branches.clone().unwrap_or_default()
+                old_branches.as_deref().unwrap_or_default()
             }
         };
-        let added = new_commits(source, &new, &heads, MAX_WALK).await?;
+        let added = new_commits(source, &new, heads, MAX_WALK).await?;
         let refusal = asked.iter().find_map(|(rule, commits)| {
             let problem = match &added {
                 None => Some(format!("more than {MAX_WALK} new commits to check")),

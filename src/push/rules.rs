@@ -135,9 +135,14 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// A verdict from outside the rules (the mirrored rows, a failure).
+    /// A verdict by one named source (a rule, the default, the mirrored rows).
     pub fn from(source: &str, allowed: bool, rule: String) -> Decision {
-        Decision { allowed, rule, rule_names: vec![source.to_owned()], would_refuse: None, bypassed: None }
+        Decision::by(vec![source.to_owned()], allowed, rule)
+    }
+
+    /// A verdict by the rules named.
+    fn by(rule_names: Vec<String>, allowed: bool, rule: String) -> Decision {
+        Decision { allowed, rule, rule_names, would_refuse: None, bypassed: None }
     }
 }
 
@@ -282,11 +287,8 @@ impl PushRules {
         if refusal.allowed || refusal.rule_names.is_empty() || !refusal.rule_names.iter().all(bypassable) {
             return refusal;
         }
-        Decision {
-            rule_names: refusal.rule_names.clone(),
-            bypassed: Some(Box::new(refusal.clone())),
-            ..Decision::from("", true, format!("{}'s bypass of {}", principal.name, refusal.rule))
-        }
+        let rule = format!("{}'s bypass of {}", principal.name, refusal.rule);
+        Decision { bypassed: Some(Box::new(refusal.clone())), ..Decision::by(refusal.rule_names.clone(), true, rule) }
     }
 
     fn decide_by_mode(&self, principal: &Principal, database: &str, target: Target<'_>, op: PushOp) -> Decision {
@@ -319,19 +321,14 @@ impl PushRules {
         let mut matching: Vec<(&Rule, (usize, usize))> = self
             .0
             .iter()
-            .filter(|rule| rule.family == family && include(rule))
-            .filter_map(|rule| {
-                let by_ref =
-                    rule.patterns.iter().filter(|p| p.matches_with(name, IGNORING_CASE)).map(specificity).max()?;
-                let by_db = rule.databases.iter().filter(|p| p.matches(&database)).map(specificity).max()?;
-                Some((rule, (by_ref, by_db)))
-            })
+            .filter(|rule| include(rule))
+            .filter_map(|rule| Some((rule, rule.specificity_for(family, name, &database)?)))
             .collect();
         if let Some((denying, _)) =
             matching.iter().find(|(rule, _)| rule.deny.contains(&op) && rule.applies_to(principal))
         {
             let rule = format!("rule {:?} (denies {})", denying.name, describe(denying.deny.iter().copied()));
-            return Decision { rule_names: vec![denying.name.clone()], ..Decision::from("", false, rule) };
+            return Decision::from(&denying.name, false, rule);
         }
         // A rule that only denies leaves every other verdict to the rest.
         matching.retain(|(rule, _)| !rule.only_denies());
@@ -354,7 +351,7 @@ impl PushRules {
             format!("rule {} (allows {})", names.join(", "), describe(allowed_ops.iter().copied()))
         };
         let rule_names = deciding.iter().map(|rule| rule.name.clone()).collect();
-        Decision { rule_names, ..Decision::from("", allowed_ops.contains(&op), rule) }
+        Decision::by(rule_names, allowed_ops.contains(&op), rule)
     }
 
     /// Every rule on `branch` of `database` that asks something of the
@@ -363,11 +360,8 @@ impl PushRules {
         let database = database.to_lowercase();
         self.0
             .iter()
-            .filter(|rule| rule.family == Family::Branches && !rule.commits.is_empty())
-            .filter(|rule| {
-                rule.patterns.iter().any(|p| p.matches_with(branch, IGNORING_CASE))
-                    && rule.databases.iter().any(|p| p.matches(&database))
-            })
+            .filter(|rule| !rule.commits.is_empty())
+            .filter(|rule| rule.specificity_for(Family::Branches, branch, &database).is_some())
             .map(|rule| (rule.name.as_str(), &rule.commits))
             .collect()
     }
@@ -382,6 +376,18 @@ impl PushRules {
 }
 
 impl Rule {
+    /// How specifically the rule matches ref `name` of `family` in
+    /// `database` (lower-cased): its most specific ref pattern, then database
+    /// pattern; `None` when it does not match.
+    fn specificity_for(&self, family: Family, name: &str, database: &str) -> Option<(usize, usize)> {
+        if self.family != family {
+            return None;
+        }
+        let by_ref = self.patterns.iter().filter(|p| p.matches_with(name, IGNORING_CASE)).map(specificity).max()?;
+        let by_db = self.databases.iter().filter(|p| p.matches(database)).map(specificity).max()?;
+        Some((by_ref, by_db))
+    }
+
     fn may_be_bypassed_by(&self, principal: &Principal) -> bool {
         self.bypass_users.iter().any(|u| u == &principal.name)
             || self.bypass_groups.iter().any(|g| principal.groups.contains(g))

@@ -332,6 +332,12 @@ mod tests {
         assert_eq!(added(&side, &[commits[1]]), [side, commits[2]], "commits[2] is new beside an older head");
         assert_eq!(added(&commits[9], &[]).len(), 10, "a new history is new all the way down");
         assert!(block_on(new_commits(&source, &commits[9], &[], 5)).unwrap().is_none(), "past the limit");
+        // A merge that claims a height below the old head is still reached and counted.
+        let low_merge = source.insert(commit(1, &[commits[9], side], Address::EMPTY));
+        let head = source.insert(commit(12, &[low_merge], Address::EMPTY));
+        let found = block_on(new_commits(&source, &head, &[commits[9]], 100)).unwrap().unwrap();
+        let found: Vec<Address> = found.into_iter().map(|(a, _)| a).collect();
+        assert!(found.contains(&low_merge) && found.contains(&side), "{found:?}");
     }
 
     #[test]
