@@ -117,10 +117,11 @@ impl Listener {
         let watcher = graceful.watcher();
         let stream = FirstBytes::new(stream, PROTOCOL_BYTES, self.protocol_deadline);
         tokio::spawn(async move {
-            let _slot = slot;
             let open = crate::metrics::metrics().open_connections.clone();
             open.inc();
             let _open = scopeguard(move || open.dec());
+            // Dropped before `_open`: once the gauge falls, the slot is free.
+            let _slot = slot;
             let tls = self.tls.is_some();
             let info = ConnectionInfo { remote, tls, affinity: Default::default() };
             let gateway = self.gateway.clone();

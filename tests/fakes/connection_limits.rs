@@ -42,6 +42,21 @@ fn start(dir: &std::path::Path, max_connections: usize) -> (Doltgate, u16) {
     (Doltgate::start_with_config(dir, &config), admin)
 }
 
+/// Waits until the gateway counts exactly `count` open client connections:
+/// the probe that saw it listen, or a connection the test dropped, holds a slot
+/// until the gateway's task notices the close.
+fn await_open_connections(admin: u16, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = total(&scrape(admin), "doltgate_open_connections", &[]);
+        if open == count as f64 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "doltgate_open_connections stayed {open}, expected {count}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn connections_that_do_not_speak_are_closed_within_the_deadline() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,6 +109,7 @@ fn connections_that_do_not_speak_are_closed_within_the_deadline() {
 fn connections_past_the_cap_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (gateway, admin) = start(dir.path(), 3);
+    await_open_connections(admin, 0);
     // Three connections that speak HTTP/1.1 keep-alive and then idle hold every slot.
     let mut held: Vec<TcpStream> = (0..3)
         .map(|_| {
@@ -111,7 +127,7 @@ fn connections_past_the_cap_are_refused() {
     assert!(refused >= 1.0, "counted: {refused}");
     // A slot frees when a connection closes.
     held.pop();
-    std::thread::sleep(Duration::from_millis(300));
+    await_open_connections(admin, 2);
     let mut again = TcpStream::connect(("127.0.0.1", gateway.port)).unwrap();
     again.write_all(b"GET /_doltgate/files/x HTTP/1.1\r\nHost: gw\r\n\r\n").unwrap();
     let mut answer = [0u8; 12];
