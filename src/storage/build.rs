@@ -120,3 +120,54 @@ pub fn closure_node(level: u8, keys: &[ClosureKey], children: &[Address]) -> Vec
 pub fn tag(commit: Address) -> Vec<u8> {
     message("DTAG", &[(4, Value::Bytes(&commit.0))])
 }
+
+/// An `RTVL` root value holding one inline table-map node and, if given, the
+/// address of its foreign-key collection.
+pub fn root_value(tables: &[u8], foreign_keys: Option<Address>) -> Vec<u8> {
+    match foreign_keys {
+        Some(fks) => message("RTVL", &[(6, Value::Bytes(tables)), (8, Value::Bytes(&fks.0))]),
+        None => message("RTVL", &[(6, Value::Bytes(tables))]),
+    }
+}
+
+/// A `DTBL` table: its schema chunk, its rows (the embedded primary index,
+/// here any bytes) and its auto-increment counter.
+pub fn table(schema: Address, rows: &[u8], auto_increment: u64) -> Vec<u8> {
+    message("DTBL", &[(4, Value::Bytes(&schema.0)), (6, Value::Bytes(rows)), (10, Value::U64(auto_increment))])
+}
+
+/// The parts of a foreign key the tests vary.
+pub struct ForeignKeySpec<'s> {
+    pub name: &'s str,
+    pub child: &'s str,
+    pub parent: &'s str,
+    pub on_delete: u8,
+}
+
+/// A `DFKC` foreign-key collection.
+pub fn foreign_keys(keys: &[ForeignKeySpec]) -> Vec<u8> {
+    let mut builder = FlatBufferBuilder::new();
+    let entries: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let name = builder.create_string(key.name);
+            let child = builder.create_string(key.child);
+            let parent = builder.create_string(key.parent);
+            let columns = builder.create_vector(&[1u64]);
+            let start = builder.start_table();
+            builder.push_slot_always(4, name);
+            builder.push_slot_always(6, child);
+            builder.push_slot_always(10, columns);
+            builder.push_slot_always(12, parent);
+            builder.push_slot_always(16, columns);
+            builder.push_slot::<u8>(20, key.on_delete, 0);
+            builder.end_table(start)
+        })
+        .collect();
+    let vector = builder.create_vector(&entries);
+    let start = builder.start_table();
+    builder.push_slot_always(4, vector);
+    let collection = builder.end_table(start);
+    builder.finish(collection, Some("DFKC"));
+    frame(builder.finished_data())
+}

@@ -10,7 +10,10 @@
 //! out-of-bounds read. Fields Dolt marks `required` are optional here, since
 //! Dolt itself omits some (a working set written by a push has no meta).
 
-use flatbuffers::{ForwardsUOffset, InvalidFlatbuffer, Table, VOffsetT, Vector, Verifier, VerifierOptions};
+use flatbuffers::{
+    ForwardsUOffset, InvalidFlatbuffer, Table as Flatbuffer, TableVerifier, VOffsetT, Vector, Verifiable, Verifier,
+    VerifierOptions,
+};
 
 use super::address::ADDRESS_LEN;
 use super::{Address, Result, StorageError};
@@ -27,8 +30,12 @@ pub const MAX_TREE_LEVEL: u8 = 16;
 enum Kind {
     Bytes,
     U16s,
+    U64s,
     U64,
     U8,
+    Strings,
+    /// A vector of [`FOREIGN_KEY`] tables.
+    ForeignKeys,
 }
 
 /// The fields of one message kind this module reads: (name, vtable offset, type).
@@ -85,6 +92,45 @@ const WORKING_SET: Schema = Schema {
     fields: &[("working_root_addr", 4, Kind::Bytes), ("staged_root_addr", 6, Kind::Bytes)],
 };
 const TAG: Schema = Schema { id: "DTAG", num_fields: 6, fields: &[("commit_addr", 4, Kind::Bytes)] };
+const ROOT_VALUE: Schema =
+    Schema { id: "RTVL", num_fields: 5, fields: &[("tables", 6, Kind::Bytes), ("foreign_key_addr", 8, Kind::Bytes)] };
+/// `go/serial/table.fbs`. `conflicts` (slot 12) is a nested table of the
+/// old storage format that doltgate does not read; [`Table::has_conflicts`]
+/// only asks whether it is there.
+const TABLE: Schema = Schema {
+    id: "DTBL",
+    num_fields: 7,
+    fields: &[
+        ("schema", 4, Kind::Bytes),
+        ("primary_index", 6, Kind::Bytes),
+        ("secondary_indexes", 8, Kind::Bytes),
+        ("auto_increment_value", 10, Kind::U64),
+        ("violations", 14, Kind::Bytes),
+        ("artifacts", 16, Kind::Bytes),
+    ],
+};
+const FOREIGN_KEY_COLLECTION: Schema =
+    Schema { id: "DFKC", num_fields: 1, fields: &[("foreign_keys", 4, Kind::ForeignKeys)] };
+/// One entry of a `DFKC` (`go/serial/foreign_key.fbs`); nested, so no file id.
+const FOREIGN_KEY: Schema = Schema {
+    id: "ForeignKey",
+    num_fields: 13,
+    fields: &[
+        ("name", 4, Kind::Bytes),
+        ("child_table_name", 6, Kind::Bytes),
+        ("child_table_index", 8, Kind::Bytes),
+        ("child_table_columns", 10, Kind::U64s),
+        ("parent_table_name", 12, Kind::Bytes),
+        ("parent_table_index", 14, Kind::Bytes),
+        ("parent_table_columns", 16, Kind::U64s),
+        ("on_update", 18, Kind::U8),
+        ("on_delete", 20, Kind::U8),
+        ("unresolved_child_columns", 22, Kind::Strings),
+        ("unresolved_parent_columns", 24, Kind::Strings),
+        ("child_table_database_schema", 26, Kind::Strings),
+        ("parent_table_database_schema", 28, Kind::Strings),
+    ],
+};
 
 /// The file identifier of a serial message chunk, e.g. `*b"DCMT"`.
 pub fn file_id(address: &Address, chunk: &[u8]) -> Result<[u8; 4]> {
@@ -110,7 +156,7 @@ fn envelope<'a>(address: &Address, chunk: &'a [u8]) -> Result<&'a [u8]> {
 /// A verified table and the schema it was verified against; reads are allowed
 /// only for fields of that schema, at the type it declares.
 struct Fields<'a> {
-    table: Table<'a>,
+    table: Flatbuffer<'a>,
     schema: &'static Schema,
 }
 
@@ -126,21 +172,55 @@ impl<'a> Fields<'a> {
         let position = verify(flatbuffer, schema).map_err(|e| bad(e.to_string()))?;
         // SAFETY: `verify` checked the table at `position`, its vtable, and every
         // field the accessors below can read, against this buffer.
-        let table = unsafe { Table::new(flatbuffer, position) };
+        let table = unsafe { Flatbuffer::new(flatbuffer, position) };
+        Fields::of_verified(table, schema).map_err(bad)
+    }
+
+    /// `table`, already verified against `schema`, once its vtable is sane.
+    fn of_verified(table: Flatbuffer<'a>, schema: &'static Schema) -> std::result::Result<Fields<'a>, String> {
         // A vtable shorter than its own 4-byte header passes the verifier;
         // counting its fields would underflow.
         let vtable_bytes = table.vtable().num_bytes();
         if vtable_bytes < 4 {
-            return Err(bad(format!("vtable of {vtable_bytes} bytes is shorter than its header")));
+            return Err(format!("vtable of {vtable_bytes} bytes is shorter than its header"));
         }
         let fields = (vtable_bytes - 4) / 2;
         if fields > schema.num_fields {
-            return Err(bad(format!(
+            return Err(format!(
                 "has {fields} fields, this reader knows {} (written by a newer Dolt?)",
                 schema.num_fields
-            )));
+            ));
         }
         Ok(Fields { table, schema })
+    }
+
+    /// Whether the field at `slot` is present at all, whatever its type.
+    fn has(&self, slot: VOffsetT) -> bool {
+        self.table.vtable().get(slot) != 0
+    }
+
+    /// A `[uint64]` field as its raw little-endian bytes; empty when absent.
+    fn u64s_bytes(&self, slot: VOffsetT) -> &'a [u8] {
+        let slot = self.checked(slot, Kind::U64s);
+        // SAFETY: verified as a u64 vector at this slot.
+        unsafe { self.table.get::<ForwardsUOffset<Vector<'a, u64>>>(slot, None) }.map_or(&[], |v| v.bytes())
+    }
+
+    /// A `[string]` field; empty when absent.
+    fn strings(&self, slot: VOffsetT) -> Vec<String> {
+        let slot = self.checked(slot, Kind::Strings);
+        // SAFETY: verified as a vector of strings at this slot.
+        let vector = unsafe { self.table.get::<ForwardsUOffset<Vector<'a, ForwardsUOffset<&'a str>>>>(slot, None) };
+        vector.map_or_else(Vec::new, |v| v.iter().map(str::to_owned).collect())
+    }
+
+    /// The nested tables at `slot`, each verified as `schema`.
+    fn tables(&self, slot: VOffsetT, schema: &'static Schema) -> std::result::Result<Vec<Fields<'a>>, String> {
+        let slot = self.checked(slot, Kind::ForeignKeys);
+        // SAFETY: verified as a vector of tables at this slot, each against `FOREIGN_KEY`.
+        let vector =
+            unsafe { self.table.get::<ForwardsUOffset<Vector<'a, ForwardsUOffset<Flatbuffer<'a>>>>>(slot, None) };
+        vector.map_or_else(|| Ok(Vec::new()), |v| v.iter().map(|table| Fields::of_verified(table, schema)).collect())
     }
 
     fn checked(&self, slot: VOffsetT, kind: Kind) -> VOffsetT {
@@ -207,17 +287,38 @@ fn verify(flatbuffer: &[u8], schema: &Schema) -> std::result::Result<usize, Inva
     let options = VerifierOptions::default();
     let mut verifier = Verifier::new(&options, flatbuffer);
     let position = verifier.get_uoffset(0)? as usize;
-    let mut table = verifier.visit_table(position)?;
+    visit_fields(verifier.visit_table(position)?, schema)?.finish();
+    Ok(position)
+}
+
+fn visit_fields<'v, 'o, 'b>(
+    mut table: TableVerifier<'v, 'o, 'b>,
+    schema: &Schema,
+) -> std::result::Result<TableVerifier<'v, 'o, 'b>, InvalidFlatbuffer> {
     for &(name, slot, kind) in schema.fields {
         table = match kind {
             Kind::Bytes => table.visit_field::<ForwardsUOffset<Vector<u8>>>(name, slot, false)?,
             Kind::U16s => table.visit_field::<ForwardsUOffset<Vector<u16>>>(name, slot, false)?,
+            Kind::U64s => table.visit_field::<ForwardsUOffset<Vector<u64>>>(name, slot, false)?,
             Kind::U64 => table.visit_field::<u64>(name, slot, false)?,
             Kind::U8 => table.visit_field::<u8>(name, slot, false)?,
+            Kind::Strings => table.visit_field::<ForwardsUOffset<Vector<ForwardsUOffset<&str>>>>(name, slot, false)?,
+            Kind::ForeignKeys => {
+                table.visit_field::<ForwardsUOffset<Vector<ForwardsUOffset<ForeignKeyTable>>>>(name, slot, false)?
+            }
         };
     }
-    table.finish();
-    Ok(position)
+    Ok(table)
+}
+
+/// What the verifier checks each entry of a `DFKC` against.
+struct ForeignKeyTable;
+
+impl Verifiable for ForeignKeyTable {
+    fn run_verifier(verifier: &mut Verifier, position: usize) -> std::result::Result<(), InvalidFlatbuffer> {
+        visit_fields(verifier.visit_table(position)?, &FOREIGN_KEY)?.finish();
+        Ok(())
+    }
 }
 
 /// The database root (`STRT`): the root node of the ref map, embedded whole.
@@ -453,6 +554,105 @@ impl WorkingSet {
     pub fn parse(address: &Address, chunk: &[u8]) -> Result<WorkingSet> {
         let fields = Fields::open(address, chunk, &WORKING_SET)?;
         Ok(WorkingSet { working_root: fields.address(4, address)?, staged_root: fields.address(6, address)? })
+    }
+}
+
+/// A root value (`RTVL`): a commit's or working set's tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootValue {
+    /// The root node of the table map (name → `DTBL`), embedded whole.
+    pub tables: AddressMapNode,
+    /// The `DFKC` holding every foreign key of the database, if any.
+    pub foreign_keys: Option<Address>,
+}
+
+impl RootValue {
+    pub fn parse(address: &Address, chunk: &[u8]) -> Result<RootValue> {
+        let fields = Fields::open(address, chunk, &ROOT_VALUE)?;
+        let tables = match fields.bytes(6) {
+            Some(embedded) => AddressMapNode::parse(&Address::of(embedded), embedded)?,
+            None => AddressMapNode::default(),
+        };
+        Ok(RootValue { tables, foreign_keys: fields.address(8, address)?.filter(|a| !a.is_empty()) })
+    }
+}
+
+/// A table (`DTBL`), split into what is schema and what is data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// The `DSCH` chunk: columns, primary key, indexes, checks.
+    pub schema: Option<Address>,
+    /// Everything else: rows, index contents, the auto-increment counter,
+    /// conflicts and constraint violations. Equal when no row-level state changed.
+    pub data: TableData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableData {
+    pub primary_index: Vec<u8>,
+    pub secondary_indexes: Vec<u8>,
+    pub auto_increment: u64,
+    pub violations: Vec<u8>,
+    pub artifacts: Vec<u8>,
+    /// The old format's nested conflicts table is present.
+    pub has_conflicts: bool,
+}
+
+impl Table {
+    pub fn parse(address: &Address, chunk: &[u8]) -> Result<Table> {
+        let fields = Fields::open(address, chunk, &TABLE)?;
+        let bytes = |slot| fields.bytes(slot).unwrap_or_default().to_vec();
+        Ok(Table {
+            schema: fields.address(4, address)?,
+            data: TableData {
+                primary_index: bytes(6),
+                secondary_indexes: bytes(8),
+                auto_increment: fields.u64(10),
+                violations: bytes(14),
+                artifacts: bytes(16),
+                has_conflicts: fields.has(12),
+            },
+        })
+    }
+}
+
+/// One foreign key of a `DFKC`, every field kept so two can be compared.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ForeignKey {
+    pub child_table: String,
+    pub parent_table: String,
+    /// The rest (name, indexes, columns, actions, schemas) as one comparable value.
+    definition: Vec<Vec<u8>>,
+}
+
+impl ForeignKey {
+    /// Every foreign key of the `DFKC` chunk at `address`.
+    pub fn parse_collection(address: &Address, chunk: &[u8]) -> Result<Vec<ForeignKey>> {
+        let collection = Fields::open(address, chunk, &FOREIGN_KEY_COLLECTION)?;
+        let bad = |reason: String| StorageError::BadFlatbuffer { id: FOREIGN_KEY.id, address: *address, reason };
+        let entries = collection.tables(4, &FOREIGN_KEY).map_err(bad)?;
+        Ok(entries.iter().map(ForeignKey::of).collect())
+    }
+
+    fn of(fields: &Fields<'_>) -> ForeignKey {
+        let text = |slot| fields.bytes(slot).unwrap_or_default().to_vec();
+        let strings = |slot| fields.strings(slot).join("\0").into_bytes();
+        ForeignKey {
+            child_table: fields.text(6),
+            parent_table: fields.text(12),
+            definition: vec![
+                text(4),
+                text(8),
+                fields.u64s_bytes(10).to_vec(),
+                text(14),
+                fields.u64s_bytes(16).to_vec(),
+                vec![fields.u8(18), fields.u8(20)],
+                strings(22),
+                strings(24),
+                strings(26),
+                strings(28),
+            ],
+        }
     }
 }
 

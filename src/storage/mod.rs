@@ -15,7 +15,9 @@
 //! | [`message`]     | the flatbuffers messages: StoreRoot, AddressMap, Commit, ...     |
 //! | [`build`]       | encoders for those messages, for tests and crafted chunks        |
 //! | [`source`]      | where chunks come from: memory, or a local `.dolt/noms`          |
+//! | [`address_map`] | name → address prolly trees: read whole, or diffed node by node  |
 //! | [`refs`]        | a root's ref map and the difference between two roots           |
+//! | [`tables`]      | a root value's tables, and which changed in data or schema       |
 //! | [`ancestry`]    | fast-forward or not, tags, working sets                          |
 //! | [`verify`]      | a whole uploaded file: every chunk, and the name Dolt derives    |
 //!
@@ -24,6 +26,7 @@
 //! whose bytes do not hash to the address asked for is an error, never a value.
 
 pub mod address;
+pub mod address_map;
 pub mod ancestry;
 pub mod archive;
 pub mod build;
@@ -32,6 +35,7 @@ pub mod message;
 pub mod refs;
 pub mod source;
 pub mod table_file;
+pub mod tables;
 pub mod verify;
 
 pub use address::Address;

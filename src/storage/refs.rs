@@ -1,22 +1,13 @@
 //! A root's refs, and what changed between two roots.
 //!
 //! The ref map is an `ADRM` prolly tree whose root node is embedded in the
-//! `StoreRoot`; past roughly 80 refs it spans several chunks. Both reading and
-//! diffing expand the tree one level at a time, fetching all the nodes that
-//! level needs in one batch. The diff expands only subtrees that differ: a
-//! subtree with the same address covering the same key range on both sides
-//! holds the same refs, so it is skipped unread. A push that moves one branch
-//! among a thousand reads the two roots and a few nodes per level.
-//!
-//! Hostile trees: every node read is checked to be ordered, to sit inside the
-//! key range its parent gives it, to end exactly at its parent's separator key,
-//! and to be one level below its parent. The old root is the upstream's current
+//! `StoreRoot`; past roughly 80 refs it spans several chunks. It is read and
+//! diffed by [`address_map`](super::address_map), which skips what both
+//! roots share: a push that moves one branch among a thousand reads the two
+//! roots and a few nodes per level. The old root is the upstream's current
 //! state and is trusted as far as it is shared with the new one.
 
-use std::collections::{HashMap, HashSet};
-
-use bytes::Bytes;
-
+use super::address_map::{diff_maps, read_map};
 use super::message::{AddressMapNode, StoreRoot};
 use super::source::{get_all, get_one, ChunkSource, CountingSource};
 use super::{Address, Result, StorageError};
@@ -115,7 +106,11 @@ pub struct RefDiff {
 /// Every ref of the root `root` (all zeros: an empty database).
 pub async fn read_refs<S: ChunkSource>(source: &S, root: &Address) -> Result<RefMap> {
     let counting = CountingSource::new(source);
-    let (_, entries) = expand_pair(&counting, Vec::new(), root_items(&counting, root).await?).await?;
+    let node = match root.is_empty() {
+        true => AddressMapNode::default(),
+        false => StoreRoot::parse(root, &get_one(&counting, root).await?)?.refs,
+    };
+    let entries = read_map(&counting, root, &node).await?;
     let refs = entries.into_iter().map(|(key, target)| Ok(Ref { name: ref_name(root, key)?, target }));
     Ok(RefMap { refs: refs.collect::<Result<_>>()?, chunks_read: counting.chunks() })
 }
@@ -128,10 +123,13 @@ pub async fn diff<S: ChunkSource>(source: &S, old_root: &Address, new_root: &Add
     let counting = CountingSource::new(source);
     let roots: Vec<Address> = [old_root, new_root].into_iter().filter(|a| !a.is_empty()).copied().collect();
     let chunks = get_all(&counting, &roots).await?;
-    let old = root_items_from(&chunks, old_root)?;
-    let new = root_items_from(&chunks, new_root)?;
-    let (old, new) = expand_pair(&counting, old, new).await?;
-    let changes = merge(old, new).map(|(key, old, new)| Ok(RefChange { name: ref_name(new_root, key)?, old, new }));
+    let ref_map = |root: &Address| match root.is_empty() {
+        true => Ok(AddressMapNode::default()),
+        false => StoreRoot::parse(root, &chunks[root]).map(|r| r.refs),
+    };
+    let (old, new) = (ref_map(old_root)?, ref_map(new_root)?);
+    let entries = diff_maps(&counting, (old_root, &old), (new_root, &new)).await?;
+    let changes = entries.into_iter().map(|(key, old, new)| Ok(RefChange { name: ref_name(new_root, key)?, old, new }));
     Ok(RefDiff {
         changes: changes.collect::<Result<_>>()?,
         chunks_read: counting.chunks(),
@@ -143,161 +141,6 @@ fn ref_name(root: &Address, key: Vec<u8>) -> Result<String> {
     String::from_utf8(key).map_err(|e| StorageError::BadTree {
         address: *root,
         reason: format!("ref name {:?} is not UTF-8", String::from_utf8_lossy(e.as_bytes())),
-    })
-}
-
-type Key = Vec<u8>;
-
-/// A leaf entry, or a subtree not yet read that holds exactly the keys in
-/// `(low, high]` (`low` `None`: from the start; `high` `None`: to the end).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Item {
-    Entry(Key, Address),
-    Subtree { address: Address, level: u8, low: Option<Key>, high: Option<Key> },
-}
-
-async fn root_items<S: ChunkSource>(source: &S, root: &Address) -> Result<Vec<Item>> {
-    if root.is_empty() {
-        return Ok(Vec::new());
-    }
-    let chunk = get_one(source, root).await?;
-    root_items_from(&HashMap::from([(*root, chunk)]), root)
-}
-
-fn root_items_from(chunks: &HashMap<Address, Bytes>, root: &Address) -> Result<Vec<Item>> {
-    if root.is_empty() {
-        return Ok(Vec::new());
-    }
-    let node = StoreRoot::parse(root, &chunks[root])?.refs;
-    items(root, &node, None, None, None)
-}
-
-/// The items of `node`, after checking it fits where its parent put it.
-fn items(
-    address: &Address,
-    node: &AddressMapNode,
-    expected_level: Option<u8>,
-    low: Option<Key>,
-    high: Option<Key>,
-) -> Result<Vec<Item>> {
-    let bad = |reason: String| StorageError::BadTree { address: *address, reason };
-    if expected_level.is_some_and(|level| level != node.level) {
-        return Err(bad(format!("level {} under a parent expecting {}", node.level, expected_level.unwrap_or(0))));
-    }
-    if low.as_ref().zip(node.keys.first()).is_some_and(|(low, first)| first <= low) {
-        return Err(bad("a key is not above the parent's previous separator".to_owned()));
-    }
-    if high.is_some() && node.keys.last() != high.as_ref() {
-        return Err(bad("the last key is not the parent's separator".to_owned()));
-    }
-    if node.level == 0 {
-        let entries = node.keys.iter().zip(&node.addresses);
-        return Ok(entries.map(|(key, address)| Item::Entry(key.clone(), *address)).collect());
-    }
-    let mut previous = low;
-    let mut children = Vec::with_capacity(node.keys.len());
-    for (key, child) in node.keys.iter().zip(&node.addresses) {
-        let high = Some(key.clone());
-        children.push(Item::Subtree { address: *child, level: node.level - 1, low: previous, high: high.clone() });
-        previous = high;
-    }
-    Ok(children)
-}
-
-/// Expands both sides level by level until only entries remain, dropping
-/// subtrees the two sides share; each round is one batched fetch.
-async fn expand_pair<S: ChunkSource>(
-    source: &S,
-    mut old: Vec<Item>,
-    mut new: Vec<Item>,
-) -> Result<(Vec<(Key, Address)>, Vec<(Key, Address)>)> {
-    loop {
-        let old_subtrees: HashSet<Item> = old.iter().filter(|i| is_subtree(i)).cloned().collect();
-        let shared: HashSet<Item> = new.iter().filter(|i| old_subtrees.contains(*i)).cloned().collect();
-        old.retain(|i| !shared.contains(i));
-        new.retain(|i| !shared.contains(i));
-        let mut wanted: Vec<Address> = old.iter().chain(&new).filter_map(subtree_address).collect();
-        if wanted.is_empty() {
-            return Ok((entries(old), entries(new)));
-        }
-        wanted.sort();
-        wanted.dedup();
-        let chunks = get_all(source, &wanted).await?;
-        let nodes = parse_nodes(&chunks)?;
-        old = expand(old, &nodes)?;
-        new = expand(new, &nodes)?;
-    }
-}
-
-fn is_subtree(item: &Item) -> bool {
-    matches!(item, Item::Subtree { .. })
-}
-
-fn subtree_address(item: &Item) -> Option<Address> {
-    match item {
-        Item::Subtree { address, .. } => Some(*address),
-        Item::Entry(..) => None,
-    }
-}
-
-fn parse_nodes(chunks: &HashMap<Address, Bytes>) -> Result<HashMap<Address, AddressMapNode>> {
-    chunks.iter().map(|(address, chunk)| Ok((*address, AddressMapNode::parse(address, chunk)?))).collect()
-}
-
-fn expand(items: Vec<Item>, nodes: &HashMap<Address, AddressMapNode>) -> Result<Vec<Item>> {
-    let mut expanded = Vec::with_capacity(items.len());
-    for item in items {
-        match item {
-            Item::Subtree { address, level, low, high } => {
-                expanded.extend(self::items(&address, &nodes[&address], Some(level), low, high)?)
-            }
-            entry => expanded.push(entry),
-        }
-    }
-    Ok(expanded)
-}
-
-fn entries(items: Vec<Item>) -> Vec<(Key, Address)> {
-    items
-        .into_iter()
-        .map(|item| match item {
-            Item::Entry(key, address) => (key, address),
-            Item::Subtree { .. } => unreachable!("expanded until no subtree is left"),
-        })
-        .collect()
-}
-
-/// The sorted merge of two sorted entry lists: keys only one side has, and
-/// keys whose addresses differ.
-fn merge(
-    old: Vec<(Key, Address)>,
-    new: Vec<(Key, Address)>,
-) -> impl Iterator<Item = (Key, Option<Address>, Option<Address>)> {
-    let mut old = old.into_iter().peekable();
-    let mut new = new.into_iter().peekable();
-    std::iter::from_fn(move || loop {
-        let order = match (old.peek(), new.peek()) {
-            (None, None) => return None,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some(o), Some(n)) => o.0.cmp(&n.0),
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                let (key, address) = old.next()?;
-                return Some((key, Some(address), None));
-            }
-            std::cmp::Ordering::Greater => {
-                let (key, address) = new.next()?;
-                return Some((key, None, Some(address)));
-            }
-            std::cmp::Ordering::Equal => {
-                let ((key, before), (_, after)) = (old.next()?, new.next()?);
-                if before != after {
-                    return Some((key, Some(before), Some(after)));
-                }
-            }
-        }
     })
 }
 
