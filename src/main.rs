@@ -57,6 +57,12 @@ enum Command {
         /// create, fast_forward, force, delete or move.
         #[arg(long)]
         op: doltgate::config::auth::PushOp,
+        /// Also judge a change to this table on the branch (table rules); needs --change.
+        #[arg(long, requires = "change")]
+        table: Option<String>,
+        /// data or schema: the kind of change to --table.
+        #[arg(long, requires = "table")]
+        change: Option<doltgate::config::auth::TableChangeKind>,
     },
     /// Keys registered through `[login]` (`dolt login` against doltgate).
     Keys {
@@ -79,13 +85,14 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { ref file }) => check_config(&cli, file.clone().or(cli.config.clone())),
         Some(Command::HashPassword) => hash_password(),
         Some(Command::Keys { ref action }) => keys(&cli, action),
-        Some(Command::Explain { ref user, ref groups, ref database, ref reference, op }) => {
+        Some(Command::Explain { ref user, ref groups, ref database, ref reference, op, ref table, change }) => {
             let question = doltgate::push::explain::Question {
                 user: user.clone(),
                 groups: groups.clone(),
                 database: database.clone(),
                 reference: reference.clone(),
                 op,
+                table: table.clone().zip(change),
             };
             explain(&cli, &question)
         }

@@ -48,6 +48,9 @@ pub struct AuthConfig {
     /// Which ref changes a Commit may make; see [`PushRuleConfig`].
     #[serde(default)]
     pub push_rules: Vec<PushRuleConfig>,
+    /// Who may change which tables on matching branches; see [`TableRuleConfig`].
+    #[serde(default)]
+    pub table_rules: Vec<TableRuleConfig>,
     /// `mirror`: also apply the upstream's own `dolt_branch_control` and
     /// `dolt_branch_namespace_control` rows to branch pushes (a push must
     /// pass both), read over SQL as the cluster's `sql_user`. `ignore`: only
@@ -165,6 +168,80 @@ pub enum RuleMode {
     #[default]
     Enforce,
     Evaluate,
+}
+
+/// Who may change matching tables on matching branches, in data, schema or
+/// both (see `storage::tables` and the README for which is which). For each
+/// table a push changes on a branch (or its working set), and each kind of
+/// change, the most specific matching rules decide (the most literal
+/// characters in the table pattern, then the branch pattern, then the
+/// database pattern); ties combine. Users those rules do not name may not make
+/// that change. A table no rule matches is left to the push rules alone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRuleConfig {
+    /// Named in refusals; default `table_rules[N]`.
+    pub name: Option<String>,
+    /// Database globs, case-insensitive.
+    #[serde(default = "every_database")]
+    pub databases: Vec<String>,
+    /// Branch name globs; the branches' working sets are covered too.
+    pub branches: Vec<String>,
+    /// Table name globs, case-insensitive as Dolt's table names are. Dolt's
+    /// versioned system tables (`dolt_ignore`, `dolt_docs`, ...) match only a
+    /// pattern that itself starts with `dolt_`.
+    pub tables: Vec<String>,
+    /// The kinds of change the rule governs: `data`, `schema` (default both).
+    #[serde(default = "every_table_change")]
+    pub changes: Vec<TableChangeKind>,
+    /// Who may make those changes.
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub everyone: bool,
+    /// `enforce` (default), or `evaluate`: log and count, refuse nothing.
+    #[serde(default)]
+    pub mode: RuleMode,
+    /// Users and groups this rule never refuses, audited when they use it.
+    #[serde(default)]
+    pub bypass_users: Vec<String>,
+    #[serde(default)]
+    pub bypass_groups: Vec<String>,
+}
+
+/// What a push does to a table: its rows or its shape.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum TableChangeKind {
+    Data,
+    Schema,
+}
+
+impl std::str::FromStr for TableChangeKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<TableChangeKind, String> {
+        match name {
+            "data" => Ok(TableChangeKind::Data),
+            "schema" => Ok(TableChangeKind::Schema),
+            _ => Err(format!("{name:?} is not one of data, schema")),
+        }
+    }
+}
+
+impl std::fmt::Display for TableChangeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TableChangeKind::Data => "data",
+            TableChangeKind::Schema => "schema",
+        })
+    }
+}
+
+fn every_table_change() -> Vec<TableChangeKind> {
+    vec![TableChangeKind::Data, TableChangeKind::Schema]
 }
 
 fn every_database() -> Vec<String> {

@@ -1,15 +1,18 @@
-//! `doltgate explain`: the verdict push rules give one ref change, and the
-//! rule that decided it, reached through [`judge`](super::judge) — the code a
+//! `doltgate explain`: the verdict push rules give one ref change (and,
+//! asked about a table, table rules give a change to it), and the rule that
+//! decided it, reached through [`judge`](super::judge) — the code a
 //! Commit's inspection uses — so an operator can try a rule change before a
 //! push meets it.
 
 use std::fmt;
 
 use crate::authn::Principal;
-use crate::config::auth::PushOp;
+use crate::config::auth::{PushOp, TableChangeKind};
 use crate::storage::refs::RefKind;
+use crate::storage::tables::TableChange;
 
 use super::rules::{Decision, PushRules};
+use super::tables::{apply, judge_tables};
 use super::{judge, Change, Judges};
 
 /// One hypothetical ref change.
@@ -24,6 +27,8 @@ pub struct Question {
     /// `workingSets/heads/main`), or a bare name, read as a branch.
     pub reference: String,
     pub op: PushOp,
+    /// A change to a table on the branch, judged by the table rules too.
+    pub table: Option<(String, TableChangeKind)>,
 }
 
 /// The verdict, and what it was reached on.
@@ -34,6 +39,9 @@ pub struct Answer {
     pub reference: String,
     pub user: String,
     pub op: PushOp,
+    pub table: Option<(String, TableChangeKind)>,
+    /// Set when a table was asked about and no table rule covers it.
+    pub table_uncovered: bool,
     pub decision: Decision,
     /// `dolt_branch_control` rows are mirrored, which explain does not read.
     pub mirrored_rows_apply: bool,
@@ -52,12 +60,29 @@ pub fn answer(
     let principal = Principal { name: question.user.clone(), groups: question.groups.clone(), expires: None };
     let change = Change { name: reference.clone(), kind, old: None, new: None, op: question.op };
     let judges = Judges { rules, branch_control: None, principal: &principal };
-    let decision = judge(&judges, database, database, std::slice::from_ref(&change)).remove(0);
+    let mut decision = judge(&judges, database, database, std::slice::from_ref(&change)).remove(0);
+    let mut table_uncovered = false;
+    if let Some((table, change)) = &question.table {
+        if !matches!(kind, RefKind::Branch | RefKind::WorkingSet) {
+            return Err("table rules cover branches and their working sets only".into());
+        }
+        let touched = TableChange {
+            name: table.clone(),
+            schema_name: None,
+            data: *change == TableChangeKind::Data,
+            schema: *change == TableChangeKind::Schema,
+        };
+        let review = judge_tables(rules, &principal, database, RefKind::of(&reference).1, vec![touched]);
+        table_uncovered = review.decisions.is_empty();
+        apply(&mut decision, &review);
+    }
     Ok(Answer {
         database: database.to_owned(),
         reference,
         user: question.user.clone(),
         op: question.op,
+        table: question.table.clone(),
+        table_uncovered,
         decision,
         mirrored_rows_apply: mirrored_rows_apply && matches!(kind, RefKind::Branch | RefKind::WorkingSet),
     })
@@ -86,8 +111,19 @@ fn check_op(kind: RefKind, op: PushOp) -> Result<(), String> {
 impl fmt::Display for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verdict = if self.decision.allowed { "allowed" } else { "refused" };
-        writeln!(f, "{verdict}: {} of {} in database {:?} by {}", self.op, self.reference, self.database, self.user)?;
+        let table = match &self.table {
+            Some((table, change)) => format!(" with a {change} change to table {table:?}"),
+            None => String::new(),
+        };
+        writeln!(
+            f,
+            "{verdict}: {} of {}{table} in database {:?} by {}",
+            self.op, self.reference, self.database, self.user
+        )?;
         writeln!(f, "decided by {}", self.decision.rule)?;
+        if self.table_uncovered {
+            writeln!(f, "no table rule covers that table on this branch")?;
+        }
         if let Some(refusal) = &self.decision.bypassed {
             writeln!(f, "bypass: {} may bypass what refused it: {}", self.user, refusal.rule)?;
         }

@@ -12,7 +12,7 @@
 
 use crate::authn::Principal;
 use crate::storage::ancestry::{new_commits, MAX_WALK};
-use crate::storage::refs::{read_refs, RefKind};
+use crate::storage::refs::{branch_heads, RefKind};
 use crate::storage::source::ChunkSource;
 use crate::storage::{Address, StorageError};
 
@@ -61,10 +61,4 @@ pub async fn check_new_commits<S: ChunkSource>(
         }
     }
     Ok(())
-}
-
-/// The heads of every branch of `root`.
-async fn branch_heads<S: ChunkSource>(source: &S, root: &Address) -> Result<Vec<Address>, StorageError> {
-    let refs = read_refs(source, root).await?;
-    Ok(refs.refs.iter().filter(|r| RefKind::of(&r.name).0 == RefKind::Branch).map(|r| r.target).collect())
 }

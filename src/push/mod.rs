@@ -15,6 +15,7 @@ pub mod explain;
 mod history;
 pub mod integrity;
 pub mod rules;
+mod tables;
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -105,15 +106,53 @@ async fn working_set_is_dirty<S: ChunkSource>(
     changes: &[RefChange],
 ) -> Result<bool, StorageError> {
     let set = ancestry::read_working_set(source, working_set).await?;
-    let branch_ref = format!("refs/heads/{branch}");
-    let head = match changes.iter().find(|c| c.name == branch_ref) {
-        Some(change) => change.old,
-        None => crate::storage::refs::read_refs(source, old_root).await?.get(&branch_ref),
-    };
-    let Some(head) = head else { return Ok(true) };
+    let Some(head) = branch_head(source, old_root, branch, changes, Side::Before).await? else { return Ok(true) };
     let head_root = ancestry::read_commit(source, &head).await?.root;
     let staged = set.staged_root.unwrap_or(Address::EMPTY);
     Ok(head_root != Some(staged) || set.working_root != Some(staged))
+}
+
+/// Which root a ref is read from: the store's before the push, or the new one.
+#[derive(Clone, Copy)]
+enum Side {
+    Before,
+    After,
+}
+
+/// The head of `branch` before or after the push: as this Commit moves it,
+/// else as the store has it (then the same on both sides).
+async fn branch_head<S: ChunkSource>(
+    source: &S,
+    old_root: &Address,
+    branch: &str,
+    changes: &[impl AsRefChange],
+    side: Side,
+) -> Result<Option<Address>, StorageError> {
+    let name = format!("refs/heads/{branch}");
+    match changes.iter().map(AsRefChange::ends).find(|(n, _, _)| *n == name) {
+        Some((_, old, new)) => Ok(match side {
+            Side::Before => old,
+            Side::After => new,
+        }),
+        None => Ok(crate::storage::refs::read_refs(source, old_root).await?.get(&name)),
+    }
+}
+
+/// A ref change before or after classification: its name and both ends.
+trait AsRefChange {
+    fn ends(&self) -> (&str, Option<Address>, Option<Address>);
+}
+
+impl AsRefChange for RefChange {
+    fn ends(&self) -> (&str, Option<Address>, Option<Address>) {
+        (&self.name, self.old, self.new)
+    }
+}
+
+impl AsRefChange for Change {
+    fn ends(&self) -> (&str, Option<Address>, Option<Address>) {
+        (&self.name, self.old, self.new)
+    }
 }
 
 /// Who pushes, by doltgate's rules and (when mirrored) by Dolt's own rows.
@@ -195,14 +234,22 @@ pub struct CommitUnderReview<'a> {
     pub authorization: HeaderValue,
 }
 
+/// What inspecting one Commit found: its changes, a verdict on each, and
+/// what table rules saw of each.
+struct Inspection {
+    changes: Vec<Change>,
+    decisions: Vec<Decision>,
+    tables: Vec<tables::TableReview>,
+}
+
 /// Reads, judges and audits one Commit; `Ok` means forward it.
 pub async fn review(commit: CommitUnderReview<'_>) -> Result<(), GatewayError> {
     let started = std::time::Instant::now();
     let result = inspect(&commit).await;
     let (verdict, detail, changes) = match &result {
-        Ok((changes, decisions)) => match refusal(&commit, changes, decisions) {
-            Some(err) => ("refused", err.to_string(), summary(changes, decisions)),
-            None => ("allowed", String::new(), summary(changes, decisions)),
+        Ok(inspection) => match refusal(&commit, inspection) {
+            Some(err) => ("refused", err.to_string(), summary(inspection)),
+            None => ("allowed", String::new(), summary(inspection)),
         },
         Err(err) => ("error", err.to_string(), String::new()),
     };
@@ -217,9 +264,10 @@ pub async fn review(commit: CommitUnderReview<'_>) -> Result<(), GatewayError> {
         "push"
     );
     crate::metrics::metrics().push_verdicts.with_label_values(&[verdict]).inc();
-    let (changes, decisions) = result?;
-    count_rule_verdicts(&decisions);
-    for (change, decision) in changes.iter().zip(&decisions) {
+    let inspection = result?;
+    let table_decisions = inspection.tables.iter().flat_map(|review| &review.decisions);
+    count_rule_verdicts(inspection.decisions.iter().chain(table_decisions));
+    for (change, decision) in inspection.changes.iter().zip(&inspection.decisions) {
         if let (true, Some(refusal)) = (decision.allowed, &decision.bypassed) {
             tracing::warn!(
                 target: "doltgate::audit",
@@ -231,13 +279,13 @@ pub async fn review(commit: CommitUnderReview<'_>) -> Result<(), GatewayError> {
             );
         }
     }
-    match refusal(&commit, &changes, &decisions) {
+    match refusal(&commit, &inspection) {
         Some(err) => Err(err),
         None => Ok(()),
     }
 }
 
-async fn inspect(commit: &CommitUnderReview<'_>) -> Result<(Vec<Change>, Vec<Decision>), GatewayError> {
+async fn inspect(commit: &CommitUnderReview<'_>) -> Result<Inspection, GatewayError> {
     let request = CommitRequest::decode(commit.message.clone())
         .map_err(|e| GatewayError::InspectionFailed(format!("unreadable Commit request: {e}")))?;
     let address = |bytes: &Bytes, field: &str| {
@@ -262,12 +310,16 @@ async fn inspect(commit: &CommitUnderReview<'_>) -> Result<(Vec<Change>, Vec<Dec
     history::check_new_commits(&source, &last, &changes, &mut decisions, rules, commit.database, pusher)
         .await
         .map_err(inspection_error)?;
-    Ok((changes, decisions))
+    let tables = tables::check_table_changes(&source, &last, &changes, &mut decisions, rules, commit.database, pusher)
+        .await
+        .map_err(inspection_error)?;
+    Ok(Inspection { changes, decisions, tables })
 }
 
 /// The refusal for the first refused change, if any.
-fn refusal(commit: &CommitUnderReview<'_>, changes: &[Change], decisions: &[Decision]) -> Option<GatewayError> {
-    changes.iter().zip(decisions).find(|(_, d)| !d.allowed).map(|(change, decision)| GatewayError::PushRefused {
+fn refusal(commit: &CommitUnderReview<'_>, inspection: &Inspection) -> Option<GatewayError> {
+    let mut judged = inspection.changes.iter().zip(&inspection.decisions);
+    judged.find(|(_, d)| !d.allowed).map(|(change, decision)| GatewayError::PushRefused {
         what: change.describe(),
         user: commit.judges.principal.name.clone(),
         rule: decision.rule.clone(),
@@ -275,7 +327,7 @@ fn refusal(commit: &CommitUnderReview<'_>, changes: &[Change], decisions: &[Deci
 }
 
 /// Per rule: what it decided, and what rules in `evaluate` mode would have refused.
-fn count_rule_verdicts(decisions: &[Decision]) {
+fn count_rule_verdicts<'d>(decisions: impl Iterator<Item = &'d Decision>) {
     let counter = &crate::metrics::metrics().push_rule_verdicts;
     for decision in decisions {
         let verdict = match (decision.allowed, &decision.bypassed) {
@@ -290,18 +342,26 @@ fn count_rule_verdicts(decisions: &[Decision]) {
     }
 }
 
-fn summary(changes: &[Change], decisions: &[Decision]) -> String {
+/// One entry per change: name, ends, operation, verdict, and the tables it touches when table rules cover it.
+fn summary(inspection: &Inspection) -> String {
     let short = |a: &Option<Address>| a.map(|a| a.to_string()[..8].to_owned()).unwrap_or_else(|| "none".into());
-    changes
-        .iter()
-        .zip(decisions)
-        .map(|(c, d)| {
+    let judged = inspection.changes.iter().zip(&inspection.decisions).zip(&inspection.tables);
+    judged
+        .map(|((c, d), review)| {
             let verdict = if d.allowed { "allowed" } else { "refused" };
             let evaluated = match &d.would_refuse {
                 Some(would) => format!(" (evaluate mode: would be refused by {})", would.rule),
                 None => String::new(),
             };
-            format!("{} {}..{} {} {verdict} by {}{evaluated}", c.name, short(&c.old), short(&c.new), c.op, d.rule)
+            let tables = match review.tables.is_empty() {
+                true => String::new(),
+                false => {
+                    let touched: Vec<String> = review.tables.iter().map(|t| t.describe()).collect();
+                    format!(" [tables: {}]", touched.join(", "))
+                }
+            };
+            let (old, new) = (short(&c.old), short(&c.new));
+            format!("{} {old}..{new} {} {verdict} by {}{evaluated}{tables}", c.name, c.op, d.rule)
         })
         .collect::<Vec<_>>()
         .join("; ")

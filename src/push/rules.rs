@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 
 use crate::authn::Principal;
-use crate::config::auth::{PushOp, PushRuleConfig, RuleMode};
+use crate::config::auth::{PushOp, PushRuleConfig, RuleMode, TableChangeKind, TableRuleConfig};
 use crate::config::{invalid, ConfigError};
 use crate::storage::message::Commit;
 use crate::storage::Address;
@@ -63,7 +63,35 @@ struct Rule {
     commits: CommitRules,
     bypass_users: Vec<String>,
     bypass_groups: Vec<String>,
+    /// Set for table rules: which tables and kinds of change the rule is
+    /// about. A table rule says nothing about refs, a ref rule nothing about tables.
+    tables: Option<TableScope>,
 }
+
+/// The tables a table rule covers, and the kinds of change it governs.
+#[derive(Debug)]
+struct TableScope {
+    patterns: Vec<glob::Pattern>,
+    changes: HashSet<TableChangeKind>,
+}
+
+impl TableScope {
+    /// How specifically the rule names `table` (its most literal pattern
+    /// that matches); `None` when none does. Dolt's system tables
+    /// (`dolt_*`) match only patterns that start with `dolt_` themselves, so
+    /// `*` protects the user's tables, not `dolt_ignore` or `dolt_docs`.
+    fn specificity_for(&self, table: &str) -> Option<usize> {
+        let system = table.to_lowercase().starts_with(SYSTEM_TABLE_PREFIX);
+        self.patterns
+            .iter()
+            .filter(|p| !system || p.as_str().to_lowercase().starts_with(SYSTEM_TABLE_PREFIX))
+            .filter(|p| p.matches_with(table, IGNORING_CASE))
+            .map(specificity)
+            .max()
+    }
+}
+
+const SYSTEM_TABLE_PREFIX: &str = "dolt_";
 
 /// What a rule asks of every commit a push adds to a matching branch.
 #[derive(Debug, Default)]
@@ -182,18 +210,7 @@ impl Rule {
                 format!("{op} does not apply to {field}; use {}", names.join(", ")),
             ));
         }
-        match (rule.everyone, rule.users.is_empty() && rule.groups.is_empty()) {
-            (false, true) => {
-                return Err(invalid(
-                    key,
-                    "applies to nobody: set users, groups or everyone = true (a rule with allow = [] protects refs)",
-                ))
-            }
-            (true, false) => {
-                return Err(invalid(key, "everyone = true already names every user: drop users and groups"))
-            }
-            _ => {}
-        }
+        check_subject(key, rule.everyone, &rule.users, &rule.groups, "a rule with allow = [] protects refs")?;
         let commits = CommitRules {
             linear_history: rule.linear_history,
             author_email: rule.author_email.clone(),
@@ -219,21 +236,11 @@ impl Rule {
         if let Some(op) = rule.deny.iter().find(|op| rule.allow.contains(op)) {
             return Err(invalid(key, format!("{op} is both allowed and denied")));
         }
-        // Database names compare case-insensitively, as Dolt resolves them.
-        let compile = |field: &str, patterns: &[String], lowercase: bool| {
-            patterns
-                .iter()
-                .map(|p| {
-                    glob::Pattern::new(&if lowercase { p.to_lowercase() } else { p.clone() })
-                        .map_err(|e| invalid(format!("{key}.{field}"), format!("{p:?}: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
         Ok(Rule {
             name: rule.name.clone().unwrap_or_else(|| format!("push_rules[{index}]")),
             family,
-            patterns: compile(field, patterns, false)?,
-            databases: compile("databases", &rule.databases, true)?,
+            patterns: compile_globs(&format!("{key}.{field}"), patterns)?,
+            databases: compile_databases(key, &rule.databases)?,
             users: rule.users.clone(),
             groups: rule.groups.clone(),
             everyone: rule.everyone,
@@ -243,8 +250,61 @@ impl Rule {
             commits,
             bypass_users: rule.bypass_users.clone(),
             bypass_groups: rule.bypass_groups.clone(),
+            tables: None,
         })
     }
+
+    fn build_table(key: &str, index: usize, rule: &TableRuleConfig) -> Result<Rule, ConfigError> {
+        for (field, patterns) in [("branches", &rule.branches), ("tables", &rule.tables)] {
+            if patterns.is_empty() {
+                return Err(invalid(format!("{key}.{field}"), "name at least one pattern"));
+            }
+        }
+        if rule.changes.is_empty() {
+            return Err(invalid(format!("{key}.changes"), "name data, schema or both"));
+        }
+        check_subject(key, rule.everyone, &rule.users, &rule.groups, "name who may change these tables")?;
+        Ok(Rule {
+            name: rule.name.clone().unwrap_or_else(|| format!("table_rules[{index}]")),
+            family: Family::Branches,
+            patterns: compile_globs(&format!("{key}.branches"), &rule.branches)?,
+            databases: compile_databases(key, &rule.databases)?,
+            users: rule.users.clone(),
+            groups: rule.groups.clone(),
+            everyone: rule.everyone,
+            allow: HashSet::new(),
+            deny: HashSet::new(),
+            mode: rule.mode,
+            commits: CommitRules::default(),
+            bypass_users: rule.bypass_users.clone(),
+            bypass_groups: rule.bypass_groups.clone(),
+            tables: Some(TableScope {
+                patterns: compile_globs(&format!("{key}.tables"), &rule.tables)?,
+                changes: rule.changes.iter().copied().collect(),
+            }),
+        })
+    }
+}
+
+/// A rule names users, groups, or everyone: not none, not both.
+fn check_subject(
+    key: &str,
+    everyone: bool,
+    users: &[String],
+    groups: &[String],
+    hint: &str,
+) -> Result<(), ConfigError> {
+    match (everyone, users.is_empty() && groups.is_empty()) {
+        (false, true) => Err(invalid(key, format!("applies to nobody: set users, groups or everyone = true ({hint})"))),
+        (true, false) => Err(invalid(key, "everyone = true already names every user: drop users and groups")),
+        _ => Ok(()),
+    }
+}
+
+/// Database names compare case-insensitively, as Dolt resolves them.
+fn compile_databases(key: &str, patterns: &[String]) -> Result<Vec<glob::Pattern>, ConfigError> {
+    let lowered: Vec<String> = patterns.iter().map(|p| p.to_lowercase()).collect();
+    compile_globs(&format!("{key}.databases"), &lowered)
 }
 
 fn compile_globs(key: &str, patterns: &[String]) -> Result<Vec<glob::Pattern>, ConfigError> {
@@ -267,14 +327,44 @@ fn describe(ops: impl IntoIterator<Item = PushOp>) -> String {
 }
 
 impl PushRules {
-    /// The rules `[[auth.push_rules]]` describe, or the first that cannot hold.
-    pub fn build(config: &[PushRuleConfig]) -> Result<PushRules, ConfigError> {
-        config.iter().enumerate().map(|(i, rule)| Rule::build(&format!("auth.push_rules[{i}]"), i, rule)).collect()
+    /// The rules `[[auth.push_rules]]` and `[[auth.table_rules]]` describe,
+    /// or the first that cannot hold.
+    pub fn build(push_rules: &[PushRuleConfig], table_rules: &[TableRuleConfig]) -> Result<PushRules, ConfigError> {
+        let refs =
+            push_rules.iter().enumerate().map(|(i, rule)| Rule::build(&format!("auth.push_rules[{i}]"), i, rule));
+        let tables = table_rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| Rule::build_table(&format!("auth.table_rules[{i}]"), i, rule));
+        refs.chain(tables).collect()
     }
 
     /// May `principal` make `op` on `target` in `database`?
     pub fn decide(&self, principal: &Principal, database: &str, target: Target<'_>, op: PushOp) -> Decision {
-        self.bypass(principal, self.decide_by_mode(principal, database, target, op))
+        let decision = self.by_mode(|include| Some(self.decide_with(include, principal, database, target, op)));
+        self.bypass(principal, decision.expect("ref rules always reach a verdict"))
+    }
+
+    /// May `principal` make a `kind` change to `table` on `branch` of
+    /// `database`? `None` when no table rule covers it.
+    pub fn decide_table(
+        &self,
+        principal: &Principal,
+        database: &str,
+        branch: &str,
+        table: &str,
+        kind: TableChangeKind,
+    ) -> Option<Decision> {
+        let decision = self.by_mode(|include| self.table_verdict(include, principal, database, branch, table, kind));
+        decision.map(|decision| self.bypass(principal, decision))
+    }
+
+    /// Whether any table rule covers `branch` of `database`.
+    pub fn has_table_rules(&self, database: &str, branch: &str) -> bool {
+        let database = database.to_lowercase();
+        self.0
+            .iter()
+            .any(|rule| rule.tables.is_some() && rule.specificity_for(Family::Branches, branch, &database).is_some())
     }
 
     /// `refusal` let through when `principal` may bypass every rule that
@@ -291,22 +381,26 @@ impl PushRules {
         Decision { bypassed: Some(Box::new(refusal.clone())), ..Decision::by(refusal.rule_names.clone(), true, rule) }
     }
 
-    fn decide_by_mode(&self, principal: &Principal, database: &str, target: Target<'_>, op: PushOp) -> Decision {
-        let enforced = self.decide_with(|rule| rule.mode == RuleMode::Enforce, principal, database, target, op);
-        if !enforced.allowed || self.0.iter().all(|rule| rule.mode == RuleMode::Enforce) {
+    /// The verdict of the enforced rules, carrying what rules in evaluate
+    /// mode would refuse besides. `verdict` judges with the rules its filter keeps.
+    fn by_mode(&self, verdict: impl Fn(&dyn Fn(&Rule) -> bool) -> Option<Decision>) -> Option<Decision> {
+        let enforced = verdict(&|rule| rule.mode == RuleMode::Enforce);
+        if enforced.as_ref().is_some_and(|d| !d.allowed) || self.0.iter().all(|rule| rule.mode == RuleMode::Enforce) {
             return enforced;
         }
-        let evaluated = self.decide_with(|_| true, principal, database, target, op);
-        match evaluated.allowed {
-            true => enforced,
-            false => Decision { would_refuse: Some(Box::new(evaluated)), ..enforced },
+        match verdict(&|_| true) {
+            Some(evaluated) if !evaluated.allowed => {
+                let allowed = enforced.unwrap_or_else(|| Decision::by(Vec::new(), true, "no enforced rule".into()));
+                Some(Decision { would_refuse: Some(Box::new(evaluated)), ..allowed })
+            }
+            _ => enforced,
         }
     }
 
-    /// The verdict of the rules `include` keeps.
+    /// The verdict of the ref rules `include` keeps.
     fn decide_with(
         &self,
-        include: impl Fn(&Rule) -> bool,
+        include: &dyn Fn(&Rule) -> bool,
         principal: &Principal,
         database: &str,
         target: Target<'_>,
@@ -321,7 +415,7 @@ impl PushRules {
         let mut matching: Vec<(&Rule, (usize, usize))> = self
             .0
             .iter()
-            .filter(|rule| include(rule))
+            .filter(|rule| rule.tables.is_none() && include(rule))
             .filter_map(|rule| Some((rule, rule.specificity_for(family, name, &database)?)))
             .collect();
         if let Some((denying, _)) =
@@ -352,6 +446,38 @@ impl PushRules {
         };
         let rule_names = deciding.iter().map(|rule| rule.name.clone()).collect();
         Decision::by(rule_names, allowed_ops.contains(&op), rule)
+    }
+
+    /// The verdict of the table rules `include` keeps, or `None` when none
+    /// covers this change.
+    fn table_verdict(
+        &self,
+        include: &dyn Fn(&Rule) -> bool,
+        principal: &Principal,
+        database: &str,
+        branch: &str,
+        table: &str,
+        kind: TableChangeKind,
+    ) -> Option<Decision> {
+        let database = database.to_lowercase();
+        let matching: Vec<(&Rule, (usize, usize, usize))> = self
+            .0
+            .iter()
+            .filter(|rule| include(rule))
+            .filter_map(|rule| {
+                let scope = rule.tables.as_ref().filter(|scope| scope.changes.contains(&kind))?;
+                let by_table = scope.specificity_for(table)?;
+                let (by_branch, by_database) = rule.specificity_for(Family::Branches, branch, &database)?;
+                Some((rule, (by_table, by_branch, by_database)))
+            })
+            .collect();
+        let best = matching.iter().map(|(_, s)| *s).max()?;
+        let deciding: Vec<&Rule> = matching.iter().filter(|(_, s)| *s == best).map(|(rule, _)| *rule).collect();
+        let allowed = deciding.iter().any(|rule| rule.applies_to(principal));
+        let names: Vec<String> = deciding.iter().map(|rule| format!("{:?}", rule.name)).collect();
+        let (names, lets) = (names.join(", "), if allowed { "lets" } else { "which does not let" });
+        let rule = format!("rule {names} ({lets} this user change the {kind} of table {table:?})");
+        Some(Decision::by(deciding.iter().map(|rule| rule.name.clone()).collect(), allowed, rule))
     }
 
     /// Every rule on `branch` of `database` that asks something of the
@@ -409,10 +535,15 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn rules(toml: &str) -> PushRules {
+    /// The rules of an `[auth]` section holding `toml`, or why they cannot be built.
+    fn build(toml: &str) -> Result<PushRules, String> {
         let text = format!("[upstream]\naddress = \"h:1\"\n[auth]\nupstream_credentials = \"passthrough\"\n{toml}");
-        let config = Config::parse(&text).unwrap();
-        PushRules::build(&config.auth.unwrap().push_rules).unwrap()
+        let auth = Config::parse(&text).unwrap().auth.unwrap();
+        PushRules::build(&auth.push_rules, &auth.table_rules).map_err(|e| e.to_string())
+    }
+
+    fn rules(toml: &str) -> PushRules {
+        build(toml).unwrap()
     }
 
     fn who(name: &str, groups: &[&str]) -> Principal {
@@ -530,10 +661,7 @@ mode = "evaluate"
 
     #[test]
     fn whom_a_rule_names_and_what_it_denies_are_checked_at_start() {
-        let error = |toml: &str| {
-            let text = format!("[upstream]\naddress = \"h:1\"\n[auth]\nupstream_credentials = \"passthrough\"\n{toml}");
-            PushRules::build(&Config::parse(&text).unwrap().auth.unwrap().push_rules).unwrap_err().to_string()
-        };
+        let error = |toml: &str| build(toml).unwrap_err();
         let both = error("[[auth.push_rules]]\nbranches = [\"main\"]\neveryone = true\nusers = [\"a\"]\n");
         assert!(both.contains("auth.push_rules[0]") && both.contains("already names every user"), "{both}");
         let overlap = error(
@@ -665,9 +793,76 @@ allow = ["delete"]
 
     #[test]
     fn config_names_the_bad_rule() {
-        let text = "[upstream]\naddress = \"h:1\"\n[auth]\nupstream_credentials = \"passthrough\"\n[[auth.push_rules]]\ntags = [\"v*\"]\nusers = [\"a\"]\nallow = [\"force\"]\n";
-        let config = Config::parse(text).unwrap();
-        let err = PushRules::build(&config.auth.unwrap().push_rules).unwrap_err().to_string();
+        let err = build("[[auth.push_rules]]\ntags = [\"v*\"]\nusers = [\"a\"]\nallow = [\"force\"]\n").unwrap_err();
         assert!(err.contains("auth.push_rules[0].allow") && err.contains("force does not apply to tags"), "{err}");
+    }
+
+    const TABLE_RULES: &str = r#"
+[[auth.table_rules]]
+name = "prices-by-pricing"
+databases = ["app_*"]
+branches = ["main"]
+tables = ["prices"]
+changes = ["data"]
+groups = ["pricing"]
+
+[[auth.table_rules]]
+name = "schema-by-maintainers"
+branches = ["main"]
+tables = ["*"]
+changes = ["schema"]
+groups = ["maintainers"]
+
+[[auth.table_rules]]
+name = "docs"
+branches = ["main"]
+tables = ["dolt_docs"]
+users = ["writer"]
+mode = "evaluate"
+"#;
+
+    #[test]
+    fn table_rules_decide_per_table_and_kind() {
+        let rules = rules(TABLE_RULES);
+        let (pricer, maintainer, other) = (who("p", &["pricing"]), who("m", &["maintainers"]), who("o", &[]));
+        let decide = |who: &Principal, db: &str, branch: &str, table: &str, kind| {
+            rules.decide_table(who, db, branch, table, kind).map(|d| (d.allowed, d.would_refuse.is_some()))
+        };
+        use TableChangeKind::{Data, Schema};
+        assert_eq!(decide(&pricer, "app_eu", "main", "prices", Data), Some((true, false)));
+        // Table names compare ignoring case, as Dolt's do.
+        assert_eq!(decide(&other, "APP_eu", "main", "PRICES", Data), Some((false, false)));
+        assert_eq!(decide(&pricer, "app_eu", "main", "prices", Schema), Some((false, false)));
+        assert_eq!(decide(&maintainer, "app_eu", "main", "orders", Schema), Some((true, false)));
+        // Nothing covers data of other tables, other databases' prices, or other branches.
+        assert_eq!(decide(&other, "app_eu", "main", "orders", Data), None);
+        assert_eq!(decide(&other, "crm", "main", "prices", Data), None);
+        assert_eq!(decide(&other, "app_eu", "dev", "prices", Schema), None);
+        // `*` leaves Dolt's system tables alone; a rule naming one covers it (here, only evaluated).
+        assert_eq!(decide(&other, "app_eu", "main", "dolt_ignore", Schema), None);
+        assert_eq!(decide(&other, "app_eu", "main", "dolt_docs", Data), Some((true, true)));
+        assert!(rules.has_table_rules("app_eu", "main") && !rules.has_table_rules("app_eu", "dev"));
+        // Ref verdicts are not touched by table rules.
+        assert!(rules.decide(&other, "app_eu", Target::Branch("main"), PushOp::FastForward).allowed);
+        let refusal = rules.decide_table(&other, "app_eu", "main", "prices", Data).unwrap();
+        assert_eq!(
+            refusal.rule,
+            r#"rule "prices-by-pricing" (which does not let this user change the data of table "prices")"#
+        );
+    }
+
+    #[test]
+    fn table_rules_are_checked_at_start() {
+        let error = build("[[auth.table_rules]]\nbranches = [\"main\"]\ntables = []\neveryone = true\n").unwrap_err();
+        assert!(error.contains("auth.table_rules[0].tables") && error.contains("at least one"), "{error}");
+        let error = build("[[auth.table_rules]]\nbranches = [\"main\"]\ntables = [\"t\"]\n").unwrap_err();
+        assert!(error.contains("auth.table_rules[0]") && error.contains("applies to nobody"), "{error}");
+        let error =
+            build("[[auth.table_rules]]\nbranches = [\"main\"]\ntables = [\"t\"]\nchanges = []\neveryone = true\n")
+                .unwrap_err();
+        assert!(error.contains("auth.table_rules[0].changes"), "{error}");
+        let error =
+            build("[[auth.table_rules]]\nbranches = [\"main\"]\ntables = [\"[\"]\neveryone = true\n").unwrap_err();
+        assert!(error.contains("auth.table_rules[0].tables"), "{error}");
     }
 }

@@ -115,6 +115,12 @@ pub async fn read_refs<S: ChunkSource>(source: &S, root: &Address) -> Result<Ref
     Ok(RefMap { refs: refs.collect::<Result<_>>()?, chunks_read: counting.chunks() })
 }
 
+/// The heads of every branch of `root`.
+pub async fn branch_heads<S: ChunkSource>(source: &S, root: &Address) -> Result<Vec<Address>> {
+    let refs = read_refs(source, root).await?;
+    Ok(refs.refs.iter().filter(|r| RefKind::of(&r.name).0 == RefKind::Branch).map(|r| r.target).collect())
+}
+
 /// Every ref `new_root` adds, removes or moves relative to `old_root`.
 pub async fn diff<S: ChunkSource>(source: &S, old_root: &Address, new_root: &Address) -> Result<RefDiff> {
     if old_root == new_root {

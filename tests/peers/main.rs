@@ -12,6 +12,7 @@
 //! | `auth`                  | passwords, keys, tokens, grants; floods and held streams       |
 //! | `login`                 | `dolt login` through doltgate's page, in headless Chromium     |
 //! | `push_rules`            | per-branch push permissions judged from the ref diff           |
+//! | `table_rules`           | who may change which tables, in data or schema                 |
 //! | `integrity`             | forged uploads, spellings and working sets cannot sidestep them|
 //! | `branch_control_parity` | the mirror of `dolt_branch_control` gives Dolt's own verdict   |
 //! | `bad_input`             | the corpus of hostile requests, each refused exactly           |
@@ -40,4 +41,5 @@ mod reload;
 mod routing;
 mod shutdown;
 mod storage;
+mod table_rules;
 mod transparent;

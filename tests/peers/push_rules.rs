@@ -26,10 +26,10 @@ fn password(user: &str) -> &'static str {
     USERS.iter().find(|(name, _)| *name == user).map(|(_, pw)| *pw).expect("a test user")
 }
 
-struct Setup {
-    env: DoltEnv,
-    server: DoltServer,
-    gateway: Doltgate,
+pub(crate) struct Setup {
+    pub(crate) env: DoltEnv,
+    pub(crate) server: DoltServer,
+    pub(crate) gateway: Doltgate,
 }
 
 fn config_text(server: &DoltServer, public_url: Option<&str>, auth_options: &str) -> String {
@@ -77,7 +77,7 @@ impl Setup {
     }
 
     /// `server_sql` runs as the local superuser before the server starts.
-    fn with_auth_options(auth_options: &str, server_sql: &str) -> Setup {
+    pub(crate) fn with_auth_options(auth_options: &str, server_sql: &str) -> Setup {
         let env = DoltEnv::new();
         let data = env.path().join("server");
         let db = data.join("shop");
@@ -101,27 +101,27 @@ impl Setup {
         format!("http://127.0.0.1:{}/shop", gateway.port)
     }
 
-    fn clone_as(&self, user: &str) -> PathBuf {
+    pub(crate) fn clone_as(&self, user: &str) -> PathBuf {
         let dest = self.env.path().join(format!("clone-{user}"));
         let args = ["clone", "--user", user, &self.url(&self.gateway), dest.to_str().unwrap()];
         self.env.ok_with(self.env.path(), &args, &[("DOLT_REMOTE_PASSWORD", password(user))]);
         dest
     }
 
-    fn push(&self, repo: &Path, user: &str, args: &[&str]) -> Output {
+    pub(crate) fn push(&self, repo: &Path, user: &str, args: &[&str]) -> Output {
         let mut all = vec!["push", "--user", user];
         all.extend_from_slice(args);
         self.env.run(repo, &all, &[("DOLT_REMOTE_PASSWORD", password(user))])
     }
 
-    fn push_ok(&self, repo: &Path, user: &str, args: &[&str]) {
+    pub(crate) fn push_ok(&self, repo: &Path, user: &str, args: &[&str]) {
         let out = self.push(repo, user, args);
         assert!(out.status.success(), "push {args:?} as {user} failed:\n{}", output(&out));
     }
 
     /// Asserts the push is refused with a message containing every needle,
     /// and that the server's refs did not move.
-    fn push_refused(&self, repo: &Path, user: &str, args: &[&str], needles: &[&str]) {
+    pub(crate) fn push_refused(&self, repo: &Path, user: &str, args: &[&str], needles: &[&str]) {
         let before = self.server_refs();
         let out = self.push(repo, user, args);
         let text = output(&out);
@@ -139,17 +139,17 @@ impl Setup {
         format!("{branches}{tags}")
     }
 
-    fn server_hash(&self, branch: &str) -> Option<String> {
+    pub(crate) fn server_hash(&self, branch: &str) -> Option<String> {
         let query = format!("SELECT hash FROM shop.dolt_branches WHERE name = '{branch}'");
         self.server.sql(&self.env, &query).lines().nth(1).map(str::to_owned)
     }
 
-    fn head(&self, repo: &Path) -> String {
+    pub(crate) fn head(&self, repo: &Path) -> String {
         self.env.log_hashes(repo, "HEAD")[0].clone()
     }
 
     /// Extra `[auth]` rules, and an admin port to scrape.
-    fn with_rules_and_admin(rules: &str) -> (Setup, u16) {
+    pub(crate) fn with_rules_and_admin(rules: &str) -> (Setup, u16) {
         let admin_port = free_port();
         let options = format!("{rules}\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n");
         (Setup::with_auth_options(&options, ""), admin_port)
@@ -164,7 +164,7 @@ impl Setup {
         self.env.ok(repo, &["merge", "-m", "merge the side", "feature/side"]);
     }
 
-    fn commit(&self, repo: &Path, id: u32, what: &str) {
+    pub(crate) fn commit(&self, repo: &Path, id: u32, what: &str) {
         self.env.ok(repo, &["sql", "-q", &format!("REPLACE INTO items VALUES ({id}, '{what}')")]);
         self.env.ok(repo, &["commit", "-am", what]);
     }
@@ -280,7 +280,7 @@ fn upload_through_one_gateway_and_commit_through_another() {
 }
 
 impl Setup {
-    fn gateway_log(&self) -> String {
+    pub(crate) fn gateway_log(&self) -> String {
         self.gateway.process.log()
     }
 }
