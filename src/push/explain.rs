@@ -40,8 +40,8 @@ pub struct Answer {
     pub user: String,
     pub op: PushOp,
     pub table: Option<(String, TableChangeKind)>,
-    /// Set when a table was asked about and no table rule covers it.
-    pub table_uncovered: bool,
+    /// The table rules' verdict on `table`, `None` when no table rule covers it.
+    pub table_decision: Option<Decision>,
     pub decision: Decision,
     /// `dolt_branch_control` rows are mirrored, which explain does not read.
     pub mirrored_rows_apply: bool,
@@ -61,7 +61,7 @@ pub fn answer(
     let change = Change { name: reference.clone(), kind, old: None, new: None, op: question.op };
     let judges = Judges { rules, branch_control: None, principal: &principal };
     let mut decision = judge(&judges, database, database, std::slice::from_ref(&change)).remove(0);
-    let mut table_uncovered = false;
+    let mut table_decision = None;
     if let Some((table, change)) = &question.table {
         if !matches!(kind, RefKind::Branch | RefKind::WorkingSet) {
             return Err("table rules cover branches and their working sets only".into());
@@ -73,8 +73,8 @@ pub fn answer(
             schema: *change == TableChangeKind::Schema,
         };
         let review = judge_tables(rules, &principal, database, RefKind::of(&reference).1, vec![touched]);
-        table_uncovered = review.decisions.is_empty();
         apply(&mut decision, &review);
+        table_decision = review.decisions.into_iter().next();
     }
     Ok(Answer {
         database: database.to_owned(),
@@ -82,7 +82,7 @@ pub fn answer(
         user: question.user.clone(),
         op: question.op,
         table: question.table.clone(),
-        table_uncovered,
+        table_decision,
         decision,
         mirrored_rows_apply: mirrored_rows_apply && matches!(kind, RefKind::Branch | RefKind::WorkingSet),
     })
@@ -121,8 +121,10 @@ impl fmt::Display for Answer {
             self.op, self.reference, self.database, self.user
         )?;
         writeln!(f, "decided by {}", self.decision.rule)?;
-        if self.table_uncovered {
-            writeln!(f, "no table rule covers that table on this branch")?;
+        match (&self.table, &self.table_decision) {
+            (Some(_), None) => writeln!(f, "no table rule covers that table on this branch")?,
+            (Some(_), Some(table)) if table.allowed => writeln!(f, "the table change: allowed by {}", table.rule)?,
+            _ => {}
         }
         if let Some(refusal) = &self.decision.bypassed {
             writeln!(f, "bypass: {} may bypass what refused it: {}", self.user, refusal.rule)?;

@@ -74,7 +74,11 @@ pub async fn check_table_changes<S: ChunkSource>(
 
 /// Puts the first table verdict that refuses (else one a bypass or an
 /// evaluate-mode rule marks) in place of the ref's `decision`.
+/// A ref change already refused keeps its own refusal.
 pub fn apply(decision: &mut Decision, review: &TableReview) {
+    if !decision.allowed {
+        return;
+    }
     let refusing = review.decisions.iter().find(|d| !d.allowed);
     if let Some(table) = refusing.or_else(|| marked(&review.decisions)) {
         *decision = merged(decision, table);

@@ -103,6 +103,24 @@ fn explain_gives_the_verdict_and_the_deciding_rule() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("rule \"contractors-never-rewrite\" (denies delete, force)"), "{text}");
 
+    // Table rules: ci (a maintainer) may change schemas but not prices' rows.
+    let main_ff = ["--user", "ci", "--database", "app_orders", "--ref", "main", "--op", "fast_forward"];
+    let (code, text) = explain(&[&main_ff[..], &["--table", "Prices", "--change", "data"]].concat());
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.starts_with("refused: fast_forward of refs/heads/main with a data change to table \"Prices\""),
+        "{text}"
+    );
+    assert!(text.contains("rule \"prices-by-pricing\" (which does not let this user change the data"), "{text}");
+    let (code, text) = explain(&[&main_ff[..], &["--table", "prices", "--change", "schema"]].concat());
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("rule \"schema-by-maintainers\" (lets this user change the schema"), "{text}");
+    let (code, text) = explain(&[&main_ff[..], &["--table", "orders", "--change", "data"]].concat());
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("no table rule covers that table"), "{text}");
+    let (code, text) = explain(&[&main_ff[..], &["--table", "prices"]].concat());
+    assert_eq!(code, 2, "{text}");
+
     // Questions no push could raise.
     let (code, text) =
         explain(&["--user", "ci", "--database", "app_x", "--ref", "refs/tags/v1", "--op", "fast_forward"]);
