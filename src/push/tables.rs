@@ -197,3 +197,82 @@ async fn commit_root<S: ChunkSource>(source: &S, commit: Option<Address>) -> Res
         None => Ok(Address::EMPTY),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::auth::PushOp;
+    use crate::config::Config;
+    use crate::storage::build::{address_map, commit_of, message, root_value, store_root, table, Value};
+    use crate::storage::MemorySource;
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
+    }
+
+    fn rules() -> PushRules {
+        let text = "[upstream]\naddress = \"h:1\"\n[auth]\n[[auth.table_rules]]\nname = \"prices\"\n\
+                    branches = [\"main\", \"rel*\"]\ntables = [\"prices\"]\nusers = [\"mia\"]\n";
+        let auth = Config::parse(text).unwrap().auth.unwrap();
+        PushRules::build(&auth.push_rules, &auth.table_rules).unwrap()
+    }
+
+    /// A root value with one `prices` table at `version`.
+    fn prices(source: &mut MemorySource, version: u8) -> Address {
+        let table = source.insert(table(Address::of(b"schema"), &[version; 8], 0));
+        source.insert(root_value(&address_map(0, &[(b"prices".as_slice(), table)]), None))
+    }
+
+    fn working_set(source: &mut MemorySource, working: Address, staged: Address) -> Address {
+        source.insert(message("WRST", &[(4, Value::Bytes(&working.0)), (6, Value::Bytes(&staged.0))]))
+    }
+
+    fn change(name: &str, old: Option<Address>, new: Option<Address>, op: PushOp) -> Change {
+        Change { name: name.into(), kind: RefKind::of(name).0, old, new, op }
+    }
+
+    fn judged(source: &MemorySource, old_root: &Address, changes: &[Change]) -> Vec<Decision> {
+        let dan = Principal { name: "dan".into(), groups: Vec::new(), expires: None };
+        let mut decisions: Vec<Decision> =
+            changes.iter().map(|_| Decision::from("default", true, "the default rule".into())).collect();
+        block_on(check_table_changes(source, old_root, changes, &mut decisions, &rules(), "db", &dan)).unwrap();
+        decisions
+    }
+
+    /// A crafted Commit that moves only `main`'s working set still changes
+    /// `prices` on `main`, working and staged roots alike.
+    #[test]
+    fn a_working_set_is_judged_against_the_one_it_replaces() {
+        let mut source = MemorySource::new();
+        let (v1, v2) = (prices(&mut source, 1), prices(&mut source, 2));
+        let old_set = working_set(&mut source, v1, v1);
+        for new_set in [working_set(&mut source, v2, v1), working_set(&mut source, v1, v2)] {
+            let moved = change("workingSets/heads/main", Some(old_set), Some(new_set), PushOp::Force);
+            let decision = &judged(&source, &Address::EMPTY, &[moved])[0];
+            assert!(!decision.allowed && decision.rule.contains("data of table \"prices\""), "{decision:?}");
+        }
+        let same =
+            change("workingSets/heads/main", Some(old_set), Some(working_set(&mut source, v1, v1)), PushOp::Move);
+        assert!(judged(&source, &Address::EMPTY, &[same])[0].allowed);
+    }
+
+    /// A new protected branch is measured from its fork point: one made at
+    /// an existing commit changes nothing; one with a new commit on top changes what that commit does.
+    #[test]
+    fn a_new_branch_is_judged_from_its_fork_point() {
+        let mut source = MemorySource::new();
+        let (v1, v2) = (prices(&mut source, 1), prices(&mut source, 2));
+        let base = source.insert(commit_of(v1, 1, &[], Address::EMPTY));
+        let on_top = source.insert(commit_of(v2, 2, &[base], Address::EMPTY));
+        let store = source.insert(store_root(&address_map(0, &[(b"refs/heads/dev".as_slice(), base)])));
+        let at_base = change("refs/heads/rel1", None, Some(base), PushOp::Create);
+        assert!(judged(&source, &store, &[at_base])[0].allowed, "a branch at an existing commit changes nothing");
+        let ahead = change("refs/heads/rel2", None, Some(on_top), PushOp::Create);
+        let decision = &judged(&source, &store, &[ahead])[0];
+        assert!(!decision.allowed && decision.rule.contains("prices"), "{decision:?}");
+        let unrelated = source.insert(commit_of(v1, 1, &[], Address::EMPTY));
+        let fresh_store = source.insert(store_root(&address_map(0, &[])));
+        let new_history = change("refs/heads/rel3", None, Some(unrelated), PushOp::Create);
+        assert!(!judged(&source, &fresh_store, &[new_history])[0].allowed, "an unrelated history creates prices");
+    }
+}

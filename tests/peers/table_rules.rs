@@ -86,6 +86,10 @@ fn table_rules_judge_each_table_by_data_and_schema() {
     sql(&s, &dan, "CREATE INDEX by_item ON orders (item)", "an index");
     s.push_refused(&dan, "dan", &["origin", "main"], &[&schema("orders")]);
     undo(&s, &dan);
+    // A foreign key lives at the root, not in either table: it is a schema change to both.
+    sql(&s, &dan, "ALTER TABLE orders ADD CONSTRAINT fk_price FOREIGN KEY (item) REFERENCES prices (id)", "a key");
+    s.push_refused(&dan, "dan", &["origin", "main"], &[&schema("orders"), "schema-by-mia"]);
+    undo(&s, &dan);
     let recreate = "DROP TABLE prices; CREATE TABLE prices (id INT AUTO_INCREMENT PRIMARY KEY, amount INT)";
     sql(&s, &dan, recreate, "drop and recreate");
     s.push_refused(&dan, "dan", &["origin", "main"], &["table \"prices\"", "prices-by-mia"]);
@@ -113,5 +117,5 @@ fn table_rules_judge_each_table_by_data_and_schema() {
         total(&samples, "doltgate_push_rule_verdicts_total", &[("rule", rule), ("verdict", verdict)])
     };
     assert!(count("prices-by-mia", "refused") >= 2.0 && count("prices-by-mia", "allowed") >= 1.0, "{samples:?}");
-    assert!(count("schema-by-mia", "refused") >= 3.0 && count("watch-items", "would_refuse") >= 1.0);
+    assert!(count("schema-by-mia", "refused") >= 4.0 && count("watch-items", "would_refuse") >= 1.0);
 }
