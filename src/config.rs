@@ -97,12 +97,26 @@ pub struct UploadsConfig {
     /// Largest table file or archive one upload may carry.
     #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
+    /// Smaller limits for some databases; the smallest that matches applies.
+    #[serde(default)]
+    pub databases: Vec<DatabaseUploadLimit>,
 }
 
 impl Default for UploadsConfig {
     fn default() -> Self {
-        Self { spool_dir: None, max_file_bytes: default_max_file_bytes() }
+        Self { spool_dir: None, max_file_bytes: default_max_file_bytes(), databases: Vec::new() }
     }
+}
+
+/// A tighter upload limit for matching databases. Dolt puts up to about
+/// 1 GiB of a push in one archive, so below that it bounds a whole push.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseUploadLimit {
+    /// Database globs, case-insensitive, matched against the database Dolt resolves.
+    pub databases: Vec<String>,
+    /// Largest table file or archive one upload to them may carry (bytes).
+    pub max_file_bytes: u64,
 }
 
 /// Dolt's pushes write archives of up to about 1 GiB; leave room above that.

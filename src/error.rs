@@ -102,8 +102,8 @@ pub enum UploadRefused {
     BadName(String),
     #[error("{0} is the name of the store's chunk journal, which is never uploaded")]
     Journal(String),
-    #[error("upload of {name} is larger than uploads.max_file_bytes ({limit} bytes)")]
-    TooLarge { name: String, limit: u64 },
+    #[error("upload of {name} ({size}) is larger than {key} ({limit} bytes) for database {database:?}")]
+    TooLarge { name: String, size: String, limit: u64, key: String, database: String },
     #[error("upload refused: {0}")]
     Unverified(#[from] VerifyError),
     #[error("upload refused: {name} holds {actual} chunks, its URL says {claimed}")]

@@ -96,14 +96,15 @@ async fn forward(
         true => Some((
             UploadName::from_upload_path(target.upstream_path_and_query)?,
             uploads::claimed_chunk_count(target.upstream_path_and_query),
+            gateway.uploads.limit_for(&target.capability.database),
         )),
         false => None,
     };
 
     let (parts, client_body) = request.into_parts();
     let mut verdict = None;
-    let body = if let Some((name, claimed_chunks)) = upload {
-        let guarded = uploads::guard(client_body, name, claimed_chunks, &gateway.uploads)?;
+    let body = if let Some((name, claimed_chunks, limit)) = upload {
+        let guarded = uploads::guard(client_body, name, claimed_chunks, &gateway.uploads, limit)?;
         verdict = Some(guarded.verdict);
         let count_upload = Box::new(|_: Option<&http::HeaderMap>, bytes| {
             crate::metrics::metrics().file_bytes.with_label_values(&["upload"]).inc_by(bytes);

@@ -109,6 +109,29 @@ pub fn claimed_chunk_count(path_and_query: &str) -> Option<u64> {
 pub struct UploadSettings {
     pub spool_dir: PathBuf,
     pub max_file_bytes: u64,
+    /// Tighter limits by database: patterns (lower-cased), limit, config key.
+    per_database: Vec<(Vec<glob::Pattern>, u64, String)>,
+}
+
+/// The limit on one upload to a database, and the setting it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadLimit {
+    pub bytes: u64,
+    pub key: String,
+    pub database: String,
+}
+
+impl UploadLimit {
+    /// The refusal of `name`, which is (at least) `size` bytes.
+    pub fn refuse(&self, name: impl ToString, size: impl ToString) -> UploadRefused {
+        UploadRefused::TooLarge {
+            name: name.to_string(),
+            size: size.to_string(),
+            limit: self.bytes,
+            key: self.key.clone(),
+            database: self.database.clone(),
+        }
+    }
 }
 
 impl UploadSettings {
@@ -126,10 +149,45 @@ impl UploadSettings {
                 return Err(invalid("uploads.spool_dir", format!("{} is not a directory", dir.display())));
             }
         }
+        let per_database = config
+            .databases
+            .iter()
+            .enumerate()
+            .map(|(i, limit)| {
+                let key = format!("uploads.databases[{i}]");
+                if limit.databases.is_empty() {
+                    return Err(invalid(format!("{key}.databases"), "name at least one pattern"));
+                }
+                if limit.max_file_bytes == 0 || limit.max_file_bytes > config.max_file_bytes {
+                    let why = format!("must be between 1 and uploads.max_file_bytes ({})", config.max_file_bytes);
+                    return Err(invalid(format!("{key}.max_file_bytes"), why));
+                }
+                let patterns = limit
+                    .databases
+                    .iter()
+                    .map(|p| glob::Pattern::new(&p.to_lowercase()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid(format!("{key}.databases"), e.to_string()))?;
+                Ok((patterns, limit.max_file_bytes, format!("{key}.max_file_bytes")))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(UploadSettings {
             spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
             max_file_bytes: config.max_file_bytes,
+            per_database,
         })
+    }
+
+    /// The limit on one upload to `database` (as Dolt resolves it): the
+    /// smallest per-database limit that matches, else `max_file_bytes`.
+    pub fn limit_for(&self, database: &str) -> UploadLimit {
+        let lowered = database.to_lowercase();
+        let matching = self.per_database.iter().filter(|(patterns, _, _)| patterns.iter().any(|p| p.matches(&lowered)));
+        let (bytes, key) = matching
+            .map(|(_, bytes, key)| (*bytes, key.as_str()))
+            .min_by_key(|(bytes, _)| *bytes)
+            .unwrap_or((self.max_file_bytes, "uploads.max_file_bytes"));
+        UploadLimit { bytes, key: key.to_owned(), database: database.to_owned() }
     }
 }
 
@@ -146,12 +204,13 @@ pub fn guard(
     name: UploadName,
     claimed_chunks: Option<u64>,
     settings: &UploadSettings,
+    limit: UploadLimit,
 ) -> Result<GuardedUpload, UploadRefused> {
     let spool = tempfile::tempfile_in(&settings.spool_dir)
         .map_err(|e| UploadRefused::Spool(format!("{}: {e}", settings.spool_dir.display())))?;
     let (frames, receiver) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(FRAMES_IN_FLIGHT);
     let (verdict_sender, verdict) = oneshot::channel();
-    let job = Pump { name, claimed_chunks, limit: settings.max_file_bytes, path: settings.spool_dir.clone() };
+    let job = Pump { name, claimed_chunks, limit, path: settings.spool_dir.clone() };
     tokio::spawn(async move {
         let verdict = job.run(client, spool, &frames).await;
         if verdict.is_err() {
@@ -170,7 +229,7 @@ pub fn guard(
 struct Pump {
     name: UploadName,
     claimed_chunks: Option<u64>,
-    limit: u64,
+    limit: UploadLimit,
     path: PathBuf,
 }
 
@@ -195,8 +254,8 @@ impl Pump {
             let frame = frame.map_err(|e| UploadRefused::ClientBody(e.to_string()))?;
             let Ok(data) = frame.into_data() else { continue };
             total += data.len() as u64;
-            if total > self.limit {
-                return Err(UploadRefused::TooLarge { name: self.name.to_string(), limit: self.limit });
+            if total > self.limit.bytes {
+                return Err(self.limit.refuse(&self.name, format!("more than {} bytes", self.limit.bytes)));
             }
             writer.write_all(&data).await.map_err(spool_error)?;
             if let Some(hasher) = whole_file.as_mut() {
@@ -264,15 +323,19 @@ impl VerifiedUploads {
 }
 
 /// Checks `GetUploadLocations`: every file it asks to upload must have a name
-/// Dolt could store (Dolt itself panics on an id that is not 20 bytes).
-pub fn check_upload_request(request: &GetUploadLocsRequest) -> Result<(), UploadRefused> {
+/// Dolt could store (Dolt itself panics on an id that is not 20 bytes) and
+/// declare a size within `limit` (the PUT is held to it whatever it declares).
+pub fn check_upload_request(request: &GetUploadLocsRequest, limit: &UploadLimit) -> Result<(), UploadRefused> {
     // Deprecated, but Dolt's server still reads it: it must not carry what details may not.
     #[allow(deprecated)]
     for hash in &request.table_file_hashes {
         UploadName::from_id(hash, "")?;
     }
     for details in &request.table_file_details {
-        UploadName::from_id(&details.id, &details.suffix)?;
+        let name = UploadName::from_id(&details.id, &details.suffix)?;
+        if details.content_length > limit.bytes {
+            return Err(limit.refuse(&name, format!("{} bytes", details.content_length)));
+        }
     }
     Ok(())
 }
@@ -315,6 +378,45 @@ pub async fn check_registration(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DatabaseUploadLimit;
+
+    fn build(limits: &[(&[&str], u64)]) -> Result<UploadSettings, String> {
+        let databases = limits
+            .iter()
+            .map(|(globs, bytes)| DatabaseUploadLimit {
+                databases: globs.iter().map(|g| g.to_string()).collect(),
+                max_file_bytes: *bytes,
+            })
+            .collect();
+        let config = UploadsConfig { spool_dir: None, max_file_bytes: MIN_MAX_FILE_BYTES, databases };
+        UploadSettings::build(&config).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_smallest_matching_database_limit_applies() {
+        let settings = build(&[(&["App_*"], 5000), (&["app_eu", "crm"], 3000)]).unwrap();
+        let limit = |db: &str| {
+            let limit = settings.limit_for(db);
+            (limit.bytes, limit.key)
+        };
+        assert_eq!(limit("app_us"), (5000, "uploads.databases[0].max_file_bytes".into()));
+        assert_eq!(limit("app_eu"), (3000, "uploads.databases[1].max_file_bytes".into()));
+        assert_eq!(limit("other"), (MIN_MAX_FILE_BYTES, "uploads.max_file_bytes".into()));
+        let request = GetUploadLocsRequest {
+            table_file_details: vec![crate::remotesapi::proto::TableFileDetails {
+                id: Address::of(b"x").0.to_vec().into(),
+                content_length: 4000,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(check_upload_request(&request, &settings.limit_for("app_us")).is_ok());
+        let refused = check_upload_request(&request, &settings.limit_for("app_eu")).unwrap_err().to_string();
+        assert!(refused.contains("(4000 bytes) is larger than uploads.databases[1].max_file_bytes"), "{refused}");
+        let error = build(&[(&["x"], MIN_MAX_FILE_BYTES + 1)]).unwrap_err();
+        assert!(error.contains("uploads.databases[0].max_file_bytes"), "{error}");
+        assert!(build(&[(&[], 10)]).unwrap_err().contains("uploads.databases[0].databases"));
+    }
 
     #[test]
     fn names_dolt_could_store() {

@@ -127,9 +127,9 @@ async fn check_write_request(
     let unreadable = |_| GatewayError::BadMessage(wire::WireError::Malformed("cannot decode the request message"));
     let (repo_id, repo_path, files) = match routed.rpc {
         Rpc::GetUploadLocations => {
-            return Ok(crate::uploads::check_upload_request(
-                &GetUploadLocsRequest::decode(message).map_err(unreadable)?,
-            )?)
+            let request = GetUploadLocsRequest::decode(message).map_err(unreadable)?;
+            let limit = gateway.uploads.limit_for(&routed.destination.judged_name);
+            return Ok(crate::uploads::check_upload_request(&request, &limit)?);
         }
         Rpc::AddTableFiles => {
             let request = AddTableFilesRequest::decode(message).map_err(unreadable)?;

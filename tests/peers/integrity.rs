@@ -54,6 +54,11 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with_config("")
+    }
+
+    /// With `extra` appended to the gateway's configuration.
+    fn with_config(extra: &str) -> Setup {
         let env = DoltEnv::new();
         let data = env.path().join("server");
         env.seed_items_database(&data.join("shop"));
@@ -82,6 +87,7 @@ databases = ["shop"]
 branches = ["main"]
 users = ["{maintainer}"]
 allow = ["fast_forward"]
+{extra}
 "#,
                 cluster = service_cluster_config(&server),
             ),
@@ -268,6 +274,45 @@ fn upload_locations_only_for_names_dolt_could_store() {
     );
     // The server is still there, and its journal untouched by any of it.
     assert!(s.upload_locations(vec![details(&Address::of(b"x"), file, 1)]).is_ok());
+}
+
+/// `[[uploads.databases]]`: a declared size over the database's limit is
+/// refused at `GetUploadLocations`, a body that outgrows it on the PUT, and a
+/// real push that needs a bigger file fails, naming the setting.
+#[test]
+fn a_database_upload_limit_binds_declared_and_actual_sizes() {
+    let s = Setup::with_config("[[uploads.databases]]\ndatabases = [\"SHOP\"]\nmax_file_bytes = 4096\n");
+    let payload: Vec<u8> = (0..100u32).flat_map(|i| Sha512::digest(i.to_le_bytes())).collect();
+    let chunk = [b"\x1b\x00\x5d\xc0".as_slice(), &payload].concat();
+    let (file, name) = table_file(&[(Address::of(&chunk), &chunk)]);
+    assert!(file.len() > 4096, "the file is {} bytes", file.len());
+    let setting = "uploads.databases[0].max_file_bytes (4096 bytes) for database \"shop\"";
+    refused(s.upload_locations(vec![details(&name, &file, 1)]), Code::InvalidArgument, setting);
+
+    // Declared small, sent big: the PUT is held to the limit all the same.
+    let mut understated = details(&name, &file, 1);
+    understated.content_length = 100;
+    let locations = s.upload_locations(vec![understated]).expect("a declared size within the limit");
+    let (status, body) = http_put(&upload_url(&locations), &file);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains(setting), "{body}");
+    assert!(!s.noms().join(name.to_string()).exists(), "nothing reached the store");
+
+    // A real push of more than the limit.
+    let head = s.main_head();
+    let (user, password) = MAINTAINER;
+    let clone = s.env.path().join("limited-clone");
+    let url = format!("http://127.0.0.1:{}/shop", s.gateway.port);
+    let login = [("DOLT_REMOTE_PASSWORD", password)];
+    s.env.ok_with(s.env.path(), &["clone", "--user", user, &url, clone.to_str().unwrap()], &login);
+    let rows = "INSERT INTO items WITH RECURSIVE n(i) AS (SELECT 100 UNION ALL SELECT i + 1 FROM n WHERE i < 2100) \
+                SELECT i, SHA2(i, 256) FROM n";
+    s.env.ok(&clone, &["sql", "-q", rows]);
+    s.env.ok(&clone, &["commit", "-am", "many rows"]);
+    let out = s.env.run(&clone, &["push", "--user", user, "origin", "main"], &login);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && text.contains("max_file_bytes"), "the push fails naming the limit:\n{text}");
+    assert_eq!(s.main_head(), head, "main did not move");
 }
 
 #[test]
