@@ -255,7 +255,7 @@ impl Pump {
             let Ok(data) = frame.into_data() else { continue };
             total += data.len() as u64;
             if total > self.limit.bytes {
-                return Err(self.limit.refuse(&self.name, format!("more than {} bytes", self.limit.bytes)));
+                return Err(self.limit.refuse(self.name, format!("more than {} bytes", self.limit.bytes)));
             }
             writer.write_all(&data).await.map_err(spool_error)?;
             if let Some(hasher) = whole_file.as_mut() {
@@ -334,7 +334,7 @@ pub fn check_upload_request(request: &GetUploadLocsRequest, limit: &UploadLimit)
     for details in &request.table_file_details {
         let name = UploadName::from_id(&details.id, &details.suffix)?;
         if details.content_length > limit.bytes {
-            return Err(limit.refuse(&name, format!("{} bytes", details.content_length)));
+            return Err(limit.refuse(name, format!("{} bytes", details.content_length)));
         }
     }
     Ok(())
