@@ -15,7 +15,9 @@
 #![no_main]
 
 use bytes::Bytes;
-use doltgate::storage::message::{self, AddressMapNode, Commit, CommitClosureNode, StoreRoot, Tag, WorkingSet};
+use doltgate::storage::message::{
+    self, AddressMapNode, Commit, CommitClosureNode, ForeignKey, RootValue, StoreRoot, Table, Tag, WorkingSet,
+};
 use doltgate::storage::source::ChunkFile;
 use doltgate::storage::{decode_range_chunk, Address, MAX_CHUNK_LEN};
 use libfuzzer_sys::fuzz_target;
@@ -65,6 +67,11 @@ fn messages(chunk: &[u8]) {
     let _ = CommitClosureNode::parse(&address, chunk);
     let _ = Tag::parse(&address, chunk);
     let _ = WorkingSet::parse(&address, chunk);
+    if let Ok(root) = RootValue::parse(&address, chunk) {
+        assert_eq!(root.tables.keys.len(), root.tables.addresses.len());
+    }
+    let _ = Table::parse(&address, chunk);
+    let _ = ForeignKey::parse_collection(&address, chunk);
 }
 
 fn ranged(input: &[u8]) {
