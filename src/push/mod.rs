@@ -27,6 +27,7 @@ use crate::config::auth::PushOp;
 use crate::error::GatewayError;
 use crate::remotesapi::proto::CommitRequest;
 use crate::storage::refs::{diff, RefChange, RefKind};
+use crate::storage::source::CachingSource;
 use crate::storage::{ancestry, Address, ChunkSource, StorageError};
 use crate::upstream::repo::{UpstreamChunks, UpstreamRepo};
 use rules::{Decision, PushRules, Target};
@@ -106,7 +107,8 @@ async fn working_set_is_dirty<S: ChunkSource>(
     changes: &[RefChange],
 ) -> Result<bool, StorageError> {
     let set = ancestry::read_working_set(source, working_set).await?;
-    let Some(head) = branch_head(source, old_root, branch, changes, Side::Before).await? else { return Ok(true) };
+    let moved = changes.iter().map(|c| (c.name.as_str(), c.old, c.new));
+    let Some(head) = branch_head(source, old_root, branch, moved, Side::Before).await? else { return Ok(true) };
     let head_root = ancestry::read_commit(source, &head).await?.root;
     let staged = set.staged_root.unwrap_or(Address::EMPTY);
     Ok(head_root != Some(staged) || set.working_root != Some(staged))
@@ -119,39 +121,23 @@ enum Side {
     After,
 }
 
-/// The head of `branch` before or after the push: as this Commit moves it,
-/// else as the store has it (then the same on both sides).
-async fn branch_head<S: ChunkSource>(
+/// The head of `branch` before or after the push: as this Commit moves it
+/// (`changes`: each ref's name, old and new target), else as the store has
+/// it (then the same on both sides).
+async fn branch_head<'c, S: ChunkSource>(
     source: &S,
     old_root: &Address,
     branch: &str,
-    changes: &[impl AsRefChange],
+    mut changes: impl Iterator<Item = (&'c str, Option<Address>, Option<Address>)>,
     side: Side,
 ) -> Result<Option<Address>, StorageError> {
     let name = format!("refs/heads/{branch}");
-    match changes.iter().map(AsRefChange::ends).find(|(n, _, _)| *n == name) {
+    match changes.find(|(n, _, _)| *n == name) {
         Some((_, old, new)) => Ok(match side {
             Side::Before => old,
             Side::After => new,
         }),
         None => Ok(crate::storage::refs::read_refs(source, old_root).await?.get(&name)),
-    }
-}
-
-/// A ref change before or after classification: its name and both ends.
-trait AsRefChange {
-    fn ends(&self) -> (&str, Option<Address>, Option<Address>);
-}
-
-impl AsRefChange for RefChange {
-    fn ends(&self) -> (&str, Option<Address>, Option<Address>) {
-        (&self.name, self.old, self.new)
-    }
-}
-
-impl AsRefChange for Change {
-    fn ends(&self) -> (&str, Option<Address>, Option<Address>) {
-        (&self.name, self.old, self.new)
     }
 }
 
@@ -234,6 +220,10 @@ pub struct CommitUnderReview<'a> {
     pub authorization: HeaderValue,
 }
 
+/// The most chunk bytes one inspection keeps for its later checks (a typical
+/// push reads a few dozen small chunks; a long history walk passes through).
+const INSPECTION_CACHE_BYTES: usize = 64 << 20;
+
 /// What inspecting one Commit found: its changes, a verdict on each, and
 /// what table rules saw of each.
 struct Inspection {
@@ -301,7 +291,8 @@ async fn inspect(commit: &CommitUnderReview<'_>) -> Result<Inspection, GatewayEr
         authorization: commit.authorization.clone(),
     };
     repo.register_table_files(&request.chunk_table_info, request.client_repo_format.clone()).await?;
-    let source = UpstreamChunks::new(&repo);
+    // Every check below walks the same store; each chunk crosses the network once.
+    let source = CachingSource::new(UpstreamChunks::new(&repo), INSPECTION_CACHE_BYTES);
     let ref_diff = diff(&source, &last, &current).await.map_err(inspection_error)?;
     let changes = classify(&source, &last, &ref_diff.changes).await.map_err(inspection_error)?;
     integrity::check(&source, &last, &changes).await?;

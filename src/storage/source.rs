@@ -78,6 +78,46 @@ impl<S: ChunkSource> ChunkSource for CountingSource<S> {
     }
 }
 
+/// Keeps what it fetched, so one walk after another over the same store
+/// (ancestry, integrity, rules on commits, table rules) reads each chunk from
+/// a network source once. Past `budget` bytes it keeps nothing more and only
+/// passes requests through, so memory stays bounded whatever a push holds.
+pub struct CachingSource<S> {
+    inner: S,
+    kept: std::sync::Mutex<(HashMap<Address, Bytes>, usize)>,
+    budget: usize,
+}
+
+impl<S: ChunkSource> CachingSource<S> {
+    pub fn new(inner: S, budget: usize) -> CachingSource<S> {
+        CachingSource { inner, kept: std::sync::Mutex::new((HashMap::new(), 0)), budget }
+    }
+}
+
+impl<S: ChunkSource> ChunkSource for CachingSource<S> {
+    async fn get(&self, addresses: &[Address]) -> Result<HashMap<Address, Bytes>> {
+        let (mut found, missing) = {
+            let kept = self.kept.lock().expect("chunk cache");
+            let found: HashMap<Address, Bytes> =
+                addresses.iter().filter_map(|a| kept.0.get(a).map(|chunk| (*a, chunk.clone()))).collect();
+            let missing: Vec<Address> = addresses.iter().filter(|a| !found.contains_key(*a)).copied().collect();
+            (found, missing)
+        };
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let fetched = self.inner.get(&missing).await?;
+        let mut kept = self.kept.lock().expect("chunk cache");
+        for (address, chunk) in &fetched {
+            if kept.1 + chunk.len() <= self.budget && kept.0.insert(*address, chunk.clone()).is_none() {
+                kept.1 += chunk.len();
+            }
+        }
+        found.extend(fetched);
+        Ok(found)
+    }
+}
+
 /// A table file or an archive, told apart by their footers.
 #[derive(Debug)]
 pub enum ChunkFile {
@@ -284,6 +324,23 @@ mod tests {
 
     fn block_on<F: Future>(future: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
+    }
+
+    #[test]
+    fn a_caching_source_fetches_each_chunk_once_within_its_budget() {
+        let mut memory = MemorySource::new();
+        let (small, large) = (memory.insert(Bytes::from_static(b"small")), memory.insert(vec![7u8; 100]));
+        let counting = CountingSource::new(&memory);
+        let cache = CachingSource::new(&counting, 50);
+        let absent = Address::of(b"absent");
+        for _ in 0..3 {
+            let found = block_on(cache.get(&[small, large, absent])).unwrap();
+            assert_eq!(found.len(), 2, "what the source lacks stays absent");
+        }
+        // `small` came once; `large` is over the budget, so it is fetched every time.
+        assert_eq!(counting.chunks(), 1 + 3);
+        assert_eq!(block_on(get_one(&cache, &small)).unwrap(), Bytes::from_static(b"small"));
+        assert_eq!(counting.batches(), 3);
     }
 
     #[test]
