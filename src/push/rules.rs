@@ -71,24 +71,37 @@ struct Rule {
 /// The tables a table rule covers, and the kinds of change it governs.
 #[derive(Debug)]
 struct TableScope {
-    patterns: Vec<glob::Pattern>,
+    /// Each pattern, and whether it may name Dolt's system tables.
+    patterns: Vec<(glob::Pattern, bool)>,
     changes: HashSet<TableChangeKind>,
 }
 
 impl TableScope {
+    fn new(patterns: Vec<glob::Pattern>, changes: &[TableChangeKind]) -> TableScope {
+        let patterns = patterns.into_iter().map(|pattern| {
+            let names_system = is_system_table(pattern.as_str());
+            (pattern, names_system)
+        });
+        TableScope { patterns: patterns.collect(), changes: changes.iter().copied().collect() }
+    }
+
     /// How specifically the rule names `table` (its most literal pattern
     /// that matches); `None` when none does. Dolt's system tables
     /// (`dolt_*`) match only patterns that start with `dolt_` themselves, so
     /// `*` protects the user's tables, not `dolt_ignore` or `dolt_docs`.
     fn specificity_for(&self, table: &str) -> Option<usize> {
-        let system = table.to_lowercase().starts_with(SYSTEM_TABLE_PREFIX);
+        let system = is_system_table(table);
         self.patterns
             .iter()
-            .filter(|p| !system || p.as_str().to_lowercase().starts_with(SYSTEM_TABLE_PREFIX))
-            .filter(|p| p.matches_with(table, IGNORING_CASE))
-            .map(specificity)
+            .filter(|(pattern, names_system)| (!system || *names_system) && pattern.matches_with(table, IGNORING_CASE))
+            .map(|(pattern, _)| specificity(pattern))
             .max()
     }
+}
+
+/// Whether a table name (or a pattern's literal start) is in Dolt's `dolt_` namespace, in any case.
+fn is_system_table(name: &str) -> bool {
+    name.get(..SYSTEM_TABLE_PREFIX.len()).is_some_and(|start| start.eq_ignore_ascii_case(SYSTEM_TABLE_PREFIX))
 }
 
 const SYSTEM_TABLE_PREFIX: &str = "dolt_";
@@ -278,10 +291,7 @@ impl Rule {
             commits: CommitRules::default(),
             bypass_users: rule.bypass_users.clone(),
             bypass_groups: rule.bypass_groups.clone(),
-            tables: Some(TableScope {
-                patterns: compile_globs(&format!("{key}.tables"), &rule.tables)?,
-                changes: rule.changes.iter().copied().collect(),
-            }),
+            tables: Some(TableScope::new(compile_globs(&format!("{key}.tables"), &rule.tables)?, &rule.changes)),
         })
     }
 }

@@ -149,8 +149,18 @@ async fn touched_tables<S: ChunkSource>(
                 (before.working_root, before.staged_root)
             }
             None => {
-                let head =
-                    commit_root(source, branch_head(source, old_root, branch, changes, Side::After).await?).await?;
+                let head = commit_root(
+                    source,
+                    branch_head(
+                        source,
+                        old_root,
+                        branch,
+                        changes.iter().map(|c| (c.name.as_str(), c.old, c.new)),
+                        Side::After,
+                    )
+                    .await?,
+                )
+                .await?;
                 (Some(head), Some(head))
             }
         };
