@@ -109,7 +109,8 @@ impl Default for UploadsConfig {
 }
 
 /// A tighter upload limit for matching databases. Dolt puts up to about
-/// 1 GiB of a push in one archive, so below that it bounds a whole push.
+/// 1 GiB of a push in one archive, so below that a larger `dolt push` fails;
+/// the limit is per file, not per push.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseUploadLimit {
