@@ -71,6 +71,7 @@ fn messages(chunk: &[u8]) {
         assert_eq!(root.tables.keys.len(), root.tables.addresses.len());
     }
     let _ = Table::parse(&address, chunk);
+    let _ = message::check_walkable(&address, chunk);
     let _ = ForeignKey::parse_collection(&address, chunk);
 }
 

@@ -121,19 +121,37 @@ pub fn tag(commit: Address) -> Vec<u8> {
     message("DTAG", &[(4, Value::Bytes(&commit.0))])
 }
 
-/// An `RTVL` root value holding one inline table-map node and, if given, the
-/// address of its foreign-key collection.
+/// An `RTVL` root value holding one inline table-map node and the address of
+/// its foreign-key collection (all zeros for none, as Dolt writes it).
 pub fn root_value(tables: &[u8], foreign_keys: Option<Address>) -> Vec<u8> {
-    match foreign_keys {
-        Some(fks) => message("RTVL", &[(6, Value::Bytes(tables)), (8, Value::Bytes(&fks.0))]),
-        None => message("RTVL", &[(6, Value::Bytes(tables))]),
-    }
+    let foreign_keys = foreign_keys.unwrap_or(Address::EMPTY);
+    message("RTVL", &[(6, Value::Bytes(tables)), (8, Value::Bytes(&foreign_keys.0))])
 }
 
-/// A `DTBL` table: its schema chunk, its rows (the embedded primary index,
-/// here any bytes) and its auto-increment counter.
+/// A `DTBL` table as Dolt writes one: its schema chunk, its rows (the
+/// embedded primary index, here any bytes), its auto-increment counter, no
+/// secondary indexes, and empty conflicts, violations and artifacts.
 pub fn table(schema: Address, rows: &[u8], auto_increment: u64) -> Vec<u8> {
-    message("DTBL", &[(4, Value::Bytes(&schema.0)), (6, Value::Bytes(rows)), (10, Value::U64(auto_increment))])
+    let mut builder = FlatBufferBuilder::new();
+    let no_indexes = address_map(0, &[]);
+    let [schema, rows, indexes] = [&schema.0[..], rows, &no_indexes].map(|bytes| builder.create_vector(bytes));
+    let empty = builder.create_vector(&Address::EMPTY.0);
+    let conflicts = builder.start_table();
+    for slot in [4, 6, 8, 10] {
+        builder.push_slot_always(slot, empty);
+    }
+    let conflicts = builder.end_table(conflicts);
+    let table = builder.start_table();
+    builder.push_slot_always(4, schema);
+    builder.push_slot_always(6, rows);
+    builder.push_slot_always(8, indexes);
+    builder.push_slot_always::<u64>(10, auto_increment);
+    builder.push_slot_always(12, conflicts);
+    builder.push_slot_always(14, empty);
+    builder.push_slot_always(16, empty);
+    let table = builder.end_table(table);
+    builder.finish(table, Some("DTBL"));
+    frame(builder.finished_data())
 }
 
 /// The parts of a foreign key the tests vary.

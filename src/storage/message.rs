@@ -36,6 +36,10 @@ enum Kind {
     Strings,
     /// A vector of [`FOREIGN_KEY`] tables.
     ForeignKeys,
+    /// A nested [`CONFLICTS`] table.
+    Conflicts,
+    /// A nested [`MERGE_STATE`] table.
+    MergeState,
 }
 
 /// The fields of one message kind this module reads: (name, vtable offset, type).
@@ -109,6 +113,51 @@ const TABLE: Schema = Schema {
         ("artifacts", 16, Kind::Bytes),
     ],
 };
+/// The table as Dolt's address walk reads it (`WalkAddrs` in
+/// `go/store/types/serial_message.go`): every address field, and the nested
+/// conflicts table it dereferences whether or not it is there.
+const TABLE_WALKED: Schema = Schema {
+    id: "DTBL",
+    num_fields: 7,
+    fields: &[
+        ("schema", 4, Kind::Bytes),
+        ("secondary_indexes", 8, Kind::Bytes),
+        ("conflicts", 12, Kind::Conflicts),
+        ("violations", 14, Kind::Bytes),
+        ("artifacts", 16, Kind::Bytes),
+    ],
+};
+const CONFLICTS: Schema = Schema {
+    id: "Conflicts",
+    num_fields: 4,
+    fields: &[
+        ("data", 4, Kind::Bytes),
+        ("our_schema", 6, Kind::Bytes),
+        ("their_schema", 8, Kind::Bytes),
+        ("ancestor_schema", 10, Kind::Bytes),
+    ],
+};
+const WORKING_SET_WALKED: Schema = Schema {
+    id: "WRST",
+    num_fields: 8,
+    fields: &[
+        ("working_root_addr", 4, Kind::Bytes),
+        ("staged_root_addr", 6, Kind::Bytes),
+        ("merge_state", 16, Kind::MergeState),
+    ],
+};
+const MERGE_STATE: Schema = Schema {
+    id: "MergeState",
+    num_fields: 8,
+    fields: &[("pre_working_root_addr", 4, Kind::Bytes), ("from_commit_addr", 6, Kind::Bytes)],
+};
+const STASH_LIST: Schema = Schema { id: "SLST", num_fields: 1, fields: &[("address_map", 4, Kind::Bytes)] };
+const STASH: Schema = Schema {
+    id: "STSH",
+    num_fields: 5,
+    fields: &[("stash_root_addr", 4, Kind::Bytes), ("head_commit_addr", 6, Kind::Bytes)],
+};
+const STATISTIC: Schema = Schema { id: "STAT", num_fields: 1, fields: &[("root", 4, Kind::Bytes)] };
 const FOREIGN_KEY_COLLECTION: Schema =
     Schema { id: "DFKC", num_fields: 1, fields: &[("foreign_keys", 4, Kind::ForeignKeys)] };
 /// One entry of a `DFKC` (`go/serial/foreign_key.fbs`); nested, so no file id.
@@ -214,6 +263,19 @@ impl<'a> Fields<'a> {
         vector.map_or_else(Vec::new, |v| v.iter().map(str::to_owned).collect())
     }
 
+    /// The nested table at `slot`, verified as `schema`, if present.
+    fn table(
+        &self,
+        slot: VOffsetT,
+        kind: Kind,
+        schema: &'static Schema,
+    ) -> std::result::Result<Option<Fields<'a>>, String> {
+        let slot = self.checked(slot, kind);
+        // SAFETY: verified as a table of `schema` at this slot (see `checked`).
+        let table = unsafe { self.table.get::<ForwardsUOffset<Flatbuffer<'a>>>(slot, None) };
+        table.map(|table| Fields::of_verified(table, schema)).transpose()
+    }
+
     /// The nested tables at `slot`, each verified as `schema`.
     fn tables(&self, slot: VOffsetT, schema: &'static Schema) -> std::result::Result<Vec<Fields<'a>>, String> {
         let slot = self.checked(slot, Kind::ForeignKeys);
@@ -303,20 +365,39 @@ fn visit_fields<'v, 'o, 'b>(
             Kind::U64 => table.visit_field::<u64>(name, slot, false)?,
             Kind::U8 => table.visit_field::<u8>(name, slot, false)?,
             Kind::Strings => table.visit_field::<ForwardsUOffset<Vector<ForwardsUOffset<&str>>>>(name, slot, false)?,
-            Kind::ForeignKeys => {
-                table.visit_field::<ForwardsUOffset<Vector<ForwardsUOffset<ForeignKeyTable>>>>(name, slot, false)?
-            }
+            Kind::ForeignKeys => table
+                .visit_field::<ForwardsUOffset<Vector<ForwardsUOffset<Nested<ForeignKeyTable>>>>>(name, slot, false)?,
+            Kind::Conflicts => table.visit_field::<ForwardsUOffset<Nested<ConflictsTable>>>(name, slot, false)?,
+            Kind::MergeState => table.visit_field::<ForwardsUOffset<Nested<MergeStateTable>>>(name, slot, false)?,
         };
     }
     Ok(table)
 }
 
-/// What the verifier checks each entry of a `DFKC` against.
-struct ForeignKeyTable;
+/// A table nested in a message, verified against its own schema.
+struct Nested<T>(std::marker::PhantomData<T>);
 
-impl Verifiable for ForeignKeyTable {
+trait NestedSchema {
+    const SCHEMA: &'static Schema;
+}
+
+struct ForeignKeyTable;
+struct ConflictsTable;
+struct MergeStateTable;
+
+impl NestedSchema for ForeignKeyTable {
+    const SCHEMA: &'static Schema = &FOREIGN_KEY;
+}
+impl NestedSchema for ConflictsTable {
+    const SCHEMA: &'static Schema = &CONFLICTS;
+}
+impl NestedSchema for MergeStateTable {
+    const SCHEMA: &'static Schema = &MERGE_STATE;
+}
+
+impl<T: NestedSchema> Verifiable for Nested<T> {
     fn run_verifier(verifier: &mut Verifier, position: usize) -> std::result::Result<(), InvalidFlatbuffer> {
-        visit_fields(verifier.visit_table(position)?, &FOREIGN_KEY)?.finish();
+        visit_fields(verifier.visit_table(position)?, T::SCHEMA)?.finish();
         Ok(())
     }
 }
@@ -656,6 +737,87 @@ impl ForeignKey {
     }
 }
 
+/// Checks that Dolt can walk the addresses `chunk` holds without crashing.
+///
+/// Dolt walks every chunk of a file it is asked to add to its store
+/// (`AddTableFiles`, and so every push): `WalkAddrs` in
+/// `go/store/types/serial_message.go` reads each message without verifying
+/// it, turns address fields into hashes with `hash.New`, which panics unless
+/// given exactly 20 bytes, and dereferences a table's conflicts whether or not
+/// they are there. Any of those panics takes the whole `sql-server` down. So
+/// every message kind the walk reads field by field is verified here as the
+/// walk will read it: a well-formed flatbuffer, every address it hashes 20
+/// bytes, every nested table it dereferences present, every embedded
+/// address map well formed. Prolly tree nodes other than address maps and
+/// commit closures (rows, blobs, artifacts, vector indexes) are not checked.
+pub fn check_walkable(address: &Address, chunk: &[u8]) -> Result<()> {
+    if chunk.first() != Some(&SERIAL_MESSAGE_KIND) {
+        return Ok(());
+    }
+    let unwalkable = |reason: String| StorageError::Unwalkable { address: *address, reason };
+    let exact = |fields: &Fields<'_>, slot: VOffsetT| -> Result<()> {
+        match fields.bytes(slot).map_or(0, <[u8]>::len) {
+            ADDRESS_LEN => Ok(()),
+            len => Err(unwalkable(format!(
+                "{} is {len} bytes, where Dolt reads a 20-byte address",
+                field_name(fields, slot)
+            ))),
+        }
+    };
+    let embedded_map = |fields: &Fields<'_>, slot: VOffsetT| -> Result<()> {
+        match fields.bytes(slot).filter(|b| !b.is_empty()) {
+            Some(map) => AddressMapNode::parse(&Address::of(map), map).map(drop),
+            None => Ok(()),
+        }
+    };
+    match &file_id(address, chunk)? {
+        b"STRT" => StoreRoot::parse(address, chunk).map(drop),
+        b"SLST" => embedded_map(&Fields::open(address, chunk, &STASH_LIST)?, 4),
+        b"STAT" => exact(&Fields::open(address, chunk, &STATISTIC)?, 4),
+        b"STSH" => {
+            let stash = Fields::open(address, chunk, &STASH)?;
+            exact(&stash, 4).and(exact(&stash, 6))
+        }
+        b"DTAG" => exact(&Fields::open(address, chunk, &TAG)?, 4),
+        b"WRST" => {
+            let set = Fields::open(address, chunk, &WORKING_SET_WALKED)?;
+            exact(&set, 4)?;
+            if set.bytes(6).is_some_and(|b| !b.is_empty()) {
+                exact(&set, 6)?;
+            }
+            match set.table(16, Kind::MergeState, &MERGE_STATE).map_err(unwalkable)? {
+                Some(merge) => exact(&merge, 4).and(exact(&merge, 6)),
+                None => Ok(()),
+            }
+        }
+        b"RTVL" => {
+            let root = Fields::open(address, chunk, &ROOT_VALUE)?;
+            embedded_map(&root, 6).and(exact(&root, 8))
+        }
+        b"DTBL" => {
+            let table = Fields::open(address, chunk, &TABLE_WALKED)?;
+            [4, 14, 16].into_iter().try_for_each(|slot| exact(&table, slot))?;
+            embedded_map(&table, 8)?;
+            let conflicts = table.table(12, Kind::Conflicts, &CONFLICTS).map_err(unwalkable)?;
+            let conflicts =
+                conflicts.ok_or_else(|| unwalkable("conflicts is absent, and Dolt dereferences it".into()))?;
+            [4, 6, 8, 10].into_iter().try_for_each(|slot| exact(&conflicts, slot))
+        }
+        b"DCMT" => {
+            let commit = Fields::open(address, chunk, &COMMIT)?;
+            exact(&commit, 4).and(exact(&commit, 10))
+        }
+        b"ADRM" => AddressMapNode::parse(address, chunk).map(drop),
+        b"CMCL" => CommitClosureNode::parse(address, chunk).map(drop),
+        _ => Ok(()),
+    }
+}
+
+fn field_name(fields: &Fields<'_>, slot: VOffsetT) -> String {
+    let name = fields.schema.fields.iter().find(|f| f.1 == slot).map_or("?", |f| f.0);
+    format!("{}.{name}", fields.schema.id)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -746,6 +908,45 @@ pub(crate) mod tests {
         let node = CommitClosureNode::parse(&Address::EMPTY, &chunk).unwrap();
         assert_eq!(node.keys, keys);
         assert!(node.children.is_empty());
+    }
+
+    #[test]
+    fn only_messages_dolt_can_walk_pass() {
+        let walkable = [
+            crate::storage::build::table(a(1), b"rows", 3),
+            crate::storage::build::root_value(&address_map(0, &[(b"t", a(2))]), None),
+            commit(2, &[a(3)], a(4)),
+            build_tag(a(5)),
+            message("WRST", &[(4, Value::Bytes(&a(6).0))]),
+            store_root(&address_map(0, &[(b"refs/heads/main", a(7))])),
+            b"not a serial message".to_vec(),
+        ];
+        for chunk in &walkable {
+            assert!(check_walkable(&Address::of(chunk), chunk).is_ok(), "{chunk:?}");
+        }
+        let crashing = [
+            (
+                message(
+                    "DTBL",
+                    &[(4, Value::Bytes(&a(1).0)), (14, Value::Bytes(&a(0).0)), (16, Value::Bytes(&a(0).0))],
+                ),
+                "conflicts is absent",
+            ),
+            (message("DTAG", &[]), "DTAG.commit_addr is 0 bytes"),
+            (
+                message("WRST", &[(4, Value::Bytes(&a(6).0)), (6, Value::Bytes(&[1; 19]))]),
+                "WRST.staged_root_addr is 19 bytes",
+            ),
+            (message("DCMT", &[(4, Value::Bytes(&a(1).0))]), "DCMT.parent_closure is 0 bytes"),
+            (message("RTVL", &[(6, Value::Bytes(&address_map(0, &[])))]), "RTVL.foreign_key_addr is 0 bytes"),
+            (message("STAT", &[(4, Value::Bytes(&[1; 21]))]), "STAT.root is 21 bytes"),
+        ];
+        for (chunk, reason) in &crashing {
+            let error = check_walkable(&Address::of(chunk), chunk).unwrap_err().to_string();
+            assert!(error.contains("would crash Dolt") && error.contains(reason), "{error}");
+        }
+        let garbled = address_map(0, &[(b"b", a(1)), (b"a", a(2))]);
+        assert!(check_walkable(&Address::of(&garbled), &store_root(&garbled)).is_err());
     }
 
     #[test]

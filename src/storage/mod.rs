@@ -74,6 +74,8 @@ pub enum StorageError {
     UnknownFileId { address: Address, found: String, expected: &'static str },
     #[error("bad flatbuffer in {id} chunk {address}: {reason}")]
     BadFlatbuffer { id: &'static str, address: Address, reason: String },
+    #[error("chunk {address} would crash Dolt when it walks the chunk's addresses: {reason}")]
+    Unwalkable { address: Address, reason: String },
     #[error("bad prolly tree node {address}: {reason}")]
     BadTree { address: Address, reason: String },
     #[error("bad address text {0:?}: expected 32 characters of 0-9a-v")]

@@ -6,7 +6,9 @@
 //! the file's name must be the one Dolt derives from the contents
 //! (`go/store/nbs/table_writer.go` for table files, `go/store/nbs/archive_writer.go`
 //! for archives). A file that passes can only add chunks that are what their
-//! addresses say; it cannot stand in for a commit, a root or a journal.
+//! addresses say; it cannot stand in for a commit, a root or a journal. Every
+//! chunk must also be one Dolt can walk without crashing (see
+//! [`check_walkable`]): Dolt walks every chunk of a file it adds to its store.
 //!
 //! The file is read through [`ReadAt`], so a multi-gigabyte upload spooled to
 //! disk is checked holding one chunk (and one zstd dictionary) at a time.
@@ -16,6 +18,7 @@ use bytes::Bytes;
 use super::archive::{
     decode_plain_archive_chunk, ArchiveIndex, ByteRange, DictionaryDecoder, ARCHIVE_FOOTER_LEN, ARCHIVE_SIGNATURE,
 };
+use super::message::check_walkable;
 use super::table_file::{decode_record, TableIndex, TABLE_FOOTER_LEN};
 use super::{Address, Result, StorageError};
 
@@ -200,7 +203,7 @@ fn verify_table(file: &(impl ReadAt + ?Sized)) -> Result<(Address, usize)> {
         .collect();
     records.sort_unstable_by_key(|&(offset, _, _)| offset);
     for (offset, record_len, address) in records {
-        decode_record(&address, &file.read_at(offset, record_len as usize)?)?;
+        check_walkable(&address, &decode_record(&address, &file.read_at(offset, record_len as usize)?)?)?;
     }
     Ok((Address::of(index.suffix_section()), index.chunk_count()))
 }
@@ -224,13 +227,13 @@ fn verify_archive(file: &(impl ReadAt + ?Sized), whole_file: Option<Address>) ->
         let spans = index.spans_of(i);
         let (address, data) = (index.address(i), read_range(file, spans.data)?);
         let Some(span) = spans.dictionary else {
-            decode_plain_archive_chunk(&address, index.version(), &data)?;
+            check_walkable(&address, &decode_plain_archive_chunk(&address, index.version(), &data)?)?;
             continue;
         };
         if decoder.as_ref().is_none_or(|(offset, _)| *offset != span.offset) {
             decoder = Some((span.offset, DictionaryDecoder::from_span(&read_range(file, span)?)?));
         }
-        decoder.as_mut().expect("set above").1.decode(&address, &data)?;
+        check_walkable(&address, &decoder.as_mut().expect("set above").1.decode(&address, &data)?)?;
     }
     let name = match whole_file {
         Some(hash) => hash,

@@ -33,7 +33,7 @@ use crate::support::*;
 use base64::Engine;
 use doltgate::remotesapi::proto::chunk_store_service_client::ChunkStoreServiceClient;
 use doltgate::remotesapi::proto::*;
-use doltgate::storage::message::{ClosureKey, Commit};
+use doltgate::storage::message::{ClosureKey, Commit, RootValue, Table};
 use doltgate::storage::refs::read_refs;
 use doltgate::storage::source::get_one;
 use doltgate::storage::{build, Address, DirectorySource};
@@ -608,4 +608,82 @@ fn a_rewrite_dressed_as_a_fast_forward_or_a_ref_to_the_wrong_kind_is_refused() {
     assert!(created.success, "{created:?}");
     let branches = s.server.sql(&s.env, "SELECT name FROM shop.dolt_branches");
     assert!(branches.contains("fine"), "{branches}");
+}
+
+/// Table rules judge what Dolt would store, not only what `dolt push` sends:
+/// a crafted Commit that moves nothing but `main`'s working set, to one whose
+/// working root holds other rows of a protected table, is refused by the
+/// table rule, and the store root stays where it was.
+#[test]
+fn a_crafted_working_set_cannot_change_a_protected_table() {
+    let frozen = "[[auth.table_rules]]\nname = \"items-frozen\"\nbranches = [\"main\"]\ntables = [\"ITEMS\"]\nusers = [\"carol\"]\n";
+    let s = Setup::with_config(frozen);
+    let f = s.forgery();
+    assert!(f.refs.iter().any(|(name, _)| name == "workingSets/heads/main"), "the server keeps main's working set");
+    let store = DirectorySource::open(&s.noms()).unwrap();
+    let head_root = f.head_commit.root.expect("a commit names its root value");
+    let root_value = RootValue::parse(&head_root, &s.runtime.block_on(get_one(&store, &head_root)).unwrap()).unwrap();
+    let at = root_value.tables.keys.iter().position(|k| k == b"items").expect("the items table");
+    let items_address = root_value.tables.addresses[at];
+    let items = Table::parse(&items_address, &s.runtime.block_on(get_one(&store, &items_address)).unwrap()).unwrap();
+
+    let forged_items = build::table(items.schema.expect("a schema"), b"other rows", 0);
+    let mut entries: Vec<(&[u8], Address)> =
+        root_value.tables.keys.iter().map(Vec::as_slice).zip(root_value.tables.addresses.iter().copied()).collect();
+    entries[at].1 = Address::of(&forged_items);
+    let forged_root_value = build::root_value(&build::address_map(0, &entries), root_value.foreign_keys);
+    let working_set = build::message(
+        "WRST",
+        &[(4, build::Value::Bytes(&Address::of(&forged_root_value).0)), (6, build::Value::Bytes(&head_root.0))],
+    );
+    let new_root = f.root_with(&[("workingSets/heads/main", Some(Address::of(&working_set)))]);
+    let file = s.upload_chunks(MAINTAINER, &[forged_items, forged_root_value, working_set, new_root.clone()]);
+    refused(
+        s.commit_root(MAINTAINER, &f, &new_root, &file),
+        Code::PermissionDenied,
+        "rule \"items-frozen\" (which does not let this user change the data of table \"items\")",
+    );
+    assert_eq!(s.forgery().last_root, f.last_root, "the store root did not move");
+}
+
+/// Dolt walks every chunk of a file it adds to its store without verifying
+/// it, and a table without conflicts (or an address of the wrong length)
+/// crashes the whole sql-server there. Such chunks are refused on upload,
+/// before Dolt can be asked to add them, and the server keeps serving.
+#[test]
+fn a_chunk_that_would_crash_dolts_walk_is_refused_on_upload() {
+    let s = Setup::new();
+    let no_conflicts = build::message(
+        "DTBL",
+        &[
+            (4, build::Value::Bytes(&Address::of(b"schema").0)),
+            (14, build::Value::Bytes(&Address::EMPTY.0)),
+            (16, build::Value::Bytes(&Address::EMPTY.0)),
+        ],
+    );
+    let tag_without_commit = build::message("DTAG", &[]);
+    for (chunk, reason) in [(no_conflicts, "conflicts is absent"), (tag_without_commit, "DTAG.commit_addr is 0 bytes")]
+    {
+        let address = Address::of(&chunk);
+        let (file, name) = table_file(&[(address, &chunk)]);
+        let locations = s.upload_locations(vec![details(&name, &file, 1)]).expect("an upload location");
+        let (status, body) = http_put(&upload_url(&locations), &file);
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body.contains("would crash Dolt") && body.contains(reason) && body.contains(&address.to_string()),
+            "{body}"
+        );
+        refused(
+            s.add_table_files(vec![ChunkTableInfo { hash: name.as_bytes().to_vec().into(), chunk_count: 1 }]),
+            Code::FailedPrecondition,
+            "not verified",
+        );
+    }
+    // Dolt is still up, and an honest upload still goes through.
+    assert!(!s.main_head().is_empty());
+    let honest = build::table(Address::of(b"schema"), b"rows", 0);
+    let (file, name) = table_file(&[(Address::of(&honest), &honest)]);
+    let locations = s.upload_locations(vec![details(&name, &file, 1)]).expect("an upload location");
+    let (status, body) = http_put(&upload_url(&locations), &file);
+    assert!((200..300).contains(&status), "{body}");
 }
