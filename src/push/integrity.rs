@@ -9,15 +9,20 @@
 //!   would shadow `main` for everything that resolves names that way;
 //! - every ref points at the kind of object Dolt expects under its name:
 //!   branches at commits, tags at tags that name commits, working sets at
-//!   working sets whose roots exist.
+//!   working sets whose roots exist;
+//! - every commit the push adds to a branch's or tag's history carries the
+//!   height and parent closure Dolt would write (`storage::lineage`), since
+//!   Dolt's merges trust both.
 
 use std::collections::HashMap;
 
 use super::Change;
 use crate::config::auth::PushOp;
 use crate::error::GatewayError;
+use crate::storage::ancestry::{new_commits, tag_commit, MAX_WALK};
+use crate::storage::lineage::check_lineage;
 use crate::storage::message::{file_id, Commit, Tag, WorkingSet};
-use crate::storage::refs::{read_refs, RefKind};
+use crate::storage::refs::{branch_heads, read_refs, RefKind};
 use crate::storage::source::get_all;
 use crate::storage::{Address, ChunkSource, StorageError};
 
@@ -27,7 +32,8 @@ pub async fn check<S: ChunkSource>(source: &S, old_root: &Address, changes: &[Ch
         check_new_name(change)?;
     }
     check_case_collisions(source, old_root, changes).await?;
-    check_kinds(source, changes).await
+    check_kinds(source, changes).await?;
+    check_new_lineage(source, old_root, changes).await
 }
 
 fn refused(reason: String) -> GatewayError {
@@ -139,6 +145,46 @@ async fn check_case_collisions<S: ChunkSource>(
         }
     }
     Ok(())
+}
+
+/// Checks the commits reachable from the commits the changed refs now name
+/// and from no branch of `old_root`: those the push adds (and any it re-sends).
+async fn check_new_lineage<S: ChunkSource>(
+    source: &S,
+    old_root: &Address,
+    changes: &[Change],
+) -> Result<(), GatewayError> {
+    let mut heads = Vec::new();
+    for change in changes {
+        let Some(new) = change.new else { continue };
+        match RefKind::of(&change.name).0 {
+            RefKind::Branch | RefKind::Remote | RefKind::Internal | RefKind::Workspace => heads.push(new),
+            RefKind::Tag => heads.push(tag_commit(source, &new).await.map_err(super::inspection_error)?),
+            _ => {}
+        }
+    }
+    if heads.is_empty() {
+        return Ok(());
+    }
+    let old_heads = match old_root.is_empty() {
+        true => Vec::new(),
+        false => branch_heads(source, old_root).await.map_err(super::inspection_error)?,
+    };
+    let mut added: HashMap<Address, Commit> = HashMap::new();
+    for head in heads {
+        let commits = new_commits(source, &head, &old_heads, MAX_WALK).await.map_err(super::inspection_error)?;
+        let Some(commits) = commits else {
+            return Err(refused(format!(
+                "more than {MAX_WALK} new commits to check in one push; doltgate checks at most that many"
+            )));
+        };
+        added.extend(commits);
+    }
+    let added: Vec<(Address, Commit)> = added.into_iter().collect();
+    check_lineage(source, &added).await.map_err(|err| match err {
+        StorageError::FalseLineage { .. } => refused(err.to_string()),
+        other => super::inspection_error(other),
+    })
 }
 
 /// The file id every ref of a kind must point at.

@@ -1,5 +1,6 @@
 //! `ADRM` prolly trees (name → address maps) whose root node is embedded in
-//! another message: a store root's ref map, a root value's table map.
+//! another message: a store root's ref map, a root value's table map; and,
+//! read through the same shape, other prolly trees such as commit closures.
 //!
 //! Both reading and diffing expand the tree one level at a time, fetching
 //! all the nodes that level needs in one batch. The diff expands only
@@ -25,7 +26,8 @@ pub async fn read_map<S: ChunkSource>(
     holder: &Address,
     node: &AddressMapNode,
 ) -> Result<Vec<(Key, Address)>> {
-    let (_, entries) = expand_pair(source, Vec::new(), items(holder, node, None, None, None)?).await?;
+    let new_items = items(holder, node, None, None, None)?;
+    let (_, entries) = expand_pair(source, Vec::new(), new_items, AddressMapNode::parse).await?;
     Ok(entries)
 }
 
@@ -39,7 +41,31 @@ pub async fn diff_maps<S: ChunkSource>(
 ) -> Result<Vec<(Key, Option<Address>, Option<Address>)>> {
     let old_items = items(old.0, old.1, None, None, None)?;
     let new_items = items(new.0, new.1, None, None, None)?;
-    let (old, new) = expand_pair(source, old_items, new_items).await?;
+    let (old, new) = expand_pair(source, old_items, new_items, AddressMapNode::parse).await?;
+    Ok(merge(old, new).collect())
+}
+
+/// Reads one node of a tree that has the shape of an address map: sorted
+/// keys, and one address per key (a child, or a leaf's value).
+pub type ParseNode = fn(&Address, &[u8]) -> Result<AddressMapNode>;
+
+/// [`diff_maps`] for trees whose root nodes are chunks of their own
+/// (`None`: the empty tree), read with `parse`.
+pub async fn diff_trees<S: ChunkSource>(
+    source: &S,
+    old: Option<Address>,
+    new: Option<Address>,
+    parse: ParseNode,
+) -> Result<Vec<(Key, Option<Address>, Option<Address>)>> {
+    let roots: Vec<Address> = old.iter().chain(&new).copied().collect();
+    let chunks = get_all(source, &roots).await?;
+    let root_items = |root: Option<Address>| -> Result<Vec<Item>> {
+        match root {
+            Some(address) => items(&address, &parse(&address, &chunks[&address])?, None, None, None),
+            None => Ok(Vec::new()),
+        }
+    };
+    let (old, new) = expand_pair(source, root_items(old)?, root_items(new)?, parse).await?;
     Ok(merge(old, new).collect())
 }
 
@@ -91,6 +117,7 @@ async fn expand_pair<S: ChunkSource>(
     source: &S,
     mut old: Vec<Item>,
     mut new: Vec<Item>,
+    parse: ParseNode,
 ) -> Result<(Vec<(Key, Address)>, Vec<(Key, Address)>)> {
     loop {
         let old_subtrees: HashSet<Item> = old.iter().filter(|i| is_subtree(i)).cloned().collect();
@@ -104,7 +131,7 @@ async fn expand_pair<S: ChunkSource>(
         wanted.sort();
         wanted.dedup();
         let chunks = get_all(source, &wanted).await?;
-        let nodes = parse_nodes(&chunks)?;
+        let nodes = parse_nodes(&chunks, parse)?;
         old = expand(old, &nodes)?;
         new = expand(new, &nodes)?;
     }
@@ -121,8 +148,8 @@ fn subtree_address(item: &Item) -> Option<Address> {
     }
 }
 
-fn parse_nodes(chunks: &HashMap<Address, Bytes>) -> Result<HashMap<Address, AddressMapNode>> {
-    chunks.iter().map(|(address, chunk)| Ok((*address, AddressMapNode::parse(address, chunk)?))).collect()
+fn parse_nodes(chunks: &HashMap<Address, Bytes>, parse: ParseNode) -> Result<HashMap<Address, AddressMapNode>> {
+    chunks.iter().map(|(address, chunk)| Ok((*address, parse(address, chunk)?))).collect()
 }
 
 fn expand(items: Vec<Item>, nodes: &HashMap<Address, AddressMapNode>) -> Result<Vec<Item>> {

@@ -234,7 +234,7 @@ pub async fn read_working_set<S: ChunkSource>(source: &S, address: &Address) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::build::{closure_node, commit, message, tag, Value};
+    use crate::storage::build::{closure_tree, commit, message, tag, Value};
     use crate::storage::source::CountingSource;
     use crate::storage::MemorySource;
 
@@ -260,16 +260,6 @@ mod tests {
         // A second parent keeps it apart from commits[3], which has the same height and closure.
         let side = source.insert(commit(4, &[commits[2], commits[1]], side_closure));
         (commits, side)
-    }
-
-    fn closure_tree(source: &mut MemorySource, keys: &[ClosureKey]) -> Address {
-        if keys.is_empty() {
-            return Address::EMPTY;
-        }
-        let leaves: Vec<(ClosureKey, Address)> =
-            keys.chunks(8).map(|leaf| (*leaf.last().unwrap(), source.insert(closure_node(0, leaf, &[])))).collect();
-        let (separators, children): (Vec<ClosureKey>, Vec<Address>) = leaves.into_iter().unzip();
-        source.insert(closure_node(1, &separators, &children))
     }
 
     #[test]

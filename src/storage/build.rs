@@ -101,6 +101,20 @@ pub fn commit(height: u64, parents: &[Address], closure: Address) -> Vec<u8> {
     commit_of(root, height, parents, closure)
 }
 
+/// A two-level closure tree of `keys` (sorted) in leaves of 8, its nodes
+/// stored in `source`; the empty address for no keys, as Dolt writes it.
+pub fn closure_tree(source: &mut super::MemorySource, keys: &[ClosureKey]) -> Address {
+    if keys.is_empty() {
+        return Address::EMPTY;
+    }
+    let leaves: Vec<(ClosureKey, Address)> = keys
+        .chunks(8)
+        .map(|leaf| (*leaf.last().expect("chunks are not empty"), source.insert(closure_node(0, leaf, &[]))))
+        .collect();
+    let (separators, children): (Vec<ClosureKey>, Vec<Address>) = leaves.into_iter().unzip();
+    source.insert(closure_node(1, &separators, &children))
+}
+
 /// A `CMCL` commit-closure node.
 pub fn closure_node(level: u8, keys: &[ClosureKey], children: &[Address]) -> Vec<u8> {
     let items: Vec<u8> = keys.iter().flat_map(|k| k.height.to_le_bytes().into_iter().chain(k.commit.0)).collect();

@@ -30,6 +30,7 @@ pub const MAX_TREE_LEVEL: u8 = 16;
 enum Kind {
     Bytes,
     U16s,
+    U32s,
     U64s,
     U64,
     U8,
@@ -62,6 +63,69 @@ const ADDRESS_MAP: Schema = Schema {
         ("subtree_counts", 10, Kind::Bytes),
         ("tree_count", 12, Kind::U64),
         ("tree_level", 14, Kind::U8),
+    ],
+};
+/// Prolly tree nodes Dolt walks without reading them as address maps or
+/// closures (`go/serial/prolly.fbs`, `mergeartifacts.fbs`, `blob.fbs`,
+/// `vectorindexnode.fbs`): verified whole, since Dolt's generated readers
+/// trust every offset they follow.
+const PROLLY_TREE_NODE: Schema = Schema {
+    id: "TUPM",
+    num_fields: 11,
+    fields: &[
+        ("key_items", 4, Kind::Bytes),
+        ("key_offsets", 6, Kind::U16s),
+        ("key_type", 8, Kind::U8),
+        ("value_items", 10, Kind::Bytes),
+        ("value_offsets", 12, Kind::U16s),
+        ("value_type", 14, Kind::U8),
+        ("value_address_offsets", 16, Kind::U16s),
+        ("address_array", 18, Kind::Bytes),
+        ("subtree_counts", 20, Kind::Bytes),
+        ("tree_count", 22, Kind::U64),
+        ("tree_level", 24, Kind::U8),
+    ],
+};
+const MERGE_ARTIFACTS: Schema = Schema {
+    id: "ARTM",
+    num_fields: 9,
+    fields: &[
+        ("key_items", 4, Kind::Bytes),
+        ("key_offsets", 6, Kind::U16s),
+        ("key_address_offsets", 8, Kind::U16s),
+        ("value_items", 10, Kind::Bytes),
+        ("value_offsets", 12, Kind::U16s),
+        ("address_array", 14, Kind::Bytes),
+        ("subtree_counts", 16, Kind::Bytes),
+        ("tree_count", 18, Kind::U64),
+        ("tree_level", 20, Kind::U8),
+    ],
+};
+const BLOB: Schema = Schema {
+    id: "BLOB",
+    num_fields: 5,
+    fields: &[
+        ("payload", 4, Kind::Bytes),
+        ("address_array", 6, Kind::Bytes),
+        ("subtree_sizes", 8, Kind::Bytes),
+        ("tree_size", 10, Kind::U64),
+        ("tree_level", 12, Kind::U8),
+    ],
+};
+const VECTOR_INDEX_NODE: Schema = Schema {
+    id: "IVFF",
+    num_fields: 10,
+    fields: &[
+        ("key_items", 4, Kind::Bytes),
+        ("key_offsets", 6, Kind::U32s),
+        ("value_items", 8, Kind::Bytes),
+        ("value_offsets", 10, Kind::U32s),
+        ("address_array", 12, Kind::Bytes),
+        ("subtree_counts", 14, Kind::Bytes),
+        ("tree_count", 16, Kind::U64),
+        ("tree_level", 18, Kind::U8),
+        ("log_chunk_size", 20, Kind::U8),
+        ("distance_type", 22, Kind::U8),
     ],
 };
 const COMMIT: Schema = Schema {
@@ -361,6 +425,7 @@ fn visit_fields<'v, 'o, 'b>(
         table = match kind {
             Kind::Bytes => table.visit_field::<ForwardsUOffset<Vector<u8>>>(name, slot, false)?,
             Kind::U16s => table.visit_field::<ForwardsUOffset<Vector<u16>>>(name, slot, false)?,
+            Kind::U32s => table.visit_field::<ForwardsUOffset<Vector<u32>>>(name, slot, false)?,
             Kind::U64s => table.visit_field::<ForwardsUOffset<Vector<u64>>>(name, slot, false)?,
             Kind::U64 => table.visit_field::<u64>(name, slot, false)?,
             Kind::U8 => table.visit_field::<u8>(name, slot, false)?,
@@ -737,6 +802,20 @@ impl ForeignKey {
     }
 }
 
+/// Whether every offset of the `[uint16]` field at `offsets` starts a whole
+/// 20-byte address inside the byte field at `items`.
+fn addresses_inside(fields: &Fields<'_>, offsets: VOffsetT, items: VOffsetT) -> std::result::Result<(), String> {
+    let len = fields.bytes(items).map_or(0, <[u8]>::len);
+    match fields.u16s(offsets).into_iter().flatten().find(|&o| usize::from(o) + ADDRESS_LEN > len) {
+        Some(offset) => Err(format!(
+            "{} names an address at {offset}, past the {len} bytes of {}",
+            field_name(fields, offsets),
+            field_name(fields, items)
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Checks that Dolt can walk the addresses `chunk` holds without crashing.
 ///
 /// Dolt walks every chunk of a file it is asked to add to its store
@@ -748,8 +827,9 @@ impl ForeignKey {
 /// every message kind the walk reads field by field is verified here as the
 /// walk will read it: a well-formed flatbuffer, every address it hashes 20
 /// bytes, every nested table it dereferences present, every embedded
-/// address map well formed. Prolly tree nodes other than address maps and
-/// commit closures (rows, blobs, artifacts, vector indexes) are not checked.
+/// address map well formed; in row, artifact, blob and vector-index nodes,
+/// every address an offset points at lies inside its items (`go/store/prolly/
+/// message/prolly_map.go` `walkProllyMapAddresses` slices there unchecked).
 pub fn check_walkable(address: &Address, chunk: &[u8]) -> Result<()> {
     if chunk.first() != Some(&SERIAL_MESSAGE_KIND) {
         return Ok(());
@@ -809,6 +889,16 @@ pub fn check_walkable(address: &Address, chunk: &[u8]) -> Result<()> {
         }
         b"ADRM" => AddressMapNode::parse(address, chunk).map(drop),
         b"CMCL" => CommitClosureNode::parse(address, chunk).map(drop),
+        b"TUPM" => {
+            let node = Fields::open(address, chunk, &PROLLY_TREE_NODE)?;
+            if node.has(18) && node.has(10) {
+                return Err(unwalkable("has both address_array and value_items, which Dolt asserts against".into()));
+            }
+            addresses_inside(&node, 16, 10).map_err(unwalkable)
+        }
+        b"ARTM" => addresses_inside(&Fields::open(address, chunk, &MERGE_ARTIFACTS)?, 8, 4).map_err(unwalkable),
+        b"BLOB" => Fields::open(address, chunk, &BLOB).map(drop),
+        b"IVFF" => Fields::open(address, chunk, &VECTOR_INDEX_NODE).map(drop),
         _ => Ok(()),
     }
 }
@@ -920,6 +1010,12 @@ pub(crate) mod tests {
             message("WRST", &[(4, Value::Bytes(&a(6).0))]),
             store_root(&address_map(0, &[(b"refs/heads/main", a(7))])),
             b"not a serial message".to_vec(),
+            // A row leaf whose one value is an address (a text or blob column).
+            message("TUPM", &[(10, Value::Bytes(&[7; 24])), (16, Value::U16s(&[4]))]),
+            message("TUPM", &[(18, Value::Bytes(&a(8).0))]),
+            message("ARTM", &[(4, Value::Bytes(&[7; 20])), (8, Value::U16s(&[0]))]),
+            message("BLOB", &[(4, Value::Bytes(b"payload"))]),
+            message("IVFF", &[(12, Value::Bytes(&a(9).0))]),
         ];
         for chunk in &walkable {
             assert!(check_walkable(&Address::of(chunk), chunk).is_ok(), "{chunk:?}");
@@ -940,6 +1036,22 @@ pub(crate) mod tests {
             (message("DCMT", &[(4, Value::Bytes(&a(1).0))]), "DCMT.parent_closure is 0 bytes"),
             (message("RTVL", &[(6, Value::Bytes(&address_map(0, &[])))]), "RTVL.foreign_key_addr is 0 bytes"),
             (message("STAT", &[(4, Value::Bytes(&[1; 21]))]), "STAT.root is 21 bytes"),
+            (
+                message("TUPM", &[(10, Value::Bytes(&[7; 24])), (16, Value::U16s(&[5]))]),
+                "TUPM.value_address_offsets names an address at 5, past the 24 bytes of TUPM.value_items",
+            ),
+            (
+                message("TUPM", &[(16, Value::U16s(&[0]))]),
+                "names an address at 0, past the 0 bytes of TUPM.value_items",
+            ),
+            (
+                message("TUPM", &[(10, Value::Bytes(&[])), (18, Value::Bytes(&a(8).0))]),
+                "both address_array and value_items",
+            ),
+            (
+                message("ARTM", &[(4, Value::Bytes(&[7; 20])), (8, Value::U16s(&[1]))]),
+                "ARTM.key_address_offsets names an address at 1, past the 20 bytes of ARTM.key_items",
+            ),
         ];
         for (chunk, reason) in &crashing {
             let error = check_walkable(&Address::of(chunk), chunk).unwrap_err().to_string();
@@ -947,6 +1059,13 @@ pub(crate) mod tests {
         }
         let garbled = address_map(0, &[(b"b", a(1)), (b"a", a(2))]);
         assert!(check_walkable(&Address::of(&garbled), &store_root(&garbled)).is_err());
+        // A vector running past the buffer, and fields past the schema: not walked blindly.
+        let mut overrun = message("BLOB", &[(4, Value::Bytes(b"payload"))]);
+        let at = overrun.windows(7).position(|w| w == b"payload").unwrap();
+        overrun[at - 4..at].copy_from_slice(&0xffffu32.to_le_bytes());
+        for chunk in [overrun, message("IVFF", &[(24, Value::U8(1))])] {
+            assert!(check_walkable(&Address::of(&chunk), &chunk).is_err(), "{chunk:?}");
+        }
     }
 
     #[test]

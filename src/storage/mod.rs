@@ -31,6 +31,7 @@ pub mod ancestry;
 pub mod archive;
 pub mod build;
 mod journal;
+pub mod lineage;
 pub mod message;
 pub mod refs;
 pub mod source;
@@ -76,6 +77,8 @@ pub enum StorageError {
     BadFlatbuffer { id: &'static str, address: Address, reason: String },
     #[error("chunk {address} would crash Dolt when it walks the chunk's addresses: {reason}")]
     Unwalkable { address: Address, reason: String },
+    #[error("commit {address} does not carry the lineage Dolt would write for it: {reason}")]
+    FalseLineage { address: Address, reason: String },
     #[error("bad prolly tree node {address}: {reason}")]
     BadTree { address: Address, reason: String },
     #[error("bad address text {0:?}: expected 32 characters of 0-9a-v")]

@@ -19,9 +19,10 @@
 //!   unchanged head over the server's uncommitted changes, while a plain
 //!   push over a clean working set goes through;
 //! - a crafted commit whose stored closure claims `main`'s head as an
-//!   ancestor, though its parents fork below it, is judged a rewrite (a
-//!   `force`), and refs that point at the wrong kind of object (a branch at a
-//!   root value, a tag at a commit) are refused.
+//!   ancestor, though its parents fork below it, is refused for its lineage,
+//!   as are commits whose height or closure differ from what Dolt would write
+//!   on any branch; refs that point at the wrong kind of object (a branch at
+//!   a root value, a tag at a commit) are refused.
 //!
 //! This gateway has no shared URL key, so it is the only replica, and its own
 //! record of verified uploads is the whole truth.
@@ -33,6 +34,7 @@ use crate::support::*;
 use base64::Engine;
 use doltgate::remotesapi::proto::chunk_store_service_client::ChunkStoreServiceClient;
 use doltgate::remotesapi::proto::*;
+use doltgate::storage::ancestry::closure_keys_from;
 use doltgate::storage::message::{ClosureKey, Commit, RootValue, Table};
 use doltgate::storage::refs::read_refs;
 use doltgate::storage::source::get_one;
@@ -585,7 +587,12 @@ fn a_rewrite_dressed_as_a_fast_forward_or_a_ref_to_the_wrong_kind_is_refused() {
     let chunks = [sibling, closure, rewrite.clone(), branch_at_root_value.clone(), tag_at_commit.clone()];
 
     let file = s.upload_chunks(MAINTAINER, &chunks);
-    refused(s.commit_root(MAINTAINER, &f, &rewrite, &file), Code::PermissionDenied, "force-push to refs/heads/main");
+    // Refused before any rule is asked: Dolt would have written a lower height and another closure.
+    refused(
+        s.commit_root(MAINTAINER, &f, &rewrite, &file),
+        Code::InvalidArgument,
+        &format!("commit {sibling_address} does not carry the lineage Dolt would write for it: height"),
+    );
     assert_eq!(s.main_head(), before, "main kept its head");
 
     refused(
@@ -608,6 +615,61 @@ fn a_rewrite_dressed_as_a_fast_forward_or_a_ref_to_the_wrong_kind_is_refused() {
     assert!(created.success, "{created:?}");
     let branches = s.server.sql(&s.env, "SELECT name FROM shop.dolt_branches");
     assert!(branches.contains("fine"), "{branches}");
+}
+
+/// Dolt's merges trust each commit's height and parent closure, so a commit
+/// whose closure names a commit that is not its ancestor, leaves one out, or
+/// whose height is not one above its parent's is refused even on a branch
+/// the pusher may create; the same child of `main` with the lineage Dolt
+/// would write goes through.
+#[test]
+fn a_commit_with_a_false_lineage_is_refused() {
+    let s = Setup::new();
+    let f = s.forgery();
+    let store = DirectorySource::open(&s.noms()).unwrap();
+    let everything = ClosureKey { height: 0, commit: Address::EMPTY };
+    let mut ancestors = match f.head_commit.parent_closure {
+        Some(root) => s.runtime.block_on(closure_keys_from(&store, &root, &everything, usize::MAX)).unwrap(),
+        None => Vec::new(),
+    };
+    assert!(!ancestors.is_empty(), "main's head has ancestors: {ancestors:?}");
+    ancestors.push(ClosureKey { height: f.head_commit.height, commit: f.head });
+    ancestors.sort();
+    let root_value = f.head_commit.root.expect("a commit names its root value");
+    let height = f.head_commit.height + 1;
+    let child = |keys: &[ClosureKey], height: u64| {
+        let closure = build::closure_node(0, keys, &[]);
+        (build::commit_of(root_value, height, &[f.head], Address::of(&closure)), closure)
+    };
+    // A commit of its own history, uploaded alongside: Dolt refuses a file whose chunks name missing ones.
+    let stranger_commit = build::commit_of(root_value, 1, &[], Address::EMPTY);
+    let stranger = ClosureKey { height: 1, commit: Address::of(&stranger_commit) };
+    let mut with_stranger: Vec<ClosureKey> = [stranger].into_iter().chain(ancestors.iter().copied()).collect();
+    with_stranger.sort();
+    let cases = [
+        ("lineage-stranger", child(&with_stranger, height), format!("its closure names {}", stranger.commit)),
+        ("lineage-forgets", child(&ancestors[1..], height), format!("its closure leaves out {}", ancestors[0].commit)),
+        ("lineage-height", child(&ancestors, height + 7), format!("height {} where", height + 7)),
+    ];
+    for (branch, (commit, closure), reason) in cases {
+        let address = Address::of(&commit);
+        let root = f.root_with(&[(&format!("refs/heads/{branch}"), Some(address))]);
+        let file = s.upload_chunks(ATTACKER, &[commit, closure, stranger_commit.clone(), root.clone()]);
+        refused(
+            s.commit_root(ATTACKER, &f, &root, &file),
+            Code::InvalidArgument,
+            &format!("commit {address} does not carry the lineage Dolt would write for it: {reason}"),
+        );
+    }
+    assert_eq!(s.forgery().last_root, f.last_root, "the store root did not move");
+
+    let (commit, closure) = child(&ancestors, height);
+    let root = f.root_with(&[("refs/heads/lineage-honest", Some(Address::of(&commit)))]);
+    let file = s.upload_chunks(ATTACKER, &[commit, closure, root.clone()]);
+    let created = s.commit_root(ATTACKER, &f, &root, &file).expect("the lineage Dolt would write");
+    assert!(created.success, "{created:?}");
+    let log = s.server.sql(&s.env, "SELECT count(*) AS n FROM `shop/lineage-honest`.dolt_log");
+    assert!(log.contains(&(height).to_string()), "Dolt reads the new commit's history: {log}");
 }
 
 /// Table rules judge what Dolt would store, not only what `dolt push` sends:
@@ -662,8 +724,15 @@ fn a_chunk_that_would_crash_dolts_walk_is_refused_on_upload() {
         ],
     );
     let tag_without_commit = build::message("DTAG", &[]);
-    for (chunk, reason) in [(no_conflicts, "conflicts is absent"), (tag_without_commit, "DTAG.commit_addr is 0 bytes")]
-    {
+    // A row leaf whose address offset points past its values: Dolt slices there unchecked.
+    let row_past_values =
+        build::message("TUPM", &[(10, build::Value::Bytes(&[7; 24])), (16, build::Value::U16s(&[8]))]);
+    let cases = [
+        (no_conflicts, "conflicts is absent"),
+        (tag_without_commit, "DTAG.commit_addr is 0 bytes"),
+        (row_past_values, "TUPM.value_address_offsets names an address at 8, past the 24 bytes"),
+    ];
+    for (chunk, reason) in cases {
         let address = Address::of(&chunk);
         let (file, name) = table_file(&[(address, &chunk)]);
         let locations = s.upload_locations(vec![details(&name, &file, 1)]).expect("an upload location");
