@@ -96,7 +96,7 @@ fn prepare() -> Prepared {
     let mut source = MemorySource::new();
     let (old, new) = (root(&mut source, false), root(&mut source, true));
     let auth = Config::parse(RULES).expect("bench config").auth.expect("[auth]");
-    let rules = PushRules::build(&auth.push_rules, &auth.table_rules).expect("bench rules");
+    let rules = PushRules::build(&auth).expect("bench rules");
     let pusher = Principal { name: "ann".into(), groups: vec!["maintainers".into()], expires: None };
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let prepared = Prepared { runtime, source, old, new, rules, pusher };

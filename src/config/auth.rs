@@ -51,6 +51,10 @@ pub struct AuthConfig {
     /// Who may change which tables on matching branches; see [`TableRuleConfig`].
     #[serde(default)]
     pub table_rules: Vec<TableRuleConfig>,
+    /// OpenPGP keys trusted to sign commits, for rules with `signed_commits`;
+    /// see [`SigningKeyConfig`].
+    #[serde(default)]
+    pub signing_keys: Vec<SigningKeyConfig>,
     /// `mirror`: also apply the upstream's own `dolt_branch_control` and
     /// `dolt_branch_namespace_control` rows to branch pushes (a push must
     /// pass both), read over SQL as the cluster's `sql_user`. `ignore`: only
@@ -147,6 +151,17 @@ pub struct PushRuleConfig {
     /// `{user}` stands for the pusher's name without its source
     /// (`corp-sso:ann` is `ann`), e.g. `"{user}@example.com"`.
     pub author_email: Option<String>,
+    /// Branch rules only: every commit a push adds to matching branches must
+    /// carry a valid `dolt commit -S` signature from a key in
+    /// `[[auth.signing_keys]]` listed for its author e-mail, signed for that
+    /// very commit (same root, parent root, message, name and e-mail).
+    #[serde(default)]
+    pub signed_commits: bool,
+    /// With `signed_commits`: a merge commit may come unsigned (Dolt signs
+    /// only `dolt commit`, not `dolt merge`); the commits it merges are
+    /// still judged on their own. Off: merge commits must be signed too.
+    #[serde(default)]
+    pub unsigned_merges: bool,
     /// Branch rules only: every added commit's message matches one of these globs.
     #[serde(default)]
     pub message_patterns: Vec<String>,
@@ -159,6 +174,18 @@ pub struct PushRuleConfig {
     pub bypass_users: Vec<String>,
     #[serde(default)]
     pub bypass_groups: Vec<String>,
+}
+
+/// An OpenPGP public key trusted to sign the commits of the authors it names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyConfig {
+    /// Author e-mails (as `dolt commit` records them, compared ignoring
+    /// case) whose commits this key may sign.
+    pub emails: Vec<String>,
+    /// ASCII-armored public keys (`gpg --armor --export KEY`); every key in
+    /// the file is trusted for `emails`.
+    pub public_key_file: PathBuf,
 }
 
 /// Whether a push rule's refusals take effect.

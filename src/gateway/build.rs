@@ -141,7 +141,7 @@ fn build_auth(
     Ok(Auth {
         authenticator,
         grants: Grants::build(&auth.grants)?,
-        push_rules: PushRules::build(&auth.push_rules, &auth.table_rules)?,
+        push_rules: PushRules::build(auth)?,
         branch_control,
         upstream_credentials,
     })

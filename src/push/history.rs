@@ -10,10 +10,13 @@
 //! would refuse a branch made from an unprotected one. Who may create a
 //! protected branch at all is the push rules' `create`.
 
+use std::collections::HashMap;
+
 use crate::authn::Principal;
 use crate::storage::ancestry::{new_commits, MAX_WALK};
+use crate::storage::message::Commit;
 use crate::storage::refs::{branch_heads, RefKind};
-use crate::storage::source::ChunkSource;
+use crate::storage::source::{get_all, ChunkSource};
 use crate::storage::{Address, StorageError};
 
 use super::rules::{Decision, PushRules};
@@ -47,12 +50,19 @@ pub async fn check_new_commits<S: ChunkSource>(
             }
         };
         let added = new_commits(source, &new, heads, MAX_WALK).await?;
+        let parent_roots = match &added {
+            Some(added) if asked.iter().any(|(_, commits)| commits.needs_parent_root()) => {
+                first_parent_roots(source, added).await?
+            }
+            _ => HashMap::new(),
+        };
         let refusal = asked.iter().find_map(|(rule, commits)| {
             let problem = match &added {
                 None => Some(format!("more than {MAX_WALK} new commits to check")),
-                Some(added) => {
-                    added.iter().find_map(|(address, commit)| commits.problem(&pusher.name, address, commit))
-                }
+                Some(added) => added.iter().find_map(|(address, commit)| {
+                    let parent_root = commit.parents.first().and_then(|parent| parent_roots.get(parent));
+                    commits.problem(&pusher.name, address, commit, parent_root)
+                }),
             };
             problem.map(|problem| Decision::from(rule, false, format!("rule {rule:?} ({problem})")))
         });
@@ -61,4 +71,24 @@ pub async fn check_new_commits<S: ChunkSource>(
         }
     }
     Ok(())
+}
+
+/// The root value of each added commit's first parent, by parent address:
+/// read from `added` where the parent is new too, else from the store.
+async fn first_parent_roots<S: ChunkSource>(
+    source: &S,
+    added: &[(Address, Commit)],
+) -> Result<HashMap<Address, Address>, StorageError> {
+    let mut roots: HashMap<Address, Address> =
+        added.iter().filter_map(|(address, commit)| commit.root.map(|root| (*address, root))).collect();
+    let mut missing: Vec<Address> =
+        added.iter().filter_map(|(_, c)| c.parents.first()).filter(|p| !roots.contains_key(*p)).copied().collect();
+    missing.sort();
+    missing.dedup();
+    for (address, chunk) in get_all(source, &missing).await? {
+        if let Some(root) = Commit::parse(&address, &chunk)?.root {
+            roots.insert(address, root);
+        }
+    }
+    Ok(roots)
 }

@@ -15,6 +15,7 @@ pub mod explain;
 mod history;
 pub mod integrity;
 pub mod rules;
+mod signatures;
 mod tables;
 
 use bytes::Bytes;

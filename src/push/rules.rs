@@ -16,7 +16,10 @@
 use std::collections::HashSet;
 
 use crate::authn::Principal;
-use crate::config::auth::{PushOp, PushRuleConfig, RuleMode, TableChangeKind, TableRuleConfig};
+use std::sync::Arc;
+
+use super::signatures::Signers;
+use crate::config::auth::{AuthConfig, PushOp, PushRuleConfig, RuleMode, TableChangeKind, TableRuleConfig};
 use crate::config::{invalid, ConfigError};
 use crate::storage::message::Commit;
 use crate::storage::Address;
@@ -115,6 +118,14 @@ pub struct CommitRules {
     author_email: Option<String>,
     message_patterns: Vec<glob::Pattern>,
     forbidden_message_patterns: Vec<glob::Pattern>,
+    signed: Option<SignedCommits>,
+}
+
+/// A rule's `signed_commits`, with the keys it trusts.
+#[derive(Debug)]
+struct SignedCommits {
+    signers: Arc<Signers>,
+    unsigned_merges: bool,
 }
 
 impl CommitRules {
@@ -123,10 +134,23 @@ impl CommitRules {
             && self.author_email.is_none()
             && self.message_patterns.is_empty()
             && self.forbidden_message_patterns.is_empty()
+            && self.signed.is_none()
     }
 
-    /// What is wrong with `commit` (at `address`) pushed by `pusher`, if anything.
-    pub fn problem(&self, pusher: &str, address: &Address, commit: &Commit) -> Option<String> {
+    /// Whether judging a commit needs its first parent's root value.
+    pub fn needs_parent_root(&self) -> bool {
+        self.signed.is_some()
+    }
+
+    /// What is wrong with `commit` (at `address`) pushed by `pusher`, if
+    /// anything; `parent_root` is its first parent's root value.
+    pub fn problem(
+        &self,
+        pusher: &str,
+        address: &Address,
+        commit: &Commit,
+        parent_root: Option<&Address>,
+    ) -> Option<String> {
         if self.linear_history && commit.parents.len() > 1 {
             return Some(format!("linear history: adds merge commit {address}"));
         }
@@ -147,7 +171,11 @@ impl CommitRules {
         if let Some(forbidden) = self.forbidden_message_patterns.iter().find(|p| p.matches(message)) {
             return Some(format!("the message of commit {address} matches forbidden {:?}", forbidden.as_str()));
         }
-        None
+        let signed = self.signed.as_ref()?;
+        if signed.unsigned_merges && commit.parents.len() > 1 && commit.signature.is_empty() {
+            return None;
+        }
+        signed.signers.problem(address, commit, parent_root).map(|why| format!("signed commits: {why}"))
     }
 }
 
@@ -205,7 +233,7 @@ impl FromIterator<Rule> for PushRules {
 }
 
 impl Rule {
-    fn build(key: &str, index: usize, rule: &PushRuleConfig) -> Result<Rule, ConfigError> {
+    fn build(key: &str, index: usize, rule: &PushRuleConfig, signers: &Arc<Signers>) -> Result<Rule, ConfigError> {
         let (family, field, patterns) = match (&rule.branches, &rule.tags, &rule.refs) {
             (Some(p), None, None) => (Family::Branches, "branches", p),
             (None, Some(p), None) => (Family::Tags, "tags", p),
@@ -232,13 +260,25 @@ impl Rule {
                 &format!("{key}.forbidden_message_patterns"),
                 &rule.forbidden_message_patterns,
             )?,
+            signed: rule
+                .signed_commits
+                .then(|| SignedCommits { signers: Arc::clone(signers), unsigned_merges: rule.unsigned_merges }),
         };
+        if rule.signed_commits && signers.is_empty() {
+            return Err(invalid(key, "signed_commits needs at least one [[auth.signing_keys]]"));
+        }
+        if rule.unsigned_merges && !rule.signed_commits {
+            return Err(invalid(format!("{key}.unsigned_merges"), "applies only with signed_commits = true"));
+        }
         if let Some(template) = &rule.author_email {
             author_pattern(template, "someone")
                 .map_err(|e| invalid(format!("{key}.author_email"), format!("{template:?}: {e}")))?;
         }
         if !commits.is_empty() && family != Family::Branches {
-            return Err(invalid(key, "linear_history, author_email and message patterns apply to branches only"));
+            return Err(invalid(
+                key,
+                "linear_history, author_email, message patterns and signed_commits apply to branches only",
+            ));
         }
         if !commits.is_empty() && rule.mode == RuleMode::Evaluate {
             return Err(invalid(key, "rules on commits are enforced only; drop mode = \"evaluate\""));
@@ -339,10 +379,17 @@ fn describe(ops: impl IntoIterator<Item = PushOp>) -> String {
 impl PushRules {
     /// The rules `[[auth.push_rules]]` and `[[auth.table_rules]]` describe,
     /// or the first that cannot hold.
-    pub fn build(push_rules: &[PushRuleConfig], table_rules: &[TableRuleConfig]) -> Result<PushRules, ConfigError> {
-        let refs =
-            push_rules.iter().enumerate().map(|(i, rule)| Rule::build(&format!("auth.push_rules[{i}]"), i, rule));
-        let tables = table_rules
+    /// The rules of an `[auth]` section: push rules, table rules, and the
+    /// signing keys push rules may ask for.
+    pub fn build(auth: &AuthConfig) -> Result<PushRules, ConfigError> {
+        let signers = Arc::new(Signers::build(&auth.signing_keys)?);
+        let refs = auth
+            .push_rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| Rule::build(&format!("auth.push_rules[{i}]"), i, rule, &signers));
+        let tables = auth
+            .table_rules
             .iter()
             .enumerate()
             .map(|(i, rule)| Rule::build_table(&format!("auth.table_rules[{i}]"), i, rule));
@@ -549,7 +596,7 @@ mod tests {
     fn build(toml: &str) -> Result<PushRules, String> {
         let text = format!("[upstream]\naddress = \"h:1\"\n[auth]\nupstream_credentials = \"passthrough\"\n{toml}");
         let auth = Config::parse(&text).unwrap().auth.unwrap();
-        PushRules::build(&auth.push_rules, &auth.table_rules).map_err(|e| e.to_string())
+        PushRules::build(&auth).map_err(|e| e.to_string())
     }
 
     fn rules(toml: &str) -> PushRules {
@@ -688,6 +735,32 @@ mode = "evaluate"
     }
 
     #[test]
+    fn signed_commits_need_keys_that_read() {
+        let rule = "[[auth.push_rules]]\nbranches = [\"main\"]\neveryone = true\nallow = [\"fast_forward\"]\n";
+        let no_keys = build(&format!("{rule}signed_commits = true\n")).unwrap_err();
+        assert!(no_keys.contains("auth.push_rules[0]") && no_keys.contains("[[auth.signing_keys]]"), "{no_keys}");
+        let merges_alone = build(&format!("{rule}unsigned_merges = true\n")).unwrap_err();
+        assert!(merges_alone.contains("auth.push_rules[0].unsigned_merges"), "{merges_alone}");
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_key = dir.path().join("key.asc");
+        std::fs::write(&not_a_key, "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnonsense\n").unwrap();
+        let keys = |path: &std::path::Path, emails: &str| {
+            format!(
+                "{rule}signed_commits = true\n[[auth.signing_keys]]\nemails = {emails}\npublic_key_file = {path:?}\n"
+            )
+        };
+        let garbled = build(&keys(&not_a_key, "[\"a@x\"]")).unwrap_err();
+        assert!(garbled.contains("auth.signing_keys[0].public_key_file"), "{garbled}");
+        let missing = build(&keys(&dir.path().join("absent.asc"), "[\"a@x\"]")).unwrap_err();
+        assert!(
+            missing.contains("auth.signing_keys[0].public_key_file") && missing.contains("absent.asc"),
+            "{missing}"
+        );
+        let no_emails = build(&keys(&not_a_key, "[]")).unwrap_err();
+        assert!(no_emails.contains("auth.signing_keys[0].emails"), "{no_emails}");
+    }
+
+    #[test]
     fn commit_rules_read_author_and_message() {
         let rules = rules(
             r#"
@@ -714,17 +787,25 @@ forbidden_message_patterns = ["*WIP*"]
             name: "x".into(),
             email: email.into(),
             description: message.into(),
+            signature: String::new(),
         };
         let at = Address::EMPTY;
-        assert_eq!(commits.problem("corp-sso:ann", &at, &commit("Ann@Example.com", "JIRA-1 fix\n", 1)), None);
-        let wrong = commits.problem("ann", &at, &commit("bob@example.com", "JIRA-1", 1)).unwrap();
+        assert_eq!(commits.problem("corp-sso:ann", &at, &commit("Ann@Example.com", "JIRA-1 fix\n", 1), None), None);
+        let wrong = commits.problem("ann", &at, &commit("bob@example.com", "JIRA-1", 1), None).unwrap();
         assert!(wrong.contains("does not match \"ann@example.com\""), "{wrong}");
         // A name cannot widen the pattern it is put into.
-        assert!(commits.problem("*", &at, &commit("bob@example.com", "JIRA-1", 1)).is_some());
-        assert!(commits.problem("ann", &at, &commit("ann@example.com", "fix", 1)).unwrap().contains("no required"));
-        let wip = commits.problem("ann", &at, &commit("ann@example.com", "JIRA-2 WIP", 1)).unwrap();
+        assert!(commits.problem("*", &at, &commit("bob@example.com", "JIRA-1", 1), None).is_some());
+        assert!(commits
+            .problem("ann", &at, &commit("ann@example.com", "fix", 1), None)
+            .unwrap()
+            .contains("no required"));
+        let wip = commits.problem("ann", &at, &commit("ann@example.com", "JIRA-2 WIP", 1), None).unwrap();
         assert!(wip.contains("forbidden \"*WIP*\""), "{wip}");
-        assert_eq!(commits.problem("ann", &at, &commit("ann@example.com", "JIRA-3", 2)), None, "merges allowed here");
+        assert_eq!(
+            commits.problem("ann", &at, &commit("ann@example.com", "JIRA-3", 2), None),
+            None,
+            "merges allowed here"
+        );
     }
 
     #[test]

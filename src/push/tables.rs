@@ -224,7 +224,7 @@ mod tests {
         let text = "[upstream]\naddress = \"h:1\"\n[auth]\n[[auth.table_rules]]\nname = \"prices\"\n\
                     branches = [\"main\", \"rel*\"]\ntables = [\"prices\"]\nusers = [\"mia\"]\n";
         let auth = Config::parse(text).unwrap().auth.unwrap();
-        PushRules::build(&auth.push_rules, &auth.table_rules).unwrap()
+        PushRules::build(&auth).unwrap()
     }
 
     /// A root value with one `prices` table at `version`.

@@ -141,6 +141,7 @@ const COMMIT: Schema = Schema {
         ("name", 12, Kind::Bytes),
         ("email", 14, Kind::Bytes),
         ("description", 16, Kind::Bytes),
+        ("signature", 22, Kind::Bytes),
     ],
 };
 const COMMIT_CLOSURE: Schema = Schema {
@@ -393,7 +394,7 @@ impl<'a> Fields<'a> {
     /// A field of concatenated addresses (parents, children).
     fn addresses(&self, slot: VOffsetT, address: &Address) -> Result<Vec<Address>> {
         let bytes = self.bytes(slot).unwrap_or_default();
-        if bytes.len() % ADDRESS_LEN != 0 {
+        if !bytes.len().is_multiple_of(ADDRESS_LEN) {
             return Err(self.bad_length(slot, address, bytes.len()));
         }
         Ok(bytes.chunks_exact(ADDRESS_LEN).map(|b| Address::from_slice(b).expect("20 bytes")).collect())
@@ -608,6 +609,9 @@ pub struct Commit {
     pub email: String,
     /// The commit message.
     pub description: String,
+    /// What `dolt commit -S` stores: an armored OpenPGP clear-signed text;
+    /// empty when unsigned.
+    pub signature: String,
 }
 
 impl Commit {
@@ -621,6 +625,7 @@ impl Commit {
             name: fields.text(12),
             email: fields.text(14),
             description: fields.text(16),
+            signature: fields.text(22),
         })
     }
 }

@@ -238,7 +238,7 @@ impl Manifest {
             Some(&"4") => 4,
             other => return Err(bad(format!("unknown manifest version {other:?}"))),
         };
-        if fields.len() < header || (fields.len() - header) % 2 != 0 {
+        if fields.len() < header || !(fields.len() - header).is_multiple_of(2) {
             return Err(bad(format!("{} fields do not make a version-{header} manifest", fields.len())));
         }
         let root = fields[3].parse().map_err(|e: StorageError| bad(e.to_string()))?;

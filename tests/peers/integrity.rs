@@ -43,15 +43,15 @@ use sha2::{Digest, Sha512};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-const ATTACKER: (&str, &str) = ("bob", "bobs-pass-1");
+pub(crate) const ATTACKER: (&str, &str) = ("bob", "bobs-pass-1");
 /// The one user `protect-main` lets fast-forward `main`, and nothing more.
-const MAINTAINER: (&str, &str) = ("mia", "mias-pass-1");
+pub(crate) const MAINTAINER: (&str, &str) = ("mia", "mias-pass-1");
 
-struct Setup {
-    env: DoltEnv,
-    server: DoltServer,
-    gateway: Doltgate,
-    runtime: tokio::runtime::Runtime,
+pub(crate) struct Setup {
+    pub(crate) env: DoltEnv,
+    pub(crate) server: DoltServer,
+    pub(crate) gateway: Doltgate,
+    pub(crate) runtime: tokio::runtime::Runtime,
 }
 
 impl Setup {
@@ -60,7 +60,7 @@ impl Setup {
     }
 
     /// With `extra` appended to the gateway's configuration.
-    fn with_config(extra: &str) -> Setup {
+    pub(crate) fn with_config(extra: &str) -> Setup {
         let env = DoltEnv::new();
         let data = env.path().join("server");
         env.seed_items_database(&data.join("shop"));
@@ -106,11 +106,11 @@ allow = ["fast_forward"]
         ChunkStoreServiceClient::new(channel).max_decoding_message_size(256 << 20)
     }
 
-    fn noms(&self) -> PathBuf {
+    pub(crate) fn noms(&self) -> PathBuf {
         self.server.data_dir.join("shop/.dolt/noms")
     }
 
-    fn main_head(&self) -> String {
+    pub(crate) fn main_head(&self) -> String {
         let out = self.server.sql(&self.env, "SELECT hash FROM shop.dolt_branches WHERE name = 'main'");
         out.lines().nth(1).expect("a main branch").trim().to_owned()
     }
@@ -210,7 +210,7 @@ fn upload_url(response: &GetUploadLocsResponse) -> String {
     }
 }
 
-fn refused(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
+pub(crate) fn refused(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
     match result {
         Err(status) => {
             assert_eq!(status.code(), code, "{status:?}");
@@ -478,17 +478,17 @@ fn uncommitted_changes_on_the_server_need_force_to_discard() {
 
 /// Chunks a pusher crafts against the store as it is now: its current root
 /// (as Dolt answers `Root`), its refs, and `main`'s head and that head's parent.
-struct Forgery {
-    last_root: Vec<u8>,
-    refs: Vec<(String, Address)>,
-    head: Address,
-    head_commit: Commit,
-    parent: Address,
-    parent_commit: Commit,
+pub(crate) struct Forgery {
+    pub(crate) last_root: Vec<u8>,
+    pub(crate) refs: Vec<(String, Address)>,
+    pub(crate) head: Address,
+    pub(crate) head_commit: Commit,
+    pub(crate) parent: Address,
+    pub(crate) parent_commit: Commit,
 }
 
 impl Setup {
-    fn forgery(&self) -> Forgery {
+    pub(crate) fn forgery(&self) -> Forgery {
         let root = self
             .runtime
             .block_on(self.client().root(as_attacker(RootRequest { repo_path: "shop".into(), ..Default::default() })));
@@ -509,7 +509,7 @@ impl Setup {
     }
 
     /// Uploads `chunks` in one table file through doltgate as `who`; the file's info for a Commit.
-    fn upload_chunks(&self, who: (&str, &str), chunks: &[Vec<u8>]) -> ChunkTableInfo {
+    pub(crate) fn upload_chunks(&self, who: (&str, &str), chunks: &[Vec<u8>]) -> ChunkTableInfo {
         let records: Vec<(Address, &[u8])> = chunks.iter().map(|c| (Address::of(c), c.as_slice())).collect();
         let (file, name) = table_file(&records);
         let request = GetUploadLocsRequest {
@@ -523,7 +523,7 @@ impl Setup {
         ChunkTableInfo { hash: name.as_bytes().to_vec().into(), chunk_count: records.len() as u32 }
     }
 
-    fn commit_root(
+    pub(crate) fn commit_root(
         &self,
         who: (&str, &str),
         forgery: &Forgery,
@@ -544,7 +544,7 @@ impl Setup {
 
 impl Forgery {
     /// A store root with these refs set (`Some`) or removed (`None`) on top of the current ones.
-    fn root_with(&self, changes: &[(&str, Option<Address>)]) -> Vec<u8> {
+    pub(crate) fn root_with(&self, changes: &[(&str, Option<Address>)]) -> Vec<u8> {
         let mut refs = self.refs.clone();
         for (name, target) in changes {
             refs.retain(|(n, _)| n != name);

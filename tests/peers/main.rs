@@ -40,6 +40,7 @@ mod push_rules;
 mod reload;
 mod routing;
 mod shutdown;
+mod signed_commits;
 mod storage;
 mod table_rules;
 mod transparent;

@@ -11,10 +11,11 @@ mod data;
 mod dolt;
 mod doltgate;
 mod ghz;
+mod gpg;
 mod process;
 mod prometheus;
 mod tls;
 
 // Each test binary uses its own subset.
 #[allow(unused_imports)]
-pub use {browser::*, data::*, dolt::*, doltgate::*, ghz::*, process::*, prometheus::*, tls::*};
+pub use {browser::*, data::*, dolt::*, doltgate::*, ghz::*, gpg::*, process::*, prometheus::*, tls::*};
