@@ -97,7 +97,7 @@ fn prepare() -> Prepared {
     let (old, new) = (root(&mut source, false), root(&mut source, true));
     let auth = Config::parse(RULES).expect("bench config").auth.expect("[auth]");
     let rules = PushRules::build(&auth).expect("bench rules");
-    let pusher = Principal { name: "ann".into(), groups: vec!["maintainers".into()], expires: None };
+    let pusher = Principal { name: "ann".into(), groups: vec!["maintainers".into()], expires: None, email: None };
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let prepared = Prepared { runtime, source, old, new, rules, pusher };
     let changes = prepared.runtime.block_on(changed_tables(&prepared.source, &old, &new)).unwrap();

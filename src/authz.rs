@@ -89,7 +89,12 @@ mod tests {
     }
 
     fn who(name: &str, groups: &[&str]) -> Principal {
-        Principal { name: name.into(), groups: groups.iter().map(|s| s.to_string()).collect(), expires: None }
+        Principal {
+            name: name.into(),
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+            expires: None,
+            email: None,
+        }
     }
 
     #[test]

@@ -102,7 +102,7 @@ mod tests {
     }
 
     fn alice() -> Principal {
-        Principal { name: "alice".into(), groups: vec![], expires: None }
+        Principal { name: "alice".into(), groups: vec![], expires: None, email: None }
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl DoltKeys {
             name: registered.user.clone(),
             groups: registered.groups.clone(),
             expires: data.claims.expiry()?,
+            email: None,
         })
     }
 }

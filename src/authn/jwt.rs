@@ -116,6 +116,7 @@ pub struct Provider {
     keys: Keys,
     user_claim: String,
     groups_claim: String,
+    email_claim: String,
     /// Qualifies the names this provider vouches for; empty: names stand alone.
     namespace: String,
 }
@@ -148,6 +149,7 @@ impl Provider {
             keys: Keys::build(key, config, secrets)?,
             user_claim: config.user_claim.clone(),
             groups_claim: config.groups_claim.clone(),
+            email_claim: config.email_claim.clone(),
             namespace: config.namespace.clone().unwrap_or_else(|| config.name.clone()),
         })
     }
@@ -187,6 +189,7 @@ impl Provider {
             name: qualify(name),
             groups: groups.into_iter().map(qualify).collect(),
             expires: claims.expiry()?,
+            email: verified_email(&claims.other, &self.email_claim),
         })
     }
 }
@@ -422,6 +425,15 @@ impl JwksSource {
     }
 }
 
+/// The e-mail at `claim`, unless the token says it is not verified (OpenID
+/// Connect's `email_verified: false`).
+fn verified_email(claims: &serde_json::Map<String, serde_json::Value>, claim: &str) -> Option<String> {
+    if claims.get("email_verified") == Some(&serde_json::Value::Bool(false)) {
+        return None;
+    }
+    claims.get(claim).and_then(|v| v.as_str()).filter(|e| !e.is_empty()).map(str::to_owned)
+}
+
 /// GETs a JWK Set, bounded in time and size.
 async fn fetch(client: &JwksClient, uri: &http::Uri) -> Result<Bytes, String> {
     use http_body_util::BodyExt;
@@ -439,6 +451,18 @@ async fn fetch(client: &JwksClient, uri: &http::Uri) -> Result<Bytes, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_verified_email_is_taken() {
+        let claims = |json: serde_json::Value| json.as_object().unwrap().clone();
+        let email = |json| verified_email(&claims(json), "email");
+        assert_eq!(email(serde_json::json!({"email": "a@x"})), Some("a@x".into()));
+        assert_eq!(email(serde_json::json!({"email": "a@x", "email_verified": true})), Some("a@x".into()));
+        assert_eq!(email(serde_json::json!({"email": "a@x", "email_verified": false})), None);
+        assert_eq!(email(serde_json::json!({"email": ""})), None);
+        assert_eq!(email(serde_json::json!({"mail": "a@x"})), None);
+        assert_eq!(verified_email(&claims(serde_json::json!({"mail": "a@x"})), "mail"), Some("a@x".into()));
+    }
 
     #[test]
     fn issuer_is_read_without_trusting_the_token() {

@@ -97,6 +97,9 @@ pub struct Principal {
     pub groups: Vec<String>,
     /// When the proof stops being valid (a token's `exp`), if it does.
     pub expires: Option<SystemTime>,
+    /// The e-mail the identity provider vouches for (a JWT's e-mail claim,
+    /// unless `email_verified` is false); `None` for other sources.
+    pub email: Option<String>,
 }
 
 /// The credential a request carries, read but not yet proven.

@@ -31,7 +31,7 @@ impl StaticUser {
         Argon2::default()
             .verify_password(password.as_bytes(), &hash)
             .map_err(|_| unauthenticated(format!("wrong password for user {:?}", super::shown(user))))?;
-        Ok(Principal { name: user.to_owned(), groups: self.groups.clone(), expires: None })
+        Ok(Principal { name: user.to_owned(), groups: self.groups.clone(), expires: None, email: None })
     }
 }
 
@@ -60,7 +60,7 @@ pub async fn check_sql_login(cluster: &Cluster, user: &str, password: &str) -> R
         match login {
             Ok(()) => {
                 crate::metrics::metrics().auth_sql_logins.with_label_values(&["accepted"]).inc();
-                return Ok(Principal { name: user.to_owned(), groups: Vec::new(), expires: None });
+                return Ok(Principal { name: user.to_owned(), groups: Vec::new(), expires: None, email: None });
             }
             Err(SqlError::Denied(message)) => {
                 crate::metrics::metrics().auth_sql_logins.with_label_values(&["refused"]).inc();

@@ -149,8 +149,14 @@ pub struct PushRuleConfig {
     /// Branch rules only: every commit a push adds to matching branches must
     /// carry an author e-mail matching this glob, compared ignoring case;
     /// `{user}` stands for the pusher's name without its source
-    /// (`corp-sso:ann` is `ann`), e.g. `"{user}@example.com"`.
+    /// (`corp-sso:ann` is `ann`) and `{email}` for the e-mail the pusher's
+    /// identity provider vouched for, e.g. `"{user}@example.com"`.
     pub author_email: Option<String>,
+    /// Branch rules only: `author_email` per identity source, by a JWT
+    /// provider's namespace or `local` (users without one); a source not
+    /// listed takes `author_email`, or is refused when that is unset.
+    #[serde(default)]
+    pub author_email_by_source: std::collections::BTreeMap<String, String>,
     /// Branch rules only: every commit a push adds to matching branches must
     /// carry a valid `dolt commit -S` signature from a key in
     /// `[[auth.signing_keys]]` listed for its author e-mail, signed for that
@@ -393,6 +399,10 @@ pub struct JwtProviderConfig {
     /// Claim holding the user's groups (an array of strings, or one string).
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
+    /// Claim holding the user's e-mail, which `{email}` in `author_email`
+    /// templates stands for; ignored when the token's `email_verified` is false.
+    #[serde(default = "default_email_claim")]
+    pub email_claim: String,
 }
 
 fn default_jwks_min_refresh() -> Duration {
@@ -406,6 +416,9 @@ fn default_user_claim() -> String {
 }
 fn default_groups_claim() -> String {
     "groups".into()
+}
+fn default_email_claim() -> String {
+    "email".into()
 }
 
 /// Grants a permission on databases to users and groups.

@@ -57,7 +57,8 @@ pub fn answer(
     let reference = full_ref_name(&question.reference);
     let kind = RefKind::of(&reference).0;
     check_op(kind, question.op)?;
-    let principal = Principal { name: question.user.clone(), groups: question.groups.clone(), expires: None };
+    let principal =
+        Principal { name: question.user.clone(), groups: question.groups.clone(), expires: None, email: None };
     let change = Change { name: reference.clone(), kind, old: None, new: None, op: question.op };
     let judges = Judges { rules, branch_control: None, principal: &principal };
     let mut decision = judge(&judges, database, database, std::slice::from_ref(&change)).remove(0);

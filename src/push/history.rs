@@ -61,7 +61,7 @@ pub async fn check_new_commits<S: ChunkSource>(
                 None => Some(format!("more than {MAX_WALK} new commits to check")),
                 Some(added) => added.iter().find_map(|(address, commit)| {
                     let parent_root = commit.parents.first().and_then(|parent| parent_roots.get(parent));
-                    commits.problem(&pusher.name, address, commit, parent_root)
+                    commits.problem(pusher, address, commit, parent_root)
                 }),
             };
             problem.map(|problem| Decision::from(rule, false, format!("rule {rule:?} ({problem})")))

@@ -9,6 +9,7 @@
 //! the whole Commit; any failure to inspect refuses it too (fail closed).
 //! Every Commit leaves one audit line.
 
+mod authorship;
 pub mod branch_control;
 mod collation;
 pub mod explain;

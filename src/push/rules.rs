@@ -18,6 +18,7 @@ use std::collections::HashSet;
 use crate::authn::Principal;
 use std::sync::Arc;
 
+use super::authorship::AuthorEmails;
 use super::signatures::Signers;
 use crate::config::auth::{AuthConfig, PushOp, PushRuleConfig, RuleMode, TableChangeKind, TableRuleConfig};
 use crate::config::{invalid, ConfigError};
@@ -114,8 +115,7 @@ const SYSTEM_TABLE_PREFIX: &str = "dolt_";
 pub struct CommitRules {
     /// No merge commits.
     pub linear_history: bool,
-    /// The author e-mail glob, `{user}` still in it.
-    author_email: Option<String>,
+    author_emails: Option<AuthorEmails>,
     message_patterns: Vec<glob::Pattern>,
     forbidden_message_patterns: Vec<glob::Pattern>,
     signed: Option<SignedCommits>,
@@ -131,7 +131,7 @@ struct SignedCommits {
 impl CommitRules {
     fn is_empty(&self) -> bool {
         !self.linear_history
-            && self.author_email.is_none()
+            && self.author_emails.is_none()
             && self.message_patterns.is_empty()
             && self.forbidden_message_patterns.is_empty()
             && self.signed.is_none()
@@ -146,7 +146,7 @@ impl CommitRules {
     /// anything; `parent_root` is its first parent's root value.
     pub fn problem(
         &self,
-        pusher: &str,
+        pusher: &Principal,
         address: &Address,
         commit: &Commit,
         parent_root: Option<&Address>,
@@ -154,15 +154,8 @@ impl CommitRules {
         if self.linear_history && commit.parents.len() > 1 {
             return Some(format!("linear history: adds merge commit {address}"));
         }
-        if let Some(template) = &self.author_email {
-            let pattern = author_pattern(template, pusher);
-            if !pattern.as_ref().is_ok_and(|p| p.matches_with(&commit.email, IGNORING_CASE)) {
-                let wanted = pattern.map(|p| p.as_str().to_owned()).unwrap_or_else(|e| e.to_string());
-                return Some(format!(
-                    "author e-mail {:?} of commit {address} does not match {wanted:?}",
-                    crate::authn::shown(&commit.email)
-                ));
-            }
+        if let Some(problem) = self.author_emails.as_ref().and_then(|a| a.problem(pusher, address, commit)) {
+            return Some(problem);
         }
         let message = commit.description.trim_end();
         if !self.message_patterns.is_empty() && !self.message_patterns.iter().any(|p| p.matches(message)) {
@@ -177,13 +170,6 @@ impl CommitRules {
         }
         signed.signers.problem(address, commit, parent_root).map(|why| format!("signed commits: {why}"))
     }
-}
-
-/// The author e-mail glob for `pusher`: `{user}` is the name without its
-/// source, escaped so a name cannot widen the pattern.
-fn author_pattern(template: &str, pusher: &str) -> Result<glob::Pattern, glob::PatternError> {
-    let local = pusher.rsplit(':').next().unwrap_or(pusher);
-    glob::Pattern::new(&template.replace("{user}", &glob::Pattern::escape(local)))
 }
 
 /// Which rules decided, for messages and the audit log.
@@ -220,7 +206,7 @@ pub struct PushRules(Vec<Rule>);
 
 /// Dolt finds branches and tags ignoring case (`strings.EqualFold`), so a
 /// rule about `release/*` is about `RELEASE/x` too.
-const IGNORING_CASE: glob::MatchOptions =
+pub(super) const IGNORING_CASE: glob::MatchOptions =
     glob::MatchOptions { case_sensitive: false, require_literal_separator: false, require_literal_leading_dot: false };
 
 const DEFAULT_BRANCH: &[PushOp] = &[PushOp::Create, PushOp::FastForward];
@@ -254,7 +240,7 @@ impl Rule {
         check_subject(key, rule.everyone, &rule.users, &rule.groups, "a rule with allow = [] protects refs")?;
         let commits = CommitRules {
             linear_history: rule.linear_history,
-            author_email: rule.author_email.clone(),
+            author_emails: AuthorEmails::build(key, rule.author_email.as_ref(), &rule.author_email_by_source)?,
             message_patterns: compile_globs(&format!("{key}.message_patterns"), &rule.message_patterns)?,
             forbidden_message_patterns: compile_globs(
                 &format!("{key}.forbidden_message_patterns"),
@@ -269,10 +255,6 @@ impl Rule {
         }
         if rule.unsigned_merges && !rule.signed_commits {
             return Err(invalid(format!("{key}.unsigned_merges"), "applies only with signed_commits = true"));
-        }
-        if let Some(template) = &rule.author_email {
-            author_pattern(template, "someone")
-                .map_err(|e| invalid(format!("{key}.author_email"), format!("{template:?}: {e}")))?;
         }
         if !commits.is_empty() && family != Family::Branches {
             return Err(invalid(
@@ -604,7 +586,12 @@ mod tests {
     }
 
     fn who(name: &str, groups: &[&str]) -> Principal {
-        Principal { name: name.into(), groups: groups.iter().map(|g| g.to_string()).collect(), expires: None }
+        Principal {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            expires: None,
+            email: None,
+        }
     }
 
     const POLICY: &str = r#"
@@ -790,19 +777,22 @@ forbidden_message_patterns = ["*WIP*"]
             signature: String::new(),
         };
         let at = Address::EMPTY;
-        assert_eq!(commits.problem("corp-sso:ann", &at, &commit("Ann@Example.com", "JIRA-1 fix\n", 1), None), None);
-        let wrong = commits.problem("ann", &at, &commit("bob@example.com", "JIRA-1", 1), None).unwrap();
+        assert_eq!(
+            commits.problem(&who("corp-sso:ann", &[]), &at, &commit("Ann@Example.com", "JIRA-1 fix\n", 1), None),
+            None
+        );
+        let wrong = commits.problem(&who("ann", &[]), &at, &commit("bob@example.com", "JIRA-1", 1), None).unwrap();
         assert!(wrong.contains("does not match \"ann@example.com\""), "{wrong}");
         // A name cannot widen the pattern it is put into.
-        assert!(commits.problem("*", &at, &commit("bob@example.com", "JIRA-1", 1), None).is_some());
+        assert!(commits.problem(&who("*", &[]), &at, &commit("bob@example.com", "JIRA-1", 1), None).is_some());
         assert!(commits
-            .problem("ann", &at, &commit("ann@example.com", "fix", 1), None)
+            .problem(&who("ann", &[]), &at, &commit("ann@example.com", "fix", 1), None)
             .unwrap()
             .contains("no required"));
-        let wip = commits.problem("ann", &at, &commit("ann@example.com", "JIRA-2 WIP", 1), None).unwrap();
+        let wip = commits.problem(&who("ann", &[]), &at, &commit("ann@example.com", "JIRA-2 WIP", 1), None).unwrap();
         assert!(wip.contains("forbidden \"*WIP*\""), "{wip}");
         assert_eq!(
-            commits.problem("ann", &at, &commit("ann@example.com", "JIRA-3", 2), None),
+            commits.problem(&who("ann", &[]), &at, &commit("ann@example.com", "JIRA-3", 2), None),
             None,
             "merges allowed here"
         );

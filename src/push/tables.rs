@@ -242,7 +242,7 @@ mod tests {
     }
 
     fn judged(source: &MemorySource, old_root: &Address, changes: &[Change]) -> Vec<Decision> {
-        let dan = Principal { name: "dan".into(), groups: Vec::new(), expires: None };
+        let dan = Principal { name: "dan".into(), groups: Vec::new(), expires: None, email: None };
         let mut decisions: Vec<Decision> =
             changes.iter().map(|_| Decision::from("default", true, "the default rule".into())).collect();
         block_on(check_table_changes(source, old_root, changes, &mut decisions, &rules(), "db", &dan)).unwrap();

@@ -594,7 +594,7 @@ fn uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
 }
 
 /// A commit (`DCMT`): what ancestry needs of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Commit {
     /// The root value (`RTVL`) it commits.
     pub root: Option<Address>,

@@ -404,7 +404,8 @@ linear_history = true
     assert_eq!(s.server_hash("main"), Some(s.head(&mia)), "a flat fast-forward of main");
 }
 
-/// `author_email` and message patterns hold for every commit a push adds to
+/// `author_email_by_source` (here for SQL-password users, the `local`
+/// source) and message patterns hold for every commit a push adds to
 /// `main`, including commits that reached a feature branch first.
 #[test]
 fn author_and_message_rules_judge_every_added_commit() {
@@ -414,7 +415,8 @@ name = "main-authorship"
 branches = ["main"]
 users = ["mia"]
 allow = ["fast_forward"]
-author_email = "{user}@shop.example"
+# SQL-password users are the `local` source; SSO users would have to use the e-mail their token vouches for.
+author_email_by_source = { local = "{user}@shop.example", corp-sso = "{email}" }
 forbidden_message_patterns = ["WIP*"]
 "#;
     let s = Setup::with_auth_options(authorship, "");
