@@ -101,6 +101,11 @@ pub fn commit(height: u64, parents: &[Address], closure: Address) -> Vec<u8> {
     commit_of(root, height, parents, closure)
 }
 
+/// A leaf `BLOB` message holding `payload`: the simplest chunk Dolt can walk.
+pub fn blob(payload: &[u8]) -> Vec<u8> {
+    message("BLOB", &[(4, Value::Bytes(payload))])
+}
+
 /// A two-level closure tree of `keys` (sorted) in leaves of 8, its nodes
 /// stored in `source`; the empty address for no keys, as Dolt writes it.
 pub fn closure_tree(source: &mut super::MemorySource, keys: &[ClosureKey]) -> Address {

@@ -835,11 +835,22 @@ fn addresses_inside(fields: &Fields<'_>, offsets: VOffsetT, items: VOffsetT) -> 
 /// address map well formed; in row, artifact, blob and vector-index nodes,
 /// every address an offset points at lies inside its items (`go/store/prolly/
 /// message/prolly_map.go` `walkProllyMapAddresses` slices there unchecked).
+///
+/// Dolt's storage format writes nothing but serial messages, and the walk
+/// (`AddrsFromNomsValue` in `go/store/types/value_store.go`) reads the first
+/// byte of every chunk, so an empty chunk panics it and any other kind sends
+/// it into the old format's decoder; both are refused.
 pub fn check_walkable(address: &Address, chunk: &[u8]) -> Result<()> {
-    if chunk.first() != Some(&SERIAL_MESSAGE_KIND) {
-        return Ok(());
-    }
     let unwalkable = |reason: String| StorageError::Unwalkable { address: *address, reason };
+    match chunk.first() {
+        None => return Err(unwalkable("the chunk is empty, and Dolt reads its first byte".into())),
+        Some(&SERIAL_MESSAGE_KIND) => {}
+        Some(kind) => {
+            return Err(unwalkable(format!(
+                "kind byte {kind:#04x} is not a serial message (0x1b), the only kind Dolt's storage format writes"
+            )))
+        }
+    }
     let exact = |fields: &Fields<'_>, slot: VOffsetT| -> Result<()> {
         match fields.bytes(slot).map_or(0, <[u8]>::len) {
             ADDRESS_LEN => Ok(()),
@@ -1014,7 +1025,6 @@ pub(crate) mod tests {
             build_tag(a(5)),
             message("WRST", &[(4, Value::Bytes(&a(6).0))]),
             store_root(&address_map(0, &[(b"refs/heads/main", a(7))])),
-            b"not a serial message".to_vec(),
             // A row leaf whose one value is an address (a text or blob column).
             message("TUPM", &[(10, Value::Bytes(&[7; 24])), (16, Value::U16s(&[4]))]),
             message("TUPM", &[(18, Value::Bytes(&a(8).0))]),
@@ -1034,6 +1044,8 @@ pub(crate) mod tests {
                 "conflicts is absent",
             ),
             (message("DTAG", &[]), "DTAG.commit_addr is 0 bytes"),
+            (Vec::new(), "the chunk is empty"),
+            (b"not a serial message".to_vec(), "kind byte 0x6e is not a serial message"),
             (
                 message("WRST", &[(4, Value::Bytes(&a(6).0)), (6, Value::Bytes(&[1; 19]))]),
                 "WRST.staged_root_addr is 19 bytes",

@@ -11,7 +11,10 @@
 //! [`check_walkable`]): Dolt walks every chunk of a file it adds to its store.
 //!
 //! The file is read through [`ReadAt`], so a multi-gigabyte upload spooled to
-//! disk is checked holding one chunk (and one zstd dictionary) at a time.
+//! disk is checked holding one chunk (and one zstd dictionary) per thread at
+//! a time. The chunks are split between up to [`MAX_THREADS`] threads: the
+//! check runs while the client and Dolt wait for the file's last bytes, so
+//! every core it can use shortens the push.
 
 use bytes::Bytes;
 
@@ -134,7 +137,7 @@ impl VerifyError {
 /// Checks the file `name` + `kind.suffix()` holds: its format matches its
 /// suffix, every indexed chunk hashes to its address, and the name is the one
 /// Dolt derives from the contents.
-pub fn verify(file: &(impl ReadAt + ?Sized), name: Address, kind: FileKind) -> Result<Verified, VerifyError> {
+pub fn verify(file: &(impl ReadAt + ?Sized + Sync), name: Address, kind: FileKind) -> Result<Verified, VerifyError> {
     verify_hashed(file, name, kind, None)
 }
 
@@ -142,7 +145,7 @@ pub fn verify(file: &(impl ReadAt + ?Sized), name: Address, kind: FileKind) -> R
 /// as the bytes arrived (it names an archive; hashing it again would read
 /// the whole file once more).
 pub fn verify_hashed(
-    file: &(impl ReadAt + ?Sized),
+    file: &(impl ReadAt + ?Sized + Sync),
     name: Address,
     kind: FileKind,
     whole_file: Option<Address>,
@@ -179,7 +182,7 @@ fn sniff(file: &(impl ReadAt + ?Sized)) -> Result<FileKind> {
 
 /// Every record a table file's index names, read in file order; the name is
 /// the first 20 bytes of the SHA-512 of the suffix section as stored.
-fn verify_table(file: &(impl ReadAt + ?Sized)) -> Result<(Address, usize)> {
+fn verify_table(file: &(impl ReadAt + ?Sized + Sync)) -> Result<(Address, usize)> {
     let len = file.len();
     let footer = file.read_at(len.saturating_sub(TABLE_FOOTER_LEN as u64), TABLE_FOOTER_LEN.min(len as usize))?;
     let tail_len = TableIndex::tail_len(&footer, len)?;
@@ -202,15 +205,18 @@ fn verify_table(file: &(impl ReadAt + ?Sized)) -> Result<(Address, usize)> {
         })
         .collect();
     records.sort_unstable_by_key(|&(offset, _, _)| offset);
-    for (offset, record_len, address) in records {
-        check_walkable(&address, &decode_record(&address, &file.read_at(offset, record_len as usize)?)?)?;
-    }
+    in_parallel(&records, |part| {
+        for &(offset, record_len, address) in part {
+            check_walkable(&address, &decode_record(&address, &file.read_at(offset, record_len as usize)?)?)?;
+        }
+        Ok(())
+    })?;
     Ok((Address::of(index.suffix_section()), index.chunk_count()))
 }
 
 /// Every chunk of an archive, read in span order with one dictionary at a
 /// time; the name is the first 20 bytes of the SHA-512 of the whole file.
-fn verify_archive(file: &(impl ReadAt + ?Sized), whole_file: Option<Address>) -> Result<(Address, usize)> {
+fn verify_archive(file: &(impl ReadAt + ?Sized + Sync), whole_file: Option<Address>) -> Result<(Address, usize)> {
     let len = file.len();
     let footer = file.read_at(len.saturating_sub(ARCHIVE_FOOTER_LEN as u64), ARCHIVE_FOOTER_LEN.min(len as usize))?;
     let tail_len = ArchiveIndex::tail_len(&footer, len)?;
@@ -222,24 +228,48 @@ fn verify_archive(file: &(impl ReadAt + ?Sized), whole_file: Option<Address>) ->
         let spans = index.spans_of(i);
         (spans.dictionary.map(|d| d.offset), spans.data.offset)
     });
-    let mut decoder: Option<(u64, DictionaryDecoder)> = None;
-    for i in chunks {
-        let spans = index.spans_of(i);
-        let (address, data) = (index.address(i), read_range(file, spans.data)?);
-        let Some(span) = spans.dictionary else {
-            check_walkable(&address, &decode_plain_archive_chunk(&address, index.version(), &data)?)?;
-            continue;
-        };
-        if decoder.as_ref().is_none_or(|(offset, _)| *offset != span.offset) {
-            decoder = Some((span.offset, DictionaryDecoder::from_span(&read_range(file, span)?)?));
+    in_parallel(&chunks, |part| {
+        let mut decoder: Option<(u64, DictionaryDecoder)> = None;
+        for &i in part {
+            let spans = index.spans_of(i);
+            let (address, data) = (index.address(i), read_range(file, spans.data)?);
+            let Some(span) = spans.dictionary else {
+                check_walkable(&address, &decode_plain_archive_chunk(&address, index.version(), &data)?)?;
+                continue;
+            };
+            if decoder.as_ref().is_none_or(|(offset, _)| *offset != span.offset) {
+                decoder = Some((span.offset, DictionaryDecoder::from_span(&read_range(file, span)?)?));
+            }
+            check_walkable(&address, &decoder.as_mut().expect("set above").1.decode(&address, &data)?)?;
         }
-        check_walkable(&address, &decoder.as_mut().expect("set above").1.decode(&address, &data)?)?;
-    }
+        Ok(())
+    })?;
     let name = match whole_file {
         Some(hash) => hash,
         None => hash_whole_file(file)?,
     };
     Ok((name, index.chunk_count()))
+}
+
+/// The most threads one file's chunks are checked on.
+pub const MAX_THREADS: usize = 4;
+/// Below this many chunks one thread does it all.
+const CHUNKS_PER_THREAD: usize = 256;
+
+/// `check` over `items` split into contiguous parts, one thread each; the
+/// error of the earliest failing part, so the first bad chunk in order is named.
+fn in_parallel<T: Sync>(items: &[T], check: impl Fn(&[T]) -> Result<()> + Sync) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(MAX_THREADS).min(items.len() / CHUNKS_PER_THREAD).max(1);
+    if threads == 1 {
+        return check(items);
+    }
+    let check = &check;
+    std::thread::scope(|scope| {
+        let parts: Vec<_> =
+            items.chunks(items.len().div_ceil(threads)).map(|part| scope.spawn(move || check(part))).collect();
+        parts.into_iter().map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
 }
 
 fn read_range(file: &(impl ReadAt + ?Sized), range: ByteRange) -> Result<Vec<u8>> {
@@ -266,8 +296,10 @@ mod tests {
     use super::*;
     use crate::storage::{archive, table_file};
 
+    /// Blob messages, since only serial messages are chunks Dolt can walk.
     fn chunks() -> Vec<Vec<u8>> {
-        (0..30).map(|i| format!("chunk {i} ").repeat(i % 5 + 1).into_bytes()).collect()
+        let payload = |i: usize| format!("chunk {i} ").repeat(i % 5 + 1);
+        (0..30).map(|i| crate::storage::build::blob(payload(i).as_bytes())).collect()
     }
 
     fn table() -> (Vec<u8>, Address) {
@@ -283,6 +315,24 @@ mod tests {
         let file = archive::tests::build(&chunks.iter().map(Vec::as_slice).collect::<Vec<_>>(), 3);
         let name = Address::of(&file);
         (file, name)
+    }
+
+    #[test]
+    fn parallel_checks_name_the_first_bad_item_in_order() {
+        let items: Vec<u64> = (0..4 * CHUNKS_PER_THREAD as u64).collect();
+        let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+        let check = |part: &[u64]| {
+            threads.lock().unwrap().insert(std::thread::current().id());
+            match part.iter().find(|&&i| i == 300 || i == 900) {
+                Some(&i) => Err(StorageError::MissingChunk(Address([i as u8; 20]))),
+                None => Ok(()),
+            }
+        };
+        let error = in_parallel(&items, check).unwrap_err();
+        assert!(matches!(error, StorageError::MissingChunk(a) if a == Address([300u64 as u8; 20])), "{error}");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(threads.lock().unwrap().len(), cores.clamp(1, MAX_THREADS));
+        assert!(in_parallel(&items, |_| Ok(())).is_ok());
     }
 
     #[test]

@@ -182,12 +182,20 @@ async fn one_gib_upload_streams_with_bounded_memory() {
     const CHUNKS: usize = 1024;
     let s = setup().await;
     // A real table file (doltgate verifies every upload): 1024 records of one
-    // 1 MiB chunk, each a snappy literal block (so the file stays 1 GiB) and
-    // its CRC32C, then the index and footer.
-    let chunk = vec![0x5Au8; CHUNK];
+    // chunk of about 1 MiB (a blob message, a chunk Dolt can walk), each a
+    // snappy literal block (so the file stays 1 GiB) and its CRC32C, then the
+    // index and footer.
+    let chunk = doltgate::storage::build::blob(&vec![0x5Au8; CHUNK - 64]);
     let address = doltgate::storage::Address::of(&chunk);
-    let mut record = vec![0x80, 0x80, 0x40, 0xFC];
-    record.extend_from_slice(&((CHUNK - 1) as u32).to_le_bytes());
+    let mut record = Vec::new();
+    let mut uncompressed_len = chunk.len();
+    while uncompressed_len >= 0x80 {
+        record.push((uncompressed_len as u8 & 0x7f) | 0x80);
+        uncompressed_len >>= 7;
+    }
+    record.push(uncompressed_len as u8);
+    record.push(0xFC);
+    record.extend_from_slice(&((chunk.len() - 1) as u32).to_le_bytes());
     record.extend_from_slice(&chunk);
     let crc = crc32c::crc32c(&record);
     record.extend_from_slice(&crc.to_be_bytes());
@@ -201,7 +209,7 @@ async fn one_gib_upload_streams_with_bounded_memory() {
     let suffixes: Vec<u8> = (0..CHUNKS).flat_map(|_| address.suffix().to_vec()).collect();
     index.extend_from_slice(&suffixes);
     index.extend_from_slice(&(CHUNKS as u32).to_be_bytes());
-    index.extend_from_slice(&((CHUNK * CHUNKS) as u64).to_be_bytes());
+    index.extend_from_slice(&((chunk.len() * CHUNKS) as u64).to_be_bytes());
     index.extend_from_slice(&[0xff, 0xb5, 0xd8, 0xc2, 0x24, 0x63, 0xee, 0x50]);
     let name = doltgate::storage::Address::of(&suffixes);
     let index = Bytes::from(index);
