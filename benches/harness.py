@@ -671,6 +671,8 @@ def main():
     ap.add_argument("--no-write", action="store_true", help="print the table, leave docs/performance.md alone")
     ap.add_argument("--calls", help=f"comma-separated calls (default {','.join(CALLS)})")
     ap.add_argument("--baseline", help="a second doltgate binary, measured as target doltgate-baseline")
+    ap.add_argument("--unpin-doltgate", action="store_true",
+                    help="let doltgate's targets run on any core (as with a CPU of their own), not on dolt's")
     ap.add_argument("--only", help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
     args = ap.parse_args()
     args.only = tuple(args.only.split(",")) if args.only else SECTIONS
@@ -717,6 +719,10 @@ def main():
     load_core, server_core = (0, 1) if ncpu >= 2 else (None, None)
     pinning = ("ghz and the cloning dolt client on core 0; dolt sql-server and the proxy under test on core 1 "
                "(the idle proxies wait on the same core)" if ncpu >= 2 else "none (one core)")
+    # doltgate's targets, unless --unpin-doltgate lets the scheduler place them.
+    doltgate_core = None if args.unpin_doltgate else server_core
+    if args.unpin_doltgate and ncpu >= 2:
+        pinning += "; doltgate not pinned (--unpin-doltgate)"
 
     work = tempfile.mkdtemp(prefix="doltgate-bench.")
     procs = Procs(work)
@@ -746,13 +752,13 @@ def main():
         for name, binary in builds.items():
             ports[name] = free_port()
             procs.start(name, [binary, "--listen", f"127.0.0.1:{ports[name]}", "--upstream", upstream],
-                        ports[name], server_core)
+                        ports[name], doltgate_core)
         # The same build with authentication, grants, routes and push rules on.
         ports["doltgate-auth"] = free_port()
         auth_cfg = write_template("doltgate-auth.toml", os.path.join(work, "doltgate-auth.toml"), upstream=upstream,
                                   sql_port=sql_port, user=USER, password=PASSWORD, db=DB)
         procs.start("doltgate-auth", [doltgate, "--config", auth_cfg, "--listen", f"127.0.0.1:{ports['doltgate-auth']}"],
-                    ports["doltgate-auth"], server_core)
+                    ports["doltgate-auth"], doltgate_core)
         ports["nginx"], nginx_files = free_port(), free_port()
         nginx_dir, nginx_cfg = nginx_conf(work, ports["nginx"], nginx_files, upstream)
         procs.start("nginx", [nginx, "-p", nginx_dir, "-c", nginx_cfg], ports["nginx"], server_core)

@@ -268,7 +268,7 @@ fn in_parallel<T: Sync>(items: &[T], check: impl Fn(&[T]) -> Result<()> + Sync) 
     std::thread::scope(|scope| {
         let parts: Vec<_> =
             items.chunks(items.len().div_ceil(threads)).map(|part| scope.spawn(move || check(part))).collect();
-        parts.into_iter().map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        parts.into_iter().try_for_each(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     })
 }
 
