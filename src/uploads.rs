@@ -27,7 +27,6 @@ use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{invalid, ConfigError, UploadsConfig, MIN_MAX_FILE_BYTES};
@@ -244,12 +243,15 @@ impl Pump {
     ) -> Result<Verified, UploadRefused> {
         let spool_error = |e: std::io::Error| UploadRefused::Spool(format!("{}: {e}", self.path.display()));
         let writer = spool.try_clone().map_err(spool_error)?;
-        let mut writer = tokio::io::BufWriter::with_capacity(SPOOL_BUFFER, tokio::fs::File::from_std(writer));
+        // Writing the spool and hashing the whole file (an archive's name) run
+        // on a thread of their own, beside the relay, on another core if there is one.
+        let (to_spool, spooled) = mpsc::channel::<Bytes>(FRAMES_IN_FLIGHT);
+        let spooler = tokio::task::spawn_blocking({
+            let hash = self.name.kind == FileKind::Archive;
+            move || spool_and_hash(writer, spooled, hash)
+        });
         let mut held: Option<Bytes> = None;
         let mut total = 0u64;
-        // An archive is named by the SHA-512 of all its bytes: hashed as they pass.
-        let mut whole_file =
-            (self.name.kind == FileKind::Archive).then(|| ring::digest::Context::new(&ring::digest::SHA512));
         while let Some(frame) = client.frame().await {
             let frame = frame.map_err(|e| UploadRefused::ClientBody(e.to_string()))?;
             let Ok(data) = frame.into_data() else { continue };
@@ -257,18 +259,17 @@ impl Pump {
             if total > self.limit.bytes {
                 return Err(self.limit.refuse(self.name, format!("more than {} bytes", self.limit.bytes)));
             }
-            writer.write_all(&data).await.map_err(spool_error)?;
-            if let Some(hasher) = whole_file.as_mut() {
-                hasher.update(&data);
+            if to_spool.send(data.clone()).await.is_err() {
+                break; // The spooler stopped on an error, which it returns below.
             }
             if let Some(previous) = held.replace(data) {
                 frames.send(Ok(Frame::data(previous))).await.map_err(|_| UploadRefused::UpstreamGone)?;
             }
         }
-        writer.flush().await.map_err(spool_error)?;
-        drop(writer);
+        drop(to_spool);
+        let whole_file =
+            spooler.await.map_err(|e| UploadRefused::Spool(format!("spooler stopped: {e}")))?.map_err(spool_error)?;
         let (name, path) = (self.name, self.path.clone());
-        let whole_file = whole_file.map(|hasher| Address::from_digest(hasher.finish()));
         let verified = tokio::task::spawn_blocking(move || {
             verify_hashed(&DiskFile { file: spool, len: total, path }, name.name, name.kind, whole_file)
         })
@@ -282,6 +283,26 @@ impl Pump {
         }
         Ok(verified)
     }
+}
+
+/// Writes every frame from `frames` to `spool` and, when `hash`, returns the
+/// SHA-512 address of all of them.
+fn spool_and_hash(
+    spool: std::fs::File,
+    mut frames: mpsc::Receiver<Bytes>,
+    hash: bool,
+) -> std::io::Result<Option<Address>> {
+    use std::io::Write;
+    let mut writer = std::io::BufWriter::with_capacity(SPOOL_BUFFER, spool);
+    let mut hasher = hash.then(|| ring::digest::Context::new(&ring::digest::SHA512));
+    while let Some(data) = frames.blocking_recv() {
+        writer.write_all(&data)?;
+        if let Some(hasher) = hasher.as_mut() {
+            hasher.update(&data);
+        }
+    }
+    writer.flush()?;
+    Ok(hasher.map(|hasher| Address::from_digest(hasher.finish())))
 }
 
 /// Files this process verified on their way in, by endpoint, so their
