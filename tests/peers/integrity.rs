@@ -709,8 +709,9 @@ fn a_crafted_working_set_cannot_change_a_protected_table() {
 }
 
 /// Dolt walks every chunk of a file it adds to its store without verifying
-/// it, and a table without conflicts (or an address of the wrong length)
-/// crashes the whole sql-server there. Such chunks are refused on upload,
+/// it, and a table without conflicts (or an address of the wrong length, an
+/// address offset past a row node's values, an empty chunk) crashes the
+/// whole sql-server there. Such chunks are refused on upload,
 /// before Dolt can be asked to add them, and the server keeps serving.
 #[test]
 fn a_chunk_that_would_crash_dolts_walk_is_refused_on_upload() {
@@ -731,6 +732,9 @@ fn a_chunk_that_would_crash_dolts_walk_is_refused_on_upload() {
         (no_conflicts, "conflicts is absent"),
         (tag_without_commit, "DTAG.commit_addr is 0 bytes"),
         (row_past_values, "TUPM.value_address_offsets names an address at 8, past the 24 bytes"),
+        // Dolt reads the first byte of every chunk it adds, and walks only serial messages safely.
+        (Vec::new(), "the chunk is empty"),
+        (b"an old-format value".to_vec(), "is not a serial message"),
     ];
     for (chunk, reason) in cases {
         let address = Address::of(&chunk);
