@@ -13,10 +13,10 @@
 use std::collections::HashMap;
 
 use crate::authn::Principal;
-use crate::storage::ancestry::{new_commits, MAX_WALK};
+use crate::storage::ancestry::{fetch_commits, new_commits, MAX_WALK};
 use crate::storage::message::Commit;
 use crate::storage::refs::{branch_heads, RefKind};
-use crate::storage::source::{get_all, ChunkSource};
+use crate::storage::source::ChunkSource;
 use crate::storage::{Address, StorageError};
 
 use super::rules::{Decision, PushRules};
@@ -79,16 +79,9 @@ async fn first_parent_roots<S: ChunkSource>(
     source: &S,
     added: &[(Address, Commit)],
 ) -> Result<HashMap<Address, Address>, StorageError> {
-    let mut roots: HashMap<Address, Address> =
-        added.iter().filter_map(|(address, commit)| commit.root.map(|root| (*address, root))).collect();
-    let mut missing: Vec<Address> =
-        added.iter().filter_map(|(_, c)| c.parents.first()).filter(|p| !roots.contains_key(*p)).copied().collect();
-    missing.sort();
-    missing.dedup();
-    for (address, chunk) in get_all(source, &missing).await? {
-        if let Some(root) = Commit::parse(&address, &chunk)?.root {
-            roots.insert(address, root);
-        }
-    }
-    Ok(roots)
+    let mut commits: HashMap<Address, Commit> = added.iter().cloned().collect();
+    let missing: Vec<Address> =
+        added.iter().filter_map(|(_, c)| c.parents.first()).filter(|p| !commits.contains_key(*p)).copied().collect();
+    fetch_commits(source, &missing, &mut commits).await?;
+    Ok(commits.into_iter().filter_map(|(address, commit)| commit.root.map(|root| (address, root))).collect())
 }

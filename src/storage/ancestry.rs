@@ -79,7 +79,8 @@ async fn walk_parents<S: ChunkSource>(
     Ok(false)
 }
 
-async fn fetch_commits<S: ChunkSource>(
+/// Reads and parses the commits at `addresses` (repeats allowed) into `into`.
+pub async fn fetch_commits<S: ChunkSource>(
     source: &S,
     addresses: &[Address],
     into: &mut HashMap<Address, Commit>,

@@ -22,9 +22,9 @@ use std::collections::{BTreeSet, HashMap};
 use futures_util::future::try_join_all;
 
 use super::address_map::{diff_trees, Key};
-use super::ancestry::closure_contains;
+use super::ancestry::{closure_contains, fetch_commits};
 use super::message::{AddressMapNode, ClosureKey, Commit, CommitClosureNode};
-use super::source::{get_all, ChunkSource};
+use super::source::ChunkSource;
 use super::{Address, Result, StorageError};
 
 /// How many commits have their closures diffed at once.
@@ -34,13 +34,9 @@ const CONCURRENT_CHECKS: usize = 16;
 /// parents that are not among them from `source`.
 pub async fn check_lineage<S: ChunkSource>(source: &S, commits: &[(Address, Commit)]) -> Result<()> {
     let mut known: HashMap<Address, Commit> = commits.iter().cloned().collect();
-    let mut missing: Vec<Address> =
+    let missing: Vec<Address> =
         commits.iter().flat_map(|(_, c)| c.parents.iter().copied()).filter(|p| !known.contains_key(p)).collect();
-    missing.sort();
-    missing.dedup();
-    for (address, chunk) in get_all(source, &missing).await? {
-        known.insert(address, Commit::parse(&address, &chunk)?);
-    }
+    fetch_commits(source, &missing, &mut known).await?;
     for batch in commits.chunks(CONCURRENT_CHECKS) {
         try_join_all(batch.iter().map(|(address, commit)| check_commit(source, address, commit, &known))).await?;
     }
