@@ -1,7 +1,8 @@
 //! The admin listener, separate from client traffic: `/metrics` (Prometheus
 //! text format), `/healthz` (the process is alive), `/readyz` (every
 //! cluster has a reachable member, and a primary unless it is a sidecar that
-//! refuses writes anyway), and with `[login]` the registered keys: `GET
+//! refuses writes anyway; ready answers list what is degraded, such as an
+//! edge cache whose directory cannot be used), and with `[login]` the registered keys: `GET
 //! /keys` lists them, `POST /keys/<id>/revoke` revokes one. It has no
 //! authentication of its own: keep it on a private address.
 
@@ -67,7 +68,10 @@ async fn answer(gateway: &Gateway, draining: bool, request: &Request<Incoming>) 
             text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready: shutting down\n".into())
         }
         "/readyz" => match gateway.not_ready_reasons().as_slice() {
-            [] => text(StatusCode::OK, "text/plain", "ready\n".into()),
+            [] => {
+                let notes: String = gateway.degraded_reasons().iter().map(|note| format!("degraded: {note}\n")).collect();
+                text(StatusCode::OK, "text/plain", format!("ready\n{notes}"))
+            }
             reasons => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {}\n", reasons.join("; ")))
             }

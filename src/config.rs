@@ -51,6 +51,33 @@ pub struct Config {
     /// Self-hosted `dolt login`: a page that registers the keys the CLI makes,
     /// and `WhoAmI` for them. Needs `[auth]`.
     pub login: Option<LoginConfig>,
+    /// The edge cache: table files and archives kept on local disk and served
+    /// to later clones without asking Dolt for their bytes. Unset: no cache.
+    pub cache: Option<CacheConfig>,
+}
+
+/// `[cache]`: where cached table files live and how much room they may take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// A directory doltgate owns (one doltgate process per directory).
+    pub dir: PathBuf,
+    /// Cached bytes kept at most; least recently used files go first. A file
+    /// larger than this is streamed uncached.
+    #[serde(default = "default_cache_max_bytes")]
+    pub max_bytes: u64,
+    /// How long a cached file is served before its length is checked against
+    /// the upstream's again (one 1-byte ranged read).
+    #[serde(default = "default_cache_revalidate_after", with = "humantime_serde")]
+    pub revalidate_after: Duration,
+}
+
+fn default_cache_max_bytes() -> u64 {
+    10 << 30
+}
+
+fn default_cache_revalidate_after() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `[login]`: where the page is, where registered keys are kept, and what

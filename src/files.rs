@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 
 use crate::access::{AccessRecord, FileRequest};
+use crate::cache;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::plumbing::{full_body, remove_hop_by_hop, ObservedBody, ResponseBody};
@@ -101,6 +102,22 @@ async fn forward(
         false => None,
     };
 
+    // A GET of a file the edge cache may hold is answered from it when it can be.
+    let mut cached = None;
+    if method == Method::GET {
+        if let Some((cache, key)) =
+            gateway.cache.as_ref().and_then(|c| Some((c, c.key(&cluster.name, target.upstream_path_and_query)?)))
+        {
+            let source = cache::Source {
+                endpoint: cluster.endpoints[*index].clone(),
+                path_and_query: target.upstream_path_and_query.to_owned(),
+            };
+            match cache.answer(&key, request.headers().get(http::header::RANGE), &source).await {
+                cache::Answer::Served(response) => return Ok(deliver(response, slot, started, &method)),
+                cache::Answer::PassThrough => cached = Some((cache, key, source)),
+            }
+        }
+    }
     let (parts, client_body) = request.into_parts();
     let mut verdict = None;
     let body = if let Some((name, claimed_chunks, limit)) = upload {
@@ -113,6 +130,7 @@ async fn forward(
     } else {
         Empty::new().map_err(|never| match never {}).boxed_unsync()
     };
+    let ranged = parts.headers.contains_key(http::header::RANGE);
     let mut upstream_request = Request::new(body);
     *upstream_request.method_mut() = parts.method;
     *upstream_request.uri_mut() = uri;
@@ -124,19 +142,37 @@ async fn forward(
         settle_upload(verdict, &response, &endpoint.name).await?;
     }
     let response = response?;
+    if let Some((cache, key, source)) = cached.filter(|_| ranged && response.status().is_success()) {
+        cache.passed_through(key, response.headers(), &source);
+    }
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
-    let method = method_label(&method);
+    let from_upstream = method == Method::GET;
+    let count_upstream = Box::new(move |_: Option<&http::HeaderMap>, bytes| {
+        if from_upstream {
+            crate::metrics::metrics().upstream_file_bytes.inc_by(bytes);
+        }
+    });
+    let body = ObservedBody::new(body.map_err(Into::into).boxed_unsync(), count_upstream).boxed_unsync();
+    Ok(deliver(Response::from_parts(parts, body), slot, started, &method))
+}
+
+/// The answer to a transfer, holding the user's transfer slot and counted
+/// until its last byte has gone out.
+fn deliver(
+    response: Response<ResponseBody>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    started: std::time::Instant,
+    method: &Method,
+) -> Response<ResponseBody> {
+    let method = method_label(method);
     let count_download = Box::new(move |_: Option<&http::HeaderMap>, bytes| {
         drop(slot);
         let metrics = crate::metrics::metrics();
         metrics.file_bytes.with_label_values(&["download"]).inc_by(bytes);
         metrics.file_duration.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
     });
-    Ok(Response::from_parts(
-        parts,
-        ObservedBody::new(body.map_err(Into::into).boxed_unsync(), count_download).boxed_unsync(),
-    ))
+    response.map(|body| ObservedBody::new(body, count_download).boxed_unsync())
 }
 
 /// An upload's verdict decides before the upstream's answer: a refused

@@ -13,6 +13,7 @@
 //! | `authz`     | what they may do: read/write grants per database                       |
 //! | [`push`]      | what a Commit changes (ref diff of old and new root), push rules       |
 //! | `uploads`   | upload names, spooling and verifying uploads, trusted registrations    |
+//! | [`cache`]     | table files kept on disk and served to later clones (the edge cache)   |
 //! | `cluster`   | members' roles, which member a read or write goes to                   |
 //! | `upstream`  | connections to a Dolt remotesapi endpoint, and doltgate's own calls    |
 //!
@@ -30,6 +31,7 @@ mod access;
 mod admin;
 pub mod authn;
 mod authz;
+pub mod cache;
 mod cluster;
 pub mod config;
 mod dispatch;

@@ -69,6 +69,22 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// The edge cache's directory (`[cache] dir`, or --dir).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        /// The cache directory; defaults to `[cache] dir` of --config.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+enum CacheAction {
+    /// Files and bytes cached, by cluster and database directory.
+    Stats,
+    /// Remove every cached file. A running doltgate refetches what it needs.
+    Purge,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -85,6 +101,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { ref file }) => check_config(&cli, file.clone().or(cli.config.clone())),
         Some(Command::HashPassword) => hash_password(),
         Some(Command::Keys { ref action }) => keys(&cli, action),
+        Some(Command::Cache { ref action, ref dir }) => cache(&cli, action, dir.clone()),
         Some(Command::Explain { ref user, ref groups, ref database, ref reference, op, ref table, change }) => {
             let question = doltgate::push::explain::Question {
                 user: user.clone(),
@@ -118,6 +135,43 @@ fn hash_password() -> ExitCode {
         }
         Err(err) => {
             eprintln!("cannot hash: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cache(cli: &Cli, action: &CacheAction, dir: Option<PathBuf>) -> ExitCode {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => match load(cli, cli.config.clone()).map(|config| config.cache.map(|cache| cache.dir)) {
+            Ok(Some(dir)) => dir,
+            Ok(None) => {
+                eprintln!("doltgate: no cache directory: pass --dir or a --config with [cache] dir");
+                return ExitCode::from(2);
+            }
+            Err(err) => {
+                eprintln!("doltgate: invalid configuration: {err}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let outcome = match action {
+        CacheAction::Stats => doltgate::cache::stats(&dir).map(|stores| {
+            println!("{:<16} {:<40} {:>8} {:>16}", "cluster", "database directory", "files", "bytes");
+            for s in &stores {
+                println!("{:<16} {:<40} {:>8} {:>16}", s.cluster, s.store, s.files, s.bytes);
+            }
+            let (files, bytes) = stores.iter().fold((0, 0), |(f, b), s| (f + s.files, b + s.bytes));
+            println!("{:<16} {:<40} {files:>8} {bytes:>16}", "total", "");
+        }),
+        CacheAction::Purge => doltgate::cache::purge(&dir).map(|(files, bytes)| {
+            println!("removed {files} files, {bytes} bytes from {}", dir.display());
+        }),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("doltgate: cache directory {}: {err}", dir.display());
             ExitCode::FAILURE
         }
     }

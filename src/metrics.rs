@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -59,6 +59,18 @@ pub struct Metrics {
     pub upstream_connections: IntGaugeVec,
     /// Self-hosted login: keys `registered` and `revoked`, registrations `refused`.
     pub login_keys: IntCounterVec,
+    /// Edge cache lookups by result (`hit`, `miss`, `bypass`).
+    pub cache_requests: IntCounterVec,
+    /// Bytes clients read out of the edge cache's files (hits and fills they follow).
+    pub cache_served_bytes: IntCounter,
+    /// Table-file bytes read from Dolt for GETs: passed through, filled, probed.
+    pub upstream_file_bytes: IntCounter,
+    /// Files the edge cache removed to make room.
+    pub cache_evictions: IntCounter,
+    /// Edge cache fills by outcome (`stored`, `too_large`, `corrupt`, `upstream_error`, `disk_error`).
+    pub cache_fills: IntCounterVec,
+    pub cache_files: IntGauge,
+    pub cache_size_bytes: IntGauge,
     build_info: IntGaugeVec,
 }
 
@@ -72,6 +84,12 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
     let family = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry.register(Box::new(family.clone())).expect("unique metric");
     family
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::new(name, help).expect("valid metric");
+    registry.register(Box::new(counter.clone())).expect("unique metric");
+    counter
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -221,6 +239,35 @@ impl Metrics {
                 "Ref changes judged, by deciding push rule and verdict (bypassed; would_refuse: a rule in evaluate mode).",
                 &["rule", "verdict"],
             ),
+            cache_requests: counter(
+                &registry,
+                "doltgate_cache_requests_total",
+                "Edge cache lookups of table-file GETs, by result (hit, miss, bypass).",
+                &["result"],
+            ),
+            cache_served_bytes: plain_counter(
+                &registry,
+                "doltgate_cache_served_bytes_total",
+                "Bytes clients read from the edge cache's files.",
+            ),
+            upstream_file_bytes: plain_counter(
+                &registry,
+                "doltgate_upstream_file_bytes_total",
+                "Table-file bytes read from Dolt for GETs (passed through, cache fills, length checks).",
+            ),
+            cache_evictions: plain_counter(
+                &registry,
+                "doltgate_cache_evictions_total",
+                "Files the edge cache removed to stay within cache.max_bytes.",
+            ),
+            cache_fills: counter(
+                &registry,
+                "doltgate_cache_fills_total",
+                "Whole-file fetches into the edge cache, by outcome.",
+                &["outcome"],
+            ),
+            cache_files: gauge(&registry, "doltgate_cache_files", "Files in the edge cache."),
+            cache_size_bytes: gauge(&registry, "doltgate_cache_size_bytes", "Bytes in the edge cache."),
             build_info: build,
             registry,
         }
@@ -229,7 +276,14 @@ impl Metrics {
     /// Names of every family, whether or not it has samples yet.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 24] = [
+        let collectors: [&dyn Collector; 31] = [
+            &self.cache_requests,
+            &self.cache_served_bytes,
+            &self.upstream_file_bytes,
+            &self.cache_evictions,
+            &self.cache_fills,
+            &self.cache_files,
+            &self.cache_size_bytes,
             &self.push_verdicts,
             &self.push_rule_verdicts,
             &self.login_keys,

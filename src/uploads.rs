@@ -49,7 +49,7 @@ const FRAMES_IN_FLIGHT: usize = 8;
 const SPOOL_BUFFER: usize = 1 << 20;
 
 /// A file name Dolt could store, as an address and a kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UploadName {
     pub name: Address,
     pub kind: FileKind,
@@ -248,7 +248,7 @@ impl Pump {
         let (to_spool, spooled) = mpsc::channel::<Bytes>(FRAMES_IN_FLIGHT);
         let spooler = tokio::task::spawn_blocking({
             let hash = self.name.kind == FileKind::Archive;
-            move || spool_and_hash(writer, spooled, hash)
+            move || spool_and_hash(writer, spooled, hash, None)
         });
         let mut held: Option<Bytes> = None;
         let mut total = 0u64;
@@ -286,19 +286,28 @@ impl Pump {
 }
 
 /// Writes every frame from `frames` to `spool` and, when `hash`, returns the
-/// SHA-512 address of all of them.
-fn spool_and_hash(
+/// SHA-512 address of all of them. With `on_written`, every frame reaches
+/// the file before the callback hears how many bytes are there (readers
+/// follow the file as it grows); without, writes are batched.
+pub(crate) fn spool_and_hash(
     spool: std::fs::File,
     mut frames: mpsc::Receiver<Bytes>,
     hash: bool,
+    on_written: Option<&dyn Fn(u64)>,
 ) -> std::io::Result<Option<Address>> {
     use std::io::Write;
-    let mut writer = std::io::BufWriter::with_capacity(SPOOL_BUFFER, spool);
+    let capacity = if on_written.is_some() { 0 } else { SPOOL_BUFFER };
+    let mut writer = std::io::BufWriter::with_capacity(capacity, spool);
     let mut hasher = hash.then(|| ring::digest::Context::new(&ring::digest::SHA512));
+    let mut written = 0u64;
     while let Some(data) = frames.blocking_recv() {
         writer.write_all(&data)?;
         if let Some(hasher) = hasher.as_mut() {
             hasher.update(&data);
+        }
+        written += data.len() as u64;
+        if let Some(report) = on_written {
+            report(written);
         }
     }
     writer.flush()?;

@@ -59,7 +59,10 @@ impl Gateway {
         // 7. What bounds each call and each upload.
         let limits = Limits::build(&config.limits)?;
         let uploads = UploadSettings::build(&config.uploads)?;
-        // 8. The address clients are told to use.
+        // 8. The edge cache (opened only to serve: a check touches no directory).
+        let cache = config.cache.as_ref().map(|cache| check_cache(cache)).transpose()?;
+        let cache = cache.filter(|_| purpose == Purpose::Serve).map(crate::cache::EdgeCache::shared);
+        // 9. The address clients are told to use.
         let public_url =
             config.listener.public_url.as_deref().map(|url| origin_url("listener.public_url", url)).transpose()?;
         Ok(Gateway {
@@ -73,8 +76,20 @@ impl Gateway {
             url_signer,
             uploads,
             peers_share_url_key: config.file_urls.key_env.is_some() || config.file_urls.key_file.is_some(),
+            cache,
         })
     }
+}
+
+/// `[cache]` holds values it can work with.
+fn check_cache(cache: &crate::config::CacheConfig) -> Result<&crate::config::CacheConfig, ConfigError> {
+    if cache.dir.as_os_str().is_empty() {
+        return Err(invalid("cache.dir", "name the directory the cache may own"));
+    }
+    if cache.max_bytes == 0 {
+        return Err(invalid("cache.max_bytes", "must be above 0 (leave out [cache] for no cache)"));
+    }
+    Ok(cache)
 }
 
 /// Every cluster, with endpoint names unique across all of them (table-file

@@ -54,6 +54,8 @@ pub struct Gateway {
     pub(crate) uploads: UploadSettings,
     /// The URL key is configured, so other replicas may have verified an upload.
     pub(crate) peers_share_url_key: bool,
+    /// The edge cache, when `[cache]` is configured.
+    pub(crate) cache: Option<Arc<crate::cache::EdgeCache>>,
 }
 
 /// Authentication and authorization in effect.
@@ -109,6 +111,11 @@ impl Gateway {
     /// Why the gateway should not get traffic now; empty when ready.
     pub fn not_ready_reasons(&self) -> Vec<String> {
         self.clusters.values().filter_map(|cluster| cluster.not_ready_reason()).collect()
+    }
+
+    /// What works less well than configured, without making the gateway unready.
+    pub fn degraded_reasons(&self) -> Vec<String> {
+        self.cache.iter().filter_map(|cache| cache.trouble().map(str::to_owned)).collect()
     }
 
     /// The endpoint a table-file URL names.

@@ -75,7 +75,7 @@ impl ReadAt for DiskFile {
 }
 
 /// The two kinds of file Dolt uploads, by the suffix of their name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileKind {
     /// A classic table file, uploaded with no suffix.
     Table,
