@@ -74,7 +74,7 @@ enum Command {
         #[command(subcommand)]
         action: CacheAction,
         /// The cache directory; defaults to `[cache] dir` of --config.
-        #[arg(long)]
+        #[arg(long, global = true)]
         dir: Option<PathBuf>,
     },
 }

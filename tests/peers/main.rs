@@ -19,6 +19,7 @@
 //! | `faults`                | upstreams that stall, die or lie                               |
 //! | `metrics`, `ghz`        | Prometheus text over HTTP; load through ghz                    |
 //! | `reload`, `shutdown`    | SIGHUP reload and SIGTERM drain without dropped calls          |
+//! | `edge_cache`            | clones served from doltgate's disk cache, each file read once  |
 //! | `storage`               | the storage decoders read what the real `dolt` writes          |
 //! | `deploy`                | the Kubernetes manifests build and validate                    |
 
@@ -31,6 +32,7 @@ mod big_database;
 mod branch_control_parity;
 mod cluster;
 mod deploy;
+mod edge_cache;
 mod faults;
 mod ghz;
 mod integrity;

@@ -14,8 +14,9 @@ mod ghz;
 mod gpg;
 mod process;
 mod prometheus;
+mod relay;
 mod tls;
 
 // Each test binary uses its own subset.
 #[allow(unused_imports)]
-pub use {browser::*, data::*, dolt::*, doltgate::*, ghz::*, gpg::*, process::*, prometheus::*, tls::*};
+pub use {browser::*, data::*, dolt::*, doltgate::*, ghz::*, gpg::*, process::*, prometheus::*, relay::*, tls::*};

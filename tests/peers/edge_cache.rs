@@ -1,0 +1,260 @@
+//! The edge cache with a real `dolt sql-server` and the real `dolt` CLI: a
+//! clone through a warm cache reads no table-file bytes from Dolt and matches
+//! a direct clone; concurrent cold clones fetch each file once; a small cache
+//! evicts and stays correct; a doltgate killed mid-fill leaves no half file;
+//! a corrupted upstream read is never cached; a pull after a push sees the
+//! new files. Data sits in the archives `dolt push` uploads, not the journal.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const ROWS: usize = 12_000;
+const PAYLOAD_BYTES: usize = 500;
+
+struct Setup {
+    env: DoltEnv,
+    server: DoltServer,
+    /// A clone that pushes new data to the server directly.
+    work: PathBuf,
+    cache_dir: PathBuf,
+}
+
+impl Setup {
+    /// A server whose database `db` holds one pushed archive of several MB.
+    fn new() -> Setup {
+        let env = DoltEnv::new();
+        let data = env.path().join("server");
+        env.init_repo(&data.join("db"));
+        let server = DoltServer::start(&env, &data);
+        let work = env.path().join("work");
+        let direct = format!("http://127.0.0.1:{}/db", server.remotesapi_port);
+        env.ok_with(env.path(), &["clone", "--user", USER, &direct, work.to_str().unwrap()], &password_env());
+        let setup = Setup { cache_dir: env.path().join("cache"), env, server, work };
+        setup.push_rows("first", ROWS);
+        setup
+    }
+
+    /// Commits `rows` new rows in table `name` and pushes them directly.
+    fn push_rows(&self, name: &str, rows: usize) {
+        let csv = self.env.path().join(format!("{name}.csv"));
+        write_csv(&csv, rows, PAYLOAD_BYTES);
+        let create = format!("CREATE TABLE {name} (id INT PRIMARY KEY, payload TEXT NOT NULL);");
+        self.env.ok(&self.work, &["sql", "-q", &create]);
+        self.env.ok(&self.work, &["table", "import", "-u", name, csv.to_str().unwrap()]);
+        self.env.ok(&self.work, &["commit", "-Am", name]);
+        self.env.ok_with(&self.work, &["push", "--user", USER, "origin", "main"], &password_env());
+    }
+
+    fn server_noms(&self) -> PathBuf {
+        self.server.data_dir.join("db/.dolt/noms")
+    }
+
+    /// Table files and archives in the server's store (not the journal), by name.
+    fn server_files(&self) -> HashMap<String, u64> {
+        let mut files = HashMap::new();
+        for dir in [self.server_noms(), self.server_noms().join("oldgen")] {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let stem = name.strip_suffix(".darc").unwrap_or(&name);
+                if stem.len() == 32 && stem != "v".repeat(32) && entry.file_type().unwrap().is_file() {
+                    files.insert(name, entry.metadata().unwrap().len());
+                }
+            }
+        }
+        files
+    }
+
+    fn config(&self, upstream: &str, admin: u16, max_bytes: u64) -> PathBuf {
+        let path = self.env.path().join(format!("cache-{admin}.toml"));
+        let text = format!(
+            "[upstream]\naddress = \"{upstream}\"\n\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
+             [cache]\ndir = \"{}\"\nmax_bytes = {max_bytes}\n",
+            self.cache_dir.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn gateway(&self, upstream: &str, max_bytes: u64) -> (Doltgate, u16) {
+        let admin = free_port();
+        (Doltgate::start_with_config(self.env.path(), &self.config(upstream, admin, max_bytes)), admin)
+    }
+
+    fn clone_through(&self, gateway: &Doltgate, name: &str) -> PathBuf {
+        let dest = self.env.path().join(name);
+        let args = ["clone", "--user", USER, &gateway.url("db"), dest.to_str().unwrap()];
+        self.env.ok_with(self.env.path(), &args, &password_env());
+        dest
+    }
+
+    /// The clone has the server's history and its data is whole.
+    fn assert_same_as_server(&self, clone: &Path) {
+        assert_eq!(self.env.log_hashes(clone, "main"), self.env.log_hashes(&self.work, "main"));
+        self.env.ok(clone, &["fsck"]);
+        let full = format!("SELECT COUNT(*) AS n FROM first WHERE LENGTH(payload) = {PAYLOAD_BYTES}");
+        assert_eq!(self.env.query_csv(clone, &full), format!("n\n{ROWS}\n"));
+    }
+
+    /// Every file in the cache is byte for byte the server's file of that name.
+    fn assert_cache_holds_only_server_bytes(&self) -> usize {
+        let mut checked = 0;
+        for path in files_under(&self.cache_dir.join("v1/files")) {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let server_copy = [self.server_noms(), self.server_noms().join("oldgen")]
+                .iter()
+                .map(|dir| dir.join(&name))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("cached {name} is not in the server's store"));
+            assert!(std::fs::read(&path).unwrap() == std::fs::read(server_copy).unwrap(), "cached {name} differs");
+            checked += 1;
+        }
+        checked
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            files.extend(files_under(&entry.path()));
+        } else {
+            files.push(entry.path());
+        }
+    }
+    files
+}
+
+fn metric(admin: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
+    total(&scrape(admin), name, labels)
+}
+
+fn upstream_bytes(admin: u16) -> f64 {
+    metric(admin, "doltgate_upstream_file_bytes_total", &[])
+}
+
+fn cache_cli(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_doltgate")).arg("cache").args(args).output().unwrap();
+    assert!(out.status.success(), "doltgate cache {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_warm_cache_serves_clones_without_reading_table_files_from_dolt() {
+    let s = Setup::new();
+    let stored: u64 = s.server_files().values().sum();
+    assert!(stored > 3_000_000, "the pushed data sits in table files: {:?}", s.server_files());
+    let (gateway, admin) = s.gateway(&s.server.remotesapi_addr(), 1 << 30);
+    assert_eq!(http_get(admin, "/readyz"), (200, "ready\n".to_owned()));
+
+    let before = upstream_bytes(admin);
+    let cold = s.clone_through(&gateway, "cold");
+    let cold_bytes = upstream_bytes(admin) - before;
+    s.assert_same_as_server(&cold);
+    assert!(cold_bytes >= stored as f64, "a cold clone reads every file from Dolt: {cold_bytes} of {stored}");
+    assert!(metric(admin, "doltgate_cache_fills_total", &[("outcome", "stored")]) >= 1.0);
+
+    let before = upstream_bytes(admin);
+    let warm = s.clone_through(&gateway, "warm");
+    let warm_bytes = upstream_bytes(admin) - before;
+    s.assert_same_as_server(&warm);
+    println!("table-file bytes from Dolt: cold clone {cold_bytes}, warm clone {warm_bytes}");
+    assert!(warm_bytes < cold_bytes * 0.02, "a warm clone reads (almost) nothing from Dolt: {warm_bytes} of {cold_bytes}");
+    assert!(metric(admin, "doltgate_cache_requests_total", &[("result", "hit")]) >= 1.0);
+    assert_eq!(s.assert_cache_holds_only_server_bytes(), s.server_files().len(), "every table file is cached");
+
+    let listed = cache_cli(&["stats", "--dir", s.cache_dir.to_str().unwrap()]);
+    assert!(listed.contains("db/.dolt/noms"), "{listed}");
+
+    // A pull after a push sees the new files: ranged reads pass through, then fill.
+    s.push_rows("second", 2_000);
+    let pull = ["pull", "--user", USER, "origin", "main"];
+    s.env.ok_with(&warm, &pull, &password_env());
+    assert_eq!(s.env.log_hashes(&warm, "main"), s.env.log_hashes(&s.work, "main"));
+    s.env.ok(&warm, &["fsck"]);
+
+    // Purged under a running doltgate, then a storm of cold clones: each file is fetched once.
+    let purged = cache_cli(&["purge", "--dir", s.cache_dir.to_str().unwrap()]);
+    assert!(purged.starts_with("removed "), "{purged}");
+    let stored: u64 = s.server_files().values().sum();
+    let before = upstream_bytes(admin);
+    let storm: Vec<_> = (0..3)
+        .map(|i| {
+            let dest = s.env.path().join(format!("storm-{i}"));
+            let mut clone = s.env.command(s.env.path(), &["clone", "--user", USER, &gateway.url("db")]);
+            clone.arg(&dest).env("DOLT_REMOTE_PASSWORD", PASSWORD);
+            (clone.spawn().unwrap(), dest)
+        })
+        .collect();
+    for (mut child, dest) in storm {
+        assert!(child.wait().unwrap().success(), "storm clone into {}", dest.display());
+        assert_eq!(s.env.log_hashes(&dest, "main"), s.env.log_hashes(&s.work, "main"));
+    }
+    let storm_bytes = upstream_bytes(admin) - before;
+    println!("three concurrent cold clones read {storm_bytes} bytes of {stored} from Dolt");
+    assert!(storm_bytes < stored as f64 * 1.5, "each file once, not once per clone: {storm_bytes} of {stored}");
+    s.assert_cache_holds_only_server_bytes();
+    drop(gateway);
+}
+
+#[test]
+fn a_small_cache_evicts_and_clones_stay_correct() {
+    let s = Setup::new();
+    s.push_rows("second", ROWS);
+    let sizes = s.server_files();
+    let largest = *sizes.values().max().unwrap();
+    let stored: u64 = sizes.values().sum();
+    assert!(sizes.len() >= 2 && largest < stored, "two pushes, two files at least: {sizes:?}");
+    // Room for the largest file, not for all of them.
+    let (gateway, admin) = s.gateway(&s.server.remotesapi_addr(), largest + 1);
+    for name in ["one", "two", "three"] {
+        let clone = s.clone_through(&gateway, name);
+        s.assert_same_as_server(&clone);
+    }
+    assert!(metric(admin, "doltgate_cache_evictions_total", &[]) >= 1.0, "files were evicted");
+    assert!(metric(admin, "doltgate_cache_size_bytes", &[]) <= (largest + 1) as f64);
+    s.assert_cache_holds_only_server_bytes();
+}
+
+#[test]
+fn a_doltgate_killed_mid_fill_leaves_no_half_file_and_a_corrupt_read_is_never_cached() {
+    let s = Setup::new();
+    let tmp = s.cache_dir.join("v1/tmp");
+    {
+        // Dolt's answers slowed, so the kill lands while the archive is being filled.
+        let slow = Relay::start(&s.server.remotesapi_addr(), Fault::Throttle { bytes_per_second: 2_000_000 });
+        let (gateway, admin) = s.gateway(&slow.addr(), 1 << 30);
+        let dest = s.env.path().join("killed");
+        let mut clone = s.env.command(s.env.path(), &["clone", "--user", USER, &gateway.url("db")]);
+        let mut clone = clone.arg(&dest).env("DOLT_REMOTE_PASSWORD", PASSWORD).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while upstream_bytes(admin) < 1_000_000.0 {
+            assert!(Instant::now() < deadline, "the fill never got going");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        gateway.signal("KILL");
+        let _ = clone.wait();
+        let half: Vec<_> = files_under(&tmp);
+        assert!(!half.is_empty(), "the kill should land mid-fill, leaving a temporary file");
+        // What is in place (small files filled before the kill) is whole.
+        s.assert_cache_holds_only_server_bytes();
+        let largest = s.server_files().into_iter().max_by_key(|(_, len)| *len).unwrap().0;
+        let cached: Vec<_> = files_under(&s.cache_dir.join("v1/files"));
+        assert!(!cached.iter().any(|p| p.ends_with(&largest)), "the file being filled is not in place");
+    }
+
+    // Restarted on the same directory, behind a relay that corrupts one byte of a whole-file answer.
+    let corrupting = Relay::start(&s.server.remotesapi_addr(), Fault::CorruptOnce { after: 256 * 1024 });
+    let (gateway, admin) = s.gateway(&corrupting.addr(), 1 << 30);
+    assert!(files_under(&tmp).is_empty(), "a restart removes unfinished fills");
+    let clone = s.clone_through(&gateway, "after-restart");
+    s.assert_same_as_server(&clone);
+    assert!(corrupting.corrupted.load(std::sync::atomic::Ordering::SeqCst), "the relay corrupted a download");
+    assert_eq!(metric(admin, "doltgate_cache_fills_total", &[("outcome", "corrupt")]), 1.0);
+    assert!(s.assert_cache_holds_only_server_bytes() >= 1, "the retried fill is cached, the corrupt one is not");
+    let again = s.clone_through(&gateway, "from-cache");
+    s.assert_same_as_server(&again);
+}
