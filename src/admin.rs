@@ -69,7 +69,8 @@ async fn answer(gateway: &Gateway, draining: bool, request: &Request<Incoming>) 
         }
         "/readyz" => match gateway.not_ready_reasons().as_slice() {
             [] => {
-                let notes: String = gateway.degraded_reasons().iter().map(|note| format!("degraded: {note}\n")).collect();
+                let notes: String =
+                    gateway.degraded_reasons().iter().map(|note| format!("degraded: {note}\n")).collect();
                 text(StatusCode::OK, "text/plain", format!("ready\n{notes}"))
             }
             reasons => {

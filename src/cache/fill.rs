@@ -205,7 +205,13 @@ impl FileBody {
     }
 
     pub fn following(fill: &Fill) -> FileBody {
-        FileBody { file: fill.file.clone(), position: 0, end: None, follow: Some(fill.progress.clone()), finished: false }
+        FileBody {
+            file: fill.file.clone(),
+            position: 0,
+            end: None,
+            follow: Some(fill.progress.clone()),
+            finished: false,
+        }
     }
 
     /// The next frame, `None` at the end, an error when the fill failed.

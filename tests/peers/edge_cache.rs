@@ -1,7 +1,8 @@
 //! The edge cache with a real `dolt sql-server` and the real `dolt` CLI: a
 //! clone through a warm cache reads no table-file bytes from Dolt and matches
 //! a direct clone; concurrent cold clones fetch each file once; a small cache
-//! evicts and stays correct; a doltgate killed mid-fill leaves no half file;
+//! evicts and stays correct, and an unusable directory leaves clones uncached
+//! but working; a doltgate killed mid-fill leaves no half file;
 //! a corrupted upstream read is never cached; a pull after a push sees the
 //! new files. Data sits in the archives `dolt push` uploads, not the journal.
 
@@ -162,7 +163,10 @@ fn a_warm_cache_serves_clones_without_reading_table_files_from_dolt() {
     let warm_bytes = upstream_bytes(admin) - before;
     s.assert_same_as_server(&warm);
     println!("table-file bytes from Dolt: cold clone {cold_bytes}, warm clone {warm_bytes}");
-    assert!(warm_bytes < cold_bytes * 0.02, "a warm clone reads (almost) nothing from Dolt: {warm_bytes} of {cold_bytes}");
+    assert!(
+        warm_bytes < cold_bytes * 0.02,
+        "a warm clone reads (almost) nothing from Dolt: {warm_bytes} of {cold_bytes}"
+    );
     assert!(metric(admin, "doltgate_cache_requests_total", &[("result", "hit")]) >= 1.0);
     assert_eq!(s.assert_cache_holds_only_server_bytes(), s.server_files().len(), "every table file is cached");
 
@@ -217,6 +221,18 @@ fn a_small_cache_evicts_and_clones_stay_correct() {
     assert!(metric(admin, "doltgate_cache_evictions_total", &[]) >= 1.0, "files were evicted");
     assert!(metric(admin, "doltgate_cache_size_bytes", &[]) <= (largest + 1) as f64);
     s.assert_cache_holds_only_server_bytes();
+    drop(gateway);
+
+    // A cache directory that cannot be used: ready but degraded, and clones still work, uncached.
+    std::fs::remove_dir_all(&s.cache_dir).unwrap();
+    std::fs::write(&s.cache_dir, "a file, not a directory").unwrap();
+    let (gateway, admin) = s.gateway(&s.server.remotesapi_addr(), 1 << 30);
+    let (status, body) = http_get(admin, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("ready\ndegraded: edge cache off: cache.dir "), "{body}");
+    let clone = s.clone_through(&gateway, "uncached");
+    s.assert_same_as_server(&clone);
+    assert_eq!(metric(admin, "doltgate_cache_requests_total", &[("result", "hit")]), 0.0);
 }
 
 #[test]

@@ -72,7 +72,8 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, eligible: Arc<Mutex<Option<bool>
             let mut first = eligible.lock().unwrap();
             if first.is_none() {
                 let head = String::from_utf8_lossy(&buffer[..n]).to_lowercase();
-                *first = Some(head.starts_with("get /") && !head.contains("\r\nrange:") && !head.contains(&"v".repeat(32)));
+                *first =
+                    Some(head.starts_with("get /") && !head.contains("\r\nrange:") && !head.contains(&"v".repeat(32)));
             }
             drop(first);
             if to.write_all(&buffer[..n]).is_err() {
