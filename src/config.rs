@@ -70,6 +70,31 @@ pub struct CacheConfig {
     /// the upstream's again (one 1-byte ranged read).
     #[serde(default = "default_cache_revalidate_after", with = "humantime_serde")]
     pub revalidate_after: Duration,
+    /// A bucket every replica's cache fills and reads, so N replicas fetch a
+    /// file from Dolt once between them.
+    pub shared: Option<SharedTierConfig>,
+}
+
+/// `[cache.shared]`: an S3-compatible bucket behind the disk cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedTierConfig {
+    /// The S3 API's URL, e.g. `https://s3.eu-west-1.amazonaws.com` or `http://minio:9000`.
+    pub endpoint: String,
+    pub bucket: String,
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// Object names start with this (no leading or trailing `/`).
+    #[serde(default)]
+    pub prefix: String,
+    pub access_key_id_env: Option<String>,
+    pub access_key_id_file: Option<PathBuf>,
+    pub secret_access_key_env: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
 }
 
 fn default_cache_max_bytes() -> u64 {

@@ -69,6 +69,10 @@ pub struct Metrics {
     pub cache_evictions: IntCounter,
     /// Edge cache fills by outcome (`stored`, `too_large`, `corrupt`, `upstream_error`, `disk_error`).
     pub cache_fills: IntCounterVec,
+    /// Shared tier lookups and uploads (`hit`, `miss`, `stored`, `corrupt`, `error`).
+    pub cache_shared: IntCounterVec,
+    pub cache_shared_read_bytes: IntCounter,
+    pub cache_shared_written_bytes: IntCounter,
     pub cache_files: IntGauge,
     pub cache_size_bytes: IntGauge,
     build_info: IntGaugeVec,
@@ -266,6 +270,22 @@ impl Metrics {
                 "Whole-file fetches into the edge cache, by outcome.",
                 &["outcome"],
             ),
+            cache_shared: counter(
+                &registry,
+                "doltgate_cache_shared_total",
+                "Edge cache shared-tier events: hit, miss, stored, corrupt (deleted), error.",
+                &["event"],
+            ),
+            cache_shared_read_bytes: plain_counter(
+                &registry,
+                "doltgate_cache_shared_read_bytes_total",
+                "Bytes fills read from the shared tier.",
+            ),
+            cache_shared_written_bytes: plain_counter(
+                &registry,
+                "doltgate_cache_shared_written_bytes_total",
+                "Bytes uploaded to the shared tier.",
+            ),
             cache_files: gauge(&registry, "doltgate_cache_files", "Files in the edge cache."),
             cache_size_bytes: gauge(&registry, "doltgate_cache_size_bytes", "Bytes in the edge cache."),
             build_info: build,
@@ -276,7 +296,10 @@ impl Metrics {
     /// Names of every family, whether or not it has samples yet.
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 31] = [
+        let collectors: [&dyn Collector; 34] = [
+            &self.cache_shared,
+            &self.cache_shared_read_bytes,
+            &self.cache_shared_written_bytes,
             &self.cache_requests,
             &self.cache_served_bytes,
             &self.upstream_file_bytes,

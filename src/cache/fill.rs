@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use tokio::sync::{mpsc, watch};
 
+use super::shared_tier::{ByteStream, SharedTier};
 use super::store::Key;
 use super::Shared;
 use crate::cluster::Endpoint;
@@ -85,15 +87,18 @@ pub fn start(shared: &Arc<Shared>, key: Key, source: Source) -> std::io::Result<
     tokio::spawn(async move {
         let result = run(&shared, &key, &source, temp, &report).await;
         let metrics = crate::metrics::metrics();
-        let outcome = match &result {
-            Ok(len) => {
-                tracing::debug!(file = %key, bytes = len, "cached");
-                report.send_replace(Progress::Done(*len));
+        let outcome = match result {
+            Ok(filled) => {
+                tracing::debug!(file = %key, bytes = filled.len, "cached");
+                report.send_replace(Progress::Done(filled.len));
+                if let (Origin::Upstream, Some(tier)) = (&filled.origin, shared.tier()) {
+                    tokio::spawn(share(tier, key.clone(), filled));
+                }
                 "stored"
             }
             Err(err) => {
                 tracing::warn!(file = %key, error = %err, "table file not cached");
-                let failed = match (&*report.borrow(), err) {
+                let failed = match (&*report.borrow(), &err) {
                     (Progress::Starting, _) => Progress::Declined,
                     // Its readers got every byte, and the bytes verified.
                     (_, FillError::TooLarge(len)) => Progress::Done(*len),
@@ -112,21 +117,28 @@ pub fn start(shared: &Arc<Shared>, key: Key, source: Source) -> std::io::Result<
     Ok(Fill { progress, file })
 }
 
+/// Where a fill's bytes came from.
+enum Origin {
+    Upstream,
+    SharedTier(Arc<SharedTier>),
+}
+
+/// A fill that ended in the cache.
+struct Filled {
+    len: u64,
+    origin: Origin,
+    /// The file, open, for the upload to the shared tier.
+    file: Arc<std::fs::File>,
+}
+
 async fn run(
     shared: &Shared,
     key: &Key,
     source: &Source,
     temp: tempfile::NamedTempFile,
     report: &watch::Sender<Progress>,
-) -> Result<u64, FillError> {
-    let upstream = &source.endpoint.upstream;
-    let uri = upstream.uri(&source.path_and_query).map_err(|e| FillError::Upstream(e.to_string()))?;
-    let mut request = Request::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
-    *request.uri_mut() = uri;
-    let response = upstream.send_file(request).await.map_err(|e| FillError::Upstream(e.to_string()))?;
-    if response.status() != StatusCode::OK {
-        return Err(FillError::Status(response.status()));
-    }
+) -> Result<Filled, FillError> {
+    let (mut bytes, origin) = open(shared, key, source).await?;
     report.send_replace(Progress::Running(0));
 
     let writer_file = temp.as_file().try_clone()?;
@@ -141,21 +153,24 @@ async fn run(
             crate::uploads::spool_and_hash(writer_file, frames, hash, Some(&on_written))
         })
     };
-    let mut body = response.into_body();
+    let metrics = crate::metrics::metrics();
+    let counter = match origin {
+        Origin::Upstream => &metrics.upstream_file_bytes,
+        Origin::SharedTier(_) => &metrics.cache_shared_read_bytes,
+    };
     let mut total = 0u64;
     let mut read_error = None;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                let Ok(data) = frame.into_data() else { continue };
+    while let Some(chunk) = bytes.next().await {
+        match chunk {
+            Ok(data) => {
                 total += data.len() as u64;
-                crate::metrics::metrics().upstream_file_bytes.inc_by(data.len() as u64);
+                counter.inc_by(data.len() as u64);
                 if to_disk.send(data).await.is_err() {
                     break; // The writer failed; it says why below.
                 }
             }
             Err(err) => {
-                read_error = Some(err.to_string());
+                read_error = Some(err);
                 break;
             }
         }
@@ -168,21 +183,71 @@ async fn run(
     let path: PathBuf = temp.path().to_owned();
     let file = temp.as_file().try_clone()?;
     let name = key.name;
-    tokio::task::spawn_blocking(move || {
+    let verified = tokio::task::spawn_blocking(move || {
         verify_hashed(&DiskFile { file, len: total, path }, name.name, name.kind, whole_file)
     })
     .await
-    .map_err(|e| std::io::Error::other(e.to_string()))?
-    .map_err(|e| FillError::Corrupt(e.to_string()))?;
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    if let Err(err) = verified {
+        if let Origin::SharedTier(tier) = &origin {
+            metrics.cache_shared.with_label_values(&["corrupt"]).inc();
+            tier.delete(key).await;
+        }
+        return Err(FillError::Corrupt(err.to_string()));
+    }
     if total > shared.store.max_bytes() {
         return Err(FillError::TooLarge(total));
     }
+    let file = Arc::new(temp.as_file().try_clone()?);
     let store = shared.store.clone();
     let key = key.clone();
     tokio::task::spawn_blocking(move || store.publish(&key, temp, total))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
-    Ok(total)
+    Ok(Filled { len: total, origin, file })
+}
+
+/// The file's bytes: from the shared tier when it has them, else from Dolt.
+async fn open(shared: &Shared, key: &Key, source: &Source) -> Result<(ByteStream, Origin), FillError> {
+    let metrics = crate::metrics::metrics();
+    if let Some(tier) = shared.tier() {
+        match tier.read(key).await {
+            Ok(Some(bytes)) => {
+                metrics.cache_shared.with_label_values(&["hit"]).inc();
+                return Ok((bytes, Origin::SharedTier(tier)));
+            }
+            Ok(None) => metrics.cache_shared.with_label_values(&["miss"]).inc(),
+            Err(err) => {
+                metrics.cache_shared.with_label_values(&["error"]).inc();
+                tracing::warn!(file = %key, error = %err, "shared cache tier unreadable; asking the upstream");
+            }
+        }
+    }
+    let upstream = &source.endpoint.upstream;
+    let uri = upstream.uri(&source.path_and_query).map_err(|e| FillError::Upstream(e.to_string()))?;
+    let mut request = Request::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+    *request.uri_mut() = uri;
+    let response = upstream.send_file(request).await.map_err(|e| FillError::Upstream(e.to_string()))?;
+    if response.status() != StatusCode::OK {
+        return Err(FillError::Status(response.status()));
+    }
+    let bytes = response.into_body().into_data_stream().map(|chunk| chunk.map_err(|e| e.to_string())).boxed();
+    Ok((bytes, Origin::Upstream))
+}
+
+/// Uploads a file fetched from Dolt to the shared tier, for the other replicas.
+async fn share(tier: Arc<SharedTier>, key: Key, filled: Filled) {
+    let metrics = crate::metrics::metrics();
+    match tier.write(&key, filled.file, filled.len).await {
+        Ok(()) => {
+            metrics.cache_shared.with_label_values(&["stored"]).inc();
+            metrics.cache_shared_written_bytes.inc_by(filled.len);
+        }
+        Err(err) => {
+            metrics.cache_shared.with_label_values(&["error"]).inc();
+            tracing::warn!(file = %key, error = %err, "cannot store a file in the shared cache tier");
+        }
+    }
 }
 
 /// Bytes read from disk per frame of an answer.

@@ -20,8 +20,13 @@
 //! - ranged GET, cached: answered from disk;
 //! - ranged GET, not cached: passes through at once, and the whole file is
 //!   fetched in the background.
+//!
+//! A fill reads the shared tier (`[cache.shared]`, an S3-compatible bucket)
+//! before Dolt, and stores what it fetched from Dolt there for the other
+//! replicas; either way the file verifies before it is kept.
 
 mod fill;
+mod shared_tier;
 mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -33,6 +38,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 
 pub use fill::Source;
+pub use shared_tier::SharedTier;
 pub use store::{purge, stats, Key, StoreStats};
 
 use crate::config::CacheConfig;
@@ -63,6 +69,8 @@ pub struct Shared {
     /// Files found larger than `max_bytes`: later requests pass straight through.
     too_large: Mutex<HashSet<Key>>,
     revalidate_after: Mutex<Duration>,
+    /// The bucket replicas share, when `[cache.shared]` is configured.
+    tier: Mutex<Option<Arc<SharedTier>>>,
 }
 
 /// What a request for a cacheable file gets.
@@ -78,13 +86,15 @@ impl EdgeCache {
     /// a reload that keeps the directory keeps the cache and applies the new
     /// limits. A directory that cannot be used leaves the cache off, not the
     /// gateway: files then pass through, and `/readyz` says why.
-    pub fn shared(config: &CacheConfig) -> Arc<EdgeCache> {
+    pub fn shared(config: &CacheConfig, tier: Option<SharedTier>) -> Arc<EdgeCache> {
+        let tier = tier.map(Arc::new);
         static OPEN: Mutex<Vec<Arc<EdgeCache>>> = Mutex::new(Vec::new());
         let mut open = OPEN.lock().expect("open caches");
         if let Some(cache) = open.iter().find(|cache| cache.dir == config.dir && cache.state.is_ok()) {
             if let Ok(shared) = &cache.state {
                 shared.store.set_max_bytes(config.max_bytes);
                 *shared.revalidate_after.lock().expect("revalidate_after") = config.revalidate_after;
+                *shared.tier.lock().expect("tier") = tier;
             }
             return cache.clone();
         }
@@ -95,6 +105,7 @@ impl EdgeCache {
                     fills: Mutex::default(),
                     too_large: Mutex::default(),
                     revalidate_after: Mutex::new(config.revalidate_after),
+                    tier: Mutex::new(tier),
                 })
             })
             .map_err(|e| format!("edge cache off: cache.dir {}: {e}", config.dir.display()));
@@ -173,6 +184,10 @@ impl EdgeCache {
 }
 
 impl Shared {
+    fn tier(&self) -> Option<Arc<SharedTier>> {
+        self.tier.lock().expect("tier").clone()
+    }
+
     /// The cached file, answered from disk, once its length is confirmed if due.
     async fn hit(&self, key: &Key, range: Option<(u64, u64)>, source: &Source) -> Option<Response<ResponseBody>> {
         let hit = self.store.lookup(key)?;

@@ -60,8 +60,7 @@ impl Gateway {
         let limits = Limits::build(&config.limits)?;
         let uploads = UploadSettings::build(&config.uploads)?;
         // 8. The edge cache (opened only to serve: a check touches no directory).
-        let cache = config.cache.as_ref().map(|cache| check_cache(cache)).transpose()?;
-        let cache = cache.filter(|_| purpose == Purpose::Serve).map(crate::cache::EdgeCache::shared);
+        let cache = config.cache.as_ref().map(|cache| build_cache(cache, &secrets, purpose)).transpose()?.flatten();
         // 9. The address clients are told to use.
         let public_url =
             config.listener.public_url.as_deref().map(|url| origin_url("listener.public_url", url)).transpose()?;
@@ -81,15 +80,21 @@ impl Gateway {
     }
 }
 
-/// `[cache]` holds values it can work with.
-fn check_cache(cache: &crate::config::CacheConfig) -> Result<&crate::config::CacheConfig, ConfigError> {
+/// The edge cache `[cache]` describes; opened only to serve (a check
+/// touches no directory and contacts no bucket).
+fn build_cache(
+    cache: &crate::config::CacheConfig,
+    secrets: &Secrets,
+    purpose: Purpose,
+) -> Result<Option<Arc<crate::cache::EdgeCache>>, ConfigError> {
     if cache.dir.as_os_str().is_empty() {
         return Err(invalid("cache.dir", "name the directory the cache may own"));
     }
     if cache.max_bytes == 0 {
         return Err(invalid("cache.max_bytes", "must be above 0 (leave out [cache] for no cache)"));
     }
-    Ok(cache)
+    let tier = cache.shared.as_ref().map(|shared| crate::cache::SharedTier::build(shared, secrets)).transpose()?;
+    Ok((purpose == Purpose::Serve).then(|| crate::cache::EdgeCache::shared(cache, tier)))
 }
 
 /// Every cluster, with endpoint names unique across all of them (table-file

@@ -4,7 +4,8 @@
 //! evicts and stays correct, and an unusable directory leaves clones uncached
 //! but working; a doltgate killed mid-fill leaves no half file;
 //! a corrupted upstream read is never cached; a pull after a push sees the
-//! new files. Data sits in the archives `dolt push` uploads, not the journal.
+//! new files; replicas share fills through a real S3 server (versitygw), and
+//! a damaged object in it is refused, deleted and refetched from Dolt. Data sits in the archives `dolt push` uploads, not the journal.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -69,12 +70,12 @@ impl Setup {
         files
     }
 
-    fn config(&self, upstream: &str, admin: u16, max_bytes: u64) -> PathBuf {
+    fn config(&self, upstream: &str, admin: u16, cache: &Path, max_bytes: u64, extra: &str) -> PathBuf {
         let path = self.env.path().join(format!("cache-{admin}.toml"));
         let text = format!(
             "[upstream]\naddress = \"{upstream}\"\n\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
-             [cache]\ndir = \"{}\"\nmax_bytes = {max_bytes}\n",
-            self.cache_dir.display()
+             [cache]\ndir = \"{}\"\nmax_bytes = {max_bytes}\n\n{extra}",
+            cache.display()
         );
         std::fs::write(&path, text).unwrap();
         path
@@ -82,7 +83,16 @@ impl Setup {
 
     fn gateway(&self, upstream: &str, max_bytes: u64) -> (Doltgate, u16) {
         let admin = free_port();
-        (Doltgate::start_with_config(self.env.path(), &self.config(upstream, admin, max_bytes)), admin)
+        let config = self.config(upstream, admin, &self.cache_dir, max_bytes, "");
+        (Doltgate::start_with_config(self.env.path(), &config), admin)
+    }
+
+    /// A replica with a disk cache of its own in front of the shared tier `s3`.
+    fn replica(&self, name: &str, s3: &S3Server) -> (Doltgate, u16) {
+        let admin = free_port();
+        let dir = self.env.path().join(format!("cache-{name}"));
+        let config = self.config(&self.server.remotesapi_addr(), admin, &dir, 1 << 30, &s3.shared_tier_config("edge"));
+        (Doltgate::start_with_config_env(self.env.path(), &config, &s3_env()), admin)
     }
 
     fn clone_through(&self, gateway: &Doltgate, name: &str) -> PathBuf {
@@ -102,8 +112,12 @@ impl Setup {
 
     /// Every file in the cache is byte for byte the server's file of that name.
     fn assert_cache_holds_only_server_bytes(&self) -> usize {
+        self.assert_holds_only_server_bytes(&self.cache_dir)
+    }
+
+    fn assert_holds_only_server_bytes(&self, cache_dir: &Path) -> usize {
         let mut checked = 0;
-        for path in files_under(&self.cache_dir.join("v1/files")) {
+        for path in files_under(&cache_dir.join("v1/files")) {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             let server_copy = [self.server_noms(), self.server_noms().join("oldgen")]
                 .iter()
@@ -273,4 +287,58 @@ fn a_doltgate_killed_mid_fill_leaves_no_half_file_and_a_corrupt_read_is_never_ca
     assert!(s.assert_cache_holds_only_server_bytes() >= 1, "the retried fill is cached, the corrupt one is not");
     let again = s.clone_through(&gateway, "from-cache");
     s.assert_same_as_server(&again);
+}
+
+/// Waits until `admin`'s doltgate has stored `count` files in the shared tier.
+fn await_shared_stores(admin: u16, count: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(admin, "doltgate_cache_shared_total", &[("event", "stored")]) < count {
+        assert!(Instant::now() < deadline, "the files never reached the shared tier");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn replicas_share_fills_through_an_s3_bucket_and_a_bad_object_is_never_served() {
+    let s = Setup::new();
+    let s3 = S3Server::start(s.env.path());
+    let files = s.server_files();
+    let stored: u64 = files.values().sum();
+
+    // Replica A fills from Dolt and stores every file in the bucket.
+    let (a, a_admin) = s.replica("a", &s3);
+    s.assert_same_as_server(&s.clone_through(&a, "via-a"));
+    await_shared_stores(a_admin, files.len() as f64);
+    let (largest, _) = files.iter().max_by_key(|(_, len)| **len).unwrap();
+    assert_eq!(s3.objects_named(largest).len(), 1, "the archive is in the bucket");
+
+    // Replica B, cold on disk, clones from the bucket: (almost) nothing from Dolt.
+    let (b, b_admin) = s.replica("b", &s3);
+    let before = upstream_bytes(b_admin);
+    s.assert_same_as_server(&s.clone_through(&b, "via-b"));
+    let from_dolt = upstream_bytes(b_admin) - before;
+    let from_bucket = metric(b_admin, "doltgate_cache_shared_read_bytes_total", &[]);
+    println!("replica B read {from_dolt} bytes from Dolt and {from_bucket} from the bucket ({stored} stored)");
+    assert!(from_dolt < stored as f64 * 0.02, "B read table files from Dolt: {from_dolt} of {stored}");
+    assert!(from_bucket >= stored as f64, "B filled from the bucket: {from_bucket} of {stored}");
+    assert!(metric(b_admin, "doltgate_cache_shared_total", &[("event", "hit")]) >= files.len() as f64);
+    assert_eq!(s.assert_holds_only_server_bytes(&s.env.path().join("cache-b")), files.len());
+    drop((a, b));
+
+    // A damaged object: replica C verifies it, refuses it, deletes it and falls back to Dolt.
+    let object = s3.objects_named(largest).pop().unwrap();
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&object, bytes).unwrap();
+    let (c, c_admin) = s.replica("c", &s3);
+    s.assert_same_as_server(&s.clone_through(&c, "via-c"));
+    assert_eq!(metric(c_admin, "doltgate_cache_shared_total", &[("event", "corrupt")]), 1.0);
+    assert_eq!(s.assert_holds_only_server_bytes(&s.env.path().join("cache-c")), files.len());
+    // C stored Dolt's copy in place of the damaged one.
+    await_shared_stores(c_admin, 1.0);
+    let replaced = s3.objects_named(largest).pop().expect("stored again");
+    let server_copy = s.server_noms().join(largest);
+    assert!(std::fs::read(replaced).unwrap() == std::fs::read(server_copy).unwrap(), "the bucket holds Dolt's bytes");
+    drop(c);
 }

@@ -15,8 +15,11 @@ mod gpg;
 mod process;
 mod prometheus;
 mod relay;
+mod s3;
 mod tls;
 
 // Each test binary uses its own subset.
 #[allow(unused_imports)]
-pub use {browser::*, data::*, dolt::*, doltgate::*, ghz::*, gpg::*, process::*, prometheus::*, relay::*, tls::*};
+pub use {
+    browser::*, data::*, dolt::*, doltgate::*, ghz::*, gpg::*, process::*, prometheus::*, relay::*, s3::*, tls::*,
+};
