@@ -17,8 +17,9 @@ up the way a user would for the same job (pass-through, no authentication of the
 own). ghz drives GetRepoMetadata, Root and HasChunks at fixed concurrency levels
 against every target, targets interleaved and the whole matrix repeated (medians
 reported); then `dolt clone` of the database directly and through each proxy, with
-the proxies' peak RSS, CPU seconds and relayed bytes read from /proc; then doltgate's
-memory per idle HTTP/2 connection. Around every ghz run the CPU time of dolt sql-server
+the proxies' peak RSS, CPU seconds and relayed bytes read from /proc; then storms of
+concurrent clones straight to Dolt and through doltgate's edge cache (cold, then warm),
+with what Dolt spent on each; then doltgate's memory per idle HTTP/2 connection. Around every ghz run the CPU time of dolt sql-server
 and of the proxy under test is read from /proc, and reported per call served.
 
 Cores: the load generator (ghz, the cloning dolt client) is pinned to core 0; dolt
@@ -52,7 +53,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER, PASSWORD, DB = "bench", "benchpass", "bench"
 CALLS = ("GetRepoMetadata", "Root", "HasChunks")
 PROXIES = ("doltgate", "doltgate-auth", "nginx", "haproxy", "traefik")
-SECTIONS = ("unary", "clone", "push", "idle")
+SECTIONS = ("unary", "clone", "push", "cache", "idle")
 
 
 def log(msg):
@@ -362,6 +363,83 @@ def clone_once(dolt, home, work, target, port, pid, core, sent_bytes, db_mib):
         shutil.rmtree(dest, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- edge cache
+
+
+def table_file_bytes(db_dir):
+    """Bytes of the table files and archives in a database's store (not the journal)."""
+    total = 0
+    for sub in ("", "oldgen"):
+        d = os.path.join(db_dir, ".dolt", "noms", sub)
+        for name in os.listdir(d) if os.path.isdir(d) else ():
+            stem = name[:-5] if name.endswith(".darc") else name
+            if len(stem) == 32 and stem != "v" * 32 and os.path.isfile(os.path.join(d, name)):
+                total += os.path.getsize(os.path.join(d, name))
+    return total
+
+
+def scrape(admin_port, name):
+    """The sum of one family's samples on a doltgate admin port."""
+    with socket.create_connection(("127.0.0.1", admin_port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\nHost: admin\r\n\r\n")
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    total = 0.0
+    for line in raw.decode().split("\r\n\r\n", 1)[-1].splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def clone_storm(dolt, home, work, label, port, n, core, db_mib, dolt_pid, idle_cpu_per_s, admin=None):
+    """`n` concurrent `dolt clone`s through `port`: wall seconds, bytes cloned, and what Dolt spent on them
+    (CPU seconds above its idle rate, bytes it wrote), plus doltgate's upstream table-file bytes."""
+    dests = [os.path.join(work, f"storm-{label}-{i}") for i in range(n)]
+    dolt_pids = tree(dolt_pid)
+    cpu0, io0 = cpu_seconds(dolt_pids), io_bytes(dolt_pids)
+    up0 = scrape(admin, "doltgate_upstream_file_bytes_total") if admin else None
+    env = dict(dolt_env(home), DOLT_REMOTE_PASSWORD=PASSWORD)
+    t0 = time.time()
+    running = []
+    for d in dests:
+        argv = [dolt, "clone", "--user", USER, f"http://127.0.0.1:{port}/{DB}", d]
+        if core is not None:
+            argv = ["taskset", "-c", str(core)] + argv
+        running.append(subprocess.Popen(argv, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        text=True))
+    # Reading stderr to its end keeps a chatty clone from blocking on a full pipe.
+    outputs = [p.communicate()[1] for p in running]
+    errors = [err.strip()[-300:] for p, err in zip(running, outputs) if p.returncode != 0]
+    secs = time.time() - t0
+    dolt_pids = tree(dolt_pid)
+    r = {"seconds": secs, "dolt_cpu": cpu_seconds(dolt_pids) - cpu0 - idle_cpu_per_s * secs,
+         "dolt_wrote": io_bytes(dolt_pids) - io0,
+         "upstream": (scrape(admin, "doltgate_upstream_file_bytes_total") - up0) if admin else None}
+    try:
+        if errors:
+            return {"error": "; ".join(errors)}
+        for d in dests:
+            count = subprocess.run([dolt, "sql", "-r", "csv", "-q", "SELECT COUNT(*) FROM blobs"], cwd=d,
+                                   env=dolt_env(home), capture_output=True, text=True).stdout.split()
+            if count[-1:] != [str(db_mib * 16)]:
+                return {"error": f"{d}: {count} rows, expected {db_mib * 16}"}
+        r["bytes"] = sum(dir_bytes(os.path.join(d, ".dolt")) for d in dests)
+        r["mbps"] = r["bytes"] / secs / 1e6
+        return r
+    finally:
+        for d in dests:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def idle_cpu_rate(pid, seconds=3.0):
+    """CPU seconds per second a process tree spends doing nothing in particular."""
+    pids = tree(pid)
+    c0 = cpu_seconds(pids)
+    time.sleep(seconds)
+    return (cpu_seconds(pids) - c0) / seconds
+
+
 # ---------------------------------------------------------------- pushes
 
 
@@ -400,6 +478,8 @@ def push_once(dolt, home, source, target, port, pid, core, server_sql, n):
     finally:
         subprocess.run([dolt, "remote", "remove", remote], cwd=source, env=env, capture_output=True)
         server_sql(f"DROP DATABASE {name}")
+        # Dropped databases are kept aside until purged; a push bench drops gigabytes.
+        server_sql("CALL dolt_purge_dropped_databases()")
 
 
 # ---------------------------------------------------------------- ghz
@@ -544,6 +624,8 @@ def render(args, meta, unary, clones, idle, pushes):
         render_clones(args, clones, add)
     if pushes:
         render_pushes(args, pushes, add)
+    if meta.get("cache"):
+        render_cache(args, meta["cache"], add)
     if idle:
         render_idle(args, idle, add)
     add("## Against the targets of issue 7")
@@ -612,6 +694,31 @@ def render_pushes(args, pushes, add):
         add("")
 
 
+def render_cache(args, cache, add):
+    add("## Edge cache: clone storms")
+    add("")
+    add(f"{args.storm} concurrent `dolt clone`s of the database per row: straight to Dolt, through a doltgate with")
+    add("`[cache]` whose cache starts empty (cold), then again through the same doltgate (warm). *Bytes from Dolt*")
+    add("is what dolt sql-server wrote (/proc/PID/io, gRPC answers included); *Dolt CPU s* is its CPU time above its")
+    add("idle rate; *upstream file bytes* is doltgate's count of table-file bytes it read from Dolt, and")
+    add(f"*fetches per file* that over the {cache['table_bytes'] / 1e6:.0f} MB of table files the database holds.")
+    add("")
+    add("| row | seconds | aggregate MB/s | ×direct | bytes from Dolt MB | ×direct | Dolt CPU s | ×direct | upstream file bytes MB | fetches per file |")
+    add("|---|---|---|---|---|---|---|---|---|---|")
+    base = cache["rows"].get("direct", {})
+    for row in ("direct", "cold", "warm"):
+        c = cache["rows"].get(row)
+        if not c:
+            continue
+        up = c.get("upstream")
+        add(f"| {row} | {fmt(c['seconds'], 1)} | {fmt(c['mbps'], 1)} | {ratio(c['mbps'], base.get('mbps'))} "
+            f"| {fmt(c['dolt_wrote'] / 1e6)} | {ratio(c['dolt_wrote'], base.get('dolt_wrote'))} "
+            f"| {fmt(c['dolt_cpu'], 2)} | {ratio(max(c['dolt_cpu'], 0.0), base.get('dolt_cpu'))} "
+            f"| {fmt(up / 1e6 if up is not None else None)} "
+            f"| {fmt(up / cache['table_bytes'], 2) if up is not None and cache['table_bytes'] else '—'} |")
+    add("")
+
+
 def render_idle(args, idle, add):
     add("## Idle HTTP/2 connections")
     add("")
@@ -625,7 +732,7 @@ def render_idle(args, idle, add):
     add("")
 
 
-def targets_summary(args, unary, clones, idle, pushes):
+def targets_summary(args, unary, clones, idle, pushes, meta_cache=None):
     out = []
     cmax = max(args.concurrency)
     for call in args.calls if unary else ():
@@ -651,6 +758,15 @@ def targets_summary(args, unary, clones, idle, pushes):
     if d.get("mbps") and g.get("mbps"):
         out.append(f"push: doltgate {g['mbps'] / d['mbps']:.2f}× direct, every upload verified (target ≥ 0.8), peak RSS "
                    f"{fmt(g.get('rss_mib'), 1)} MiB (target ≤ 64)")
+    rows = (meta_cache or {}).get("rows", {})
+    d, w, c = rows.get("direct", {}), rows.get("warm", {}), rows.get("cold", {})
+    if d.get("mbps") and w.get("mbps"):
+        out.append(f"edge cache, {args.storm} warm clones: Dolt wrote {100 * w['dolt_wrote'] / d['dolt_wrote']:.2f}% of "
+                   f"direct's bytes (target ≤ 1%), spent {100 * max(w['dolt_cpu'], 0.0) / d['dolt_cpu']:.1f}% of direct's "
+                   f"CPU above idle (target ≤ 20%), aggregate throughput {w['mbps'] / d['mbps']:.2f}× direct (target ≥ 1.0)")
+    if c.get("upstream") is not None and meta_cache.get("table_bytes"):
+        out.append(f"edge cache, {args.storm} cold clones at once: each table file fetched "
+                   f"{c['upstream'] / meta_cache['table_bytes']:.2f}× from Dolt (target 1)")
     if idle.get("doltgate") is not None:
         out.append(f"idle connection: {idle['doltgate']:.1f} KiB (target ≤ 16)")
     return out
@@ -673,6 +789,7 @@ def main():
     ap.add_argument("--baseline", help="a second doltgate binary, measured as target doltgate-baseline")
     ap.add_argument("--unpin-doltgate", action="store_true",
                     help="let doltgate's targets run on any core (as with a CPU of their own), not on dolt's")
+    ap.add_argument("--storm", type=int, help="concurrent clones per edge cache row (default 8; smoke 2)")
     ap.add_argument("--only", help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
     args = ap.parse_args()
     args.only = tuple(args.only.split(",")) if args.only else SECTIONS
@@ -691,6 +808,7 @@ def main():
     args.concurrency = [int(c) for c in (args.concurrency or ("1,10" if smoke else "1,10,50")).split(",")]
     args.idle_conns = args.idle_conns or (100 if smoke else 1000)
     args.clone_repeats = args.clone_repeats or (1 if smoke else 3)
+    args.storm = args.storm or (2 if smoke else 8)
     # The committed table is always the whole comparison of one build.
     write_doc = not smoke and not args.no_write and args.calls == CALLS and not args.baseline and args.only == SECTIONS
 
@@ -893,6 +1011,33 @@ def main():
                 if t != "direct" and rs:
                     pushes[t].update(rss_mib=max(r["rss_mib"] for r in rs), cpu=med("cpu"))
 
+        # -------- edge cache: storms of concurrent clones, direct and through a cold then warm cache
+        cache = {}
+        if "cache" in args.only:
+            cache_port, cache_admin = free_port(), free_port()
+            cache_cfg = os.path.join(work, "doltgate-cache.toml")
+            with open(cache_cfg, "w") as f:
+                f.write(f'[upstream]\naddress = "{upstream}"\n\n[admin]\naddress = "127.0.0.1:{cache_admin}"\n\n'
+                        f'[cache]\ndir = "{os.path.join(work, "edge-cache")}"\nmax_bytes = {8 << 30}\n')
+            procs.start("doltgate-cache", [doltgate, "--config", cache_cfg, "--listen", f"127.0.0.1:{cache_port}"],
+                        cache_port, doltgate_core)
+            dolt_pid = procs.procs["dolt"].pid
+            idle_rate = idle_cpu_rate(dolt_pid)
+            cache = {"table_bytes": table_file_bytes(os.path.join(data, DB)), "rows": {}}
+            for row, port, admin in (("direct", rapi, None), ("cold", cache_port, cache_admin),
+                                     ("warm", cache_port, cache_admin)):
+                r = clone_storm(dolt, home, work, row, port, args.storm, load_core, args.db_mib, dolt_pid, idle_rate,
+                                admin)
+                if r.get("error"):
+                    failures.append(f"edge cache {row} storm: {r['error']}")
+                    log(f"edge cache {row} storm FAILED: {r['error']}")
+                    continue
+                cache["rows"][row] = r
+                log(f"edge cache {row}: {args.storm} clones, {r['bytes'] / 1e6:.0f} MB in {r['seconds']:.1f}s = "
+                    f"{r['mbps']:.1f} MB/s; Dolt wrote {r['dolt_wrote'] / 1e6:.1f} MB, CPU {r['dolt_cpu']:.2f}s above idle"
+                    + (f"; doltgate read {r['upstream'] / 1e6:.1f} MB of table files from Dolt"
+                       if r['upstream'] is not None else ""))
+
         # -------- idle connections
         idle = {}
         for t in args.proxies if "idle" in args.only else ():
@@ -910,7 +1055,8 @@ def main():
             "db": f"{args.db_mib} MiB of random 64 KiB blobs ({db_bytes / 1e6:.0f} MB on disk), one commit"
                   + ("" if args.db_mib >= 1024 else "; smaller than the issue's 1 GiB"),
         }
-        meta["targets"] = targets_summary(args, unary, clones, idle, pushes)
+        meta["cache"] = cache
+        meta["targets"] = targets_summary(args, unary, clones, idle, pushes, cache)
         doc = render(args, meta, unary, clones, idle, pushes)
         print(doc)
         if write_doc:

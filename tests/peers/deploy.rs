@@ -441,6 +441,17 @@ fn check_doltgate_container(objects: &[Value], workload: &Value, container: &Val
     let volume = pod_spec(workload)["volumes"].as_array().into_iter().flatten().find(|v| v["name"] == spool["name"]);
     let volume = volume.unwrap_or_else(|| panic!("{what}: no volume {}", spool["name"]));
     assert!(volume["emptyDir"]["sizeLimit"].is_string(), "{what}: the upload spool is an emptyDir with a sizeLimit");
+    // An edge cache needs a writable volume of its own at cache.dir.
+    if let Some(cache) = &config.cache {
+        let dir = cache.dir.to_str().unwrap();
+        let mount = container["volumeMounts"].as_array().into_iter().flatten().find(|m| m["mountPath"] == dir);
+        let mount = mount.unwrap_or_else(|| panic!("{what}: no volume mounted at cache.dir {dir}"));
+        assert_ne!(mount["readOnly"], true, "{what}: the cache volume must be writable");
+        let volume =
+            pod_spec(workload)["volumes"].as_array().into_iter().flatten().find(|v| v["name"] == mount["name"]);
+        let volume = volume.unwrap_or_else(|| panic!("{what}: no volume {}", mount["name"]));
+        assert!(volume["emptyDir"]["sizeLimit"].is_string(), "{what}: the cache is an emptyDir with a sizeLimit");
+    }
     assert_eq!(security["allowPrivilegeEscalation"], false, "{what}: allowPrivilegeEscalation");
     assert!(security["runAsNonRoot"] == true || pod_security["runAsNonRoot"] == true, "{what}: runAsNonRoot");
     for part in ["requests", "limits"] {

@@ -186,6 +186,7 @@ fn a_warm_cache_serves_clones_without_reading_table_files_from_dolt() {
 
     let listed = cache_cli(&["stats", "--dir", s.cache_dir.to_str().unwrap()]);
     assert!(listed.contains("db/.dolt/noms"), "{listed}");
+    capabilities_guard_cached_files(&s, &gateway, admin);
 
     // A pull after a push sees the new files: ranged reads pass through, then fill.
     s.push_rows("second", 2_000);
@@ -201,8 +202,11 @@ fn a_warm_cache_serves_clones_without_reading_table_files_from_dolt() {
     let before = upstream_bytes(admin);
     let storm: Vec<_> = (0..3)
         .map(|i| {
-            let dest = s.env.path().join(format!("storm-{i}"));
-            let mut clone = s.env.command(s.env.path(), &["clone", "--user", USER, &gateway.url("db")]);
+            // Concurrent clones each start in a directory of their own.
+            let cwd = s.env.path().join(format!("storm-{i}-cwd"));
+            std::fs::create_dir_all(&cwd).unwrap();
+            let dest = cwd.join("clone");
+            let mut clone = s.env.command(&cwd, &["clone", "--user", USER, &gateway.url("db")]);
             clone.arg(&dest).env("DOLT_REMOTE_PASSWORD", PASSWORD);
             (clone.spawn().unwrap(), dest)
         })
@@ -341,4 +345,75 @@ fn replicas_share_fills_through_an_s3_bucket_and_a_bad_object_is_never_served() 
     let server_copy = s.server_noms().join(largest);
     assert!(std::fs::read(replaced).unwrap() == std::fs::read(server_copy).unwrap(), "the bucket holds Dolt's bytes");
     drop(c);
+}
+
+/// A cached file is served, whole or by range, only under a capability
+/// doltgate signed for it; an altered one gets 403 and nothing from the cache.
+fn capabilities_guard_cached_files(s: &Setup, gateway: &Doltgate, admin: u16) {
+    use doltgate::remotesapi::proto::chunk_store_service_client::ChunkStoreServiceClient;
+    use doltgate::remotesapi::proto::ListTableFilesRequest;
+    let (largest, _) = s.server_files().into_iter().max_by_key(|(_, len)| *len).unwrap();
+    let on_server = std::fs::read(s.server_noms().join(&largest)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let url = runtime.block_on(async {
+        let endpoint = format!("http://127.0.0.1:{}", gateway.port);
+        let channel = tonic::transport::Channel::from_shared(endpoint).unwrap().connect().await.unwrap();
+        let mut request = tonic::Request::new(ListTableFilesRequest { repo_path: "db".into(), ..Default::default() });
+        let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{USER}:{PASSWORD}"));
+        request.metadata_mut().insert("authorization", format!("Basic {basic}").parse().unwrap());
+        let listed = ChunkStoreServiceClient::new(channel).list_table_files(request).await.unwrap().into_inner();
+        let file = listed.table_file_info.into_iter().find(|f| f.url.split('?').next().unwrap().ends_with(&largest));
+        file.expect("the archive is listed").url
+    });
+    let path = &url[url.find("/_doltgate/files/").expect("a doltgate URL")..];
+    let hits = || metric(admin, "doltgate_cache_requests_total", &[("result", "hit")]);
+    let (hits_before, upstream_before) = (hits(), upstream_bytes(admin));
+
+    let (status, body) = file_get(gateway.port, path, None);
+    assert_eq!(status, 200);
+    assert!(body == on_server, "the whole cached file is the server's");
+    let (status, body) = file_get(gateway.port, path, Some("bytes=100-4195"));
+    assert_eq!(status, 206);
+    assert!(body == on_server[100..4196], "a range of the cached file is the server's");
+    assert_eq!(hits(), hits_before + 2.0);
+    // At most a 1-byte length check went to Dolt.
+    assert!(upstream_bytes(admin) - upstream_before <= 1.0);
+
+    let capability_at = "/_doltgate/files/".len() + 10;
+    let mut altered = path.as_bytes().to_vec();
+    altered[capability_at] = if altered[capability_at] == b'A' { b'B' } else { b'A' };
+    let (status, _) = file_get(gateway.port, std::str::from_utf8(&altered).unwrap(), None);
+    assert_eq!(status, 403, "an altered capability is refused before the cache");
+    assert_eq!(hits(), hits_before + 2.0, "nothing was served from the cache");
+}
+
+/// A table-file GET over HTTP/1.1 (`Connection: close`); (status, body).
+fn file_get(port: u16, path: &str, range: Option<&str>) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{range}Connection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP response");
+    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[line_end + 2..line_end + 2 + size]);
+        raw = &raw[line_end + 2 + size + 2..];
+    }
 }
