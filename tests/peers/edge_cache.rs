@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const ROWS: usize = 12_000;
+const ROWS: usize = 20_000;
 const PAYLOAD_BYTES: usize = 500;
 
 struct Setup {
@@ -194,6 +194,12 @@ fn a_warm_cache_serves_clones_without_reading_table_files_from_dolt() {
     s.env.ok_with(&warm, &pull, &password_env());
     assert_eq!(s.env.log_hashes(&warm, "main"), s.env.log_hashes(&s.work, "main"));
     s.env.ok(&warm, &["fsck"]);
+    // The pull's ranged reads of the new archive passed through; the whole file followed in the background.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.assert_cache_holds_only_server_bytes() < s.server_files().len() {
+        assert!(Instant::now() < deadline, "the pushed archive was never filled after the pull's ranged reads");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Purged under a running doltgate, then a storm of cold clones: each file is fetched once.
     let purged = cache_cli(&["purge", "--dir", s.cache_dir.to_str().unwrap()]);
@@ -220,6 +226,66 @@ fn a_warm_cache_serves_clones_without_reading_table_files_from_dolt() {
     assert!(storm_bytes < stored as f64 * 1.5, "each file once, not once per clone: {storm_bytes} of {stored}");
     s.assert_cache_holds_only_server_bytes();
     drop(gateway);
+
+    // Restarted on the same directory with one transfer per user: the cache is still warm, and
+    // its hits wait for the user's transfer slot like any transfer.
+    let admin = free_port();
+    let limits = "[limits]\nmax_transfers_per_user = 1\nqueue_wait = \"60s\"\n";
+    let config = s.config(&s.server.remotesapi_addr(), admin, &s.cache_dir, 1 << 30, limits);
+    let gateway = Doltgate::start_with_config(s.env.path(), &config);
+    let clones: Vec<_> = (0..2)
+        .map(|i| {
+            let cwd = s.env.path().join(format!("limited-{i}-cwd"));
+            std::fs::create_dir_all(&cwd).unwrap();
+            let mut clone = s.env.command(&cwd, &["clone", "--user", USER, &gateway.url("db"), "clone"]);
+            (clone.env("DOLT_REMOTE_PASSWORD", PASSWORD).spawn().unwrap(), cwd.join("clone"))
+        })
+        .collect();
+    for (mut child, dest) in clones {
+        assert!(child.wait().unwrap().success(), "limited clone into {}", dest.display());
+        s.assert_same_as_server(&dest);
+    }
+    assert!(upstream_bytes(admin) < stored as f64 * 0.02, "the restarted cache served the clones");
+    assert!(metric(admin, "doltgate_cache_requests_total", &[("result", "hit")]) >= 2.0);
+    drop(gateway);
+
+    // A cached answer holds the user's slot until its last byte: while one is stalled, the
+    // user's next transfer waits out queue_wait and gets 429.
+    let admin = free_port();
+    let limits = "[limits]\nmax_transfers_per_user = 1\nqueue_wait = \"1s\"\n";
+    let config = s.config(&s.server.remotesapi_addr(), admin, &s.cache_dir, 1 << 30, limits);
+    let gateway = Doltgate::start_with_config(s.env.path(), &config);
+    let (largest, _) = s.server_files().into_iter().max_by_key(|(_, len)| *len).unwrap();
+    let path = listed_path(&gateway, &largest);
+    let stalled = stalled_get(gateway.port, &path);
+    let (status, _) = file_get(gateway.port, &path, Some("bytes=0-99"));
+    assert_eq!(status, 429, "the stalled cached answer still holds the user's one slot");
+    assert_eq!(metric(admin, "doltgate_user_limit_total", &[("limit", "transfers"), ("outcome", "refused")]), 1.0);
+    drop(stalled);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = file_get(gateway.port, &path, Some("bytes=0-99"));
+        if status == 206 {
+            assert_eq!(body.len(), 100);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot never came back: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A whole-file GET whose client reads nothing, through a socket with a tiny
+/// receive buffer, so doltgate's answer stalls partway.
+fn stalled_get(port: u16, path: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    // Long enough for doltgate to start answering and fill the buffers.
+    std::thread::sleep(Duration::from_millis(500));
+    stream
 }
 
 #[test]
@@ -350,22 +416,9 @@ fn replicas_share_fills_through_an_s3_bucket_and_a_bad_object_is_never_served() 
 /// A cached file is served, whole or by range, only under a capability
 /// doltgate signed for it; an altered one gets 403 and nothing from the cache.
 fn capabilities_guard_cached_files(s: &Setup, gateway: &Doltgate, admin: u16) {
-    use doltgate::remotesapi::proto::chunk_store_service_client::ChunkStoreServiceClient;
-    use doltgate::remotesapi::proto::ListTableFilesRequest;
     let (largest, _) = s.server_files().into_iter().max_by_key(|(_, len)| *len).unwrap();
     let on_server = std::fs::read(s.server_noms().join(&largest)).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let url = runtime.block_on(async {
-        let endpoint = format!("http://127.0.0.1:{}", gateway.port);
-        let channel = tonic::transport::Channel::from_shared(endpoint).unwrap().connect().await.unwrap();
-        let mut request = tonic::Request::new(ListTableFilesRequest { repo_path: "db".into(), ..Default::default() });
-        let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{USER}:{PASSWORD}"));
-        request.metadata_mut().insert("authorization", format!("Basic {basic}").parse().unwrap());
-        let listed = ChunkStoreServiceClient::new(channel).list_table_files(request).await.unwrap().into_inner();
-        let file = listed.table_file_info.into_iter().find(|f| f.url.split('?').next().unwrap().ends_with(&largest));
-        file.expect("the archive is listed").url
-    });
-    let path = &url[url.find("/_doltgate/files/").expect("a doltgate URL")..];
+    let path = &listed_path(gateway, &largest);
     let hits = || metric(admin, "doltgate_cache_requests_total", &[("result", "hit")]);
     let (hits_before, upstream_before) = (hits(), upstream_bytes(admin));
 
@@ -385,6 +438,24 @@ fn capabilities_guard_cached_files(s: &Setup, gateway: &Doltgate, admin: u16) {
     let (status, _) = file_get(gateway.port, std::str::from_utf8(&altered).unwrap(), None);
     assert_eq!(status, 403, "an altered capability is refused before the cache");
     assert_eq!(hits(), hits_before + 2.0, "nothing was served from the cache");
+}
+
+/// The path (with query) of the table-file URL doltgate lists for the file `name`.
+fn listed_path(gateway: &Doltgate, name: &str) -> String {
+    use doltgate::remotesapi::proto::chunk_store_service_client::ChunkStoreServiceClient;
+    use doltgate::remotesapi::proto::ListTableFilesRequest;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let url = runtime.block_on(async {
+        let endpoint = format!("http://127.0.0.1:{}", gateway.port);
+        let channel = tonic::transport::Channel::from_shared(endpoint).unwrap().connect().await.unwrap();
+        let mut request = tonic::Request::new(ListTableFilesRequest { repo_path: "db".into(), ..Default::default() });
+        let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{USER}:{PASSWORD}"));
+        request.metadata_mut().insert("authorization", format!("Basic {basic}").parse().unwrap());
+        let listed = ChunkStoreServiceClient::new(channel).list_table_files(request).await.unwrap().into_inner();
+        let file = listed.table_file_info.into_iter().find(|f| f.url.split('?').next().unwrap().ends_with(name));
+        file.expect("the file is listed").url
+    });
+    url[url.find("/_doltgate/files/").expect("a doltgate URL")..].to_owned()
 }
 
 /// A table-file GET over HTTP/1.1 (`Connection: close`); (status, body).
