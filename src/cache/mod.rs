@@ -241,7 +241,7 @@ impl Shared {
 /// The key of a sealed download path: `…/<store>[/oldgen]/<name>`, when
 /// every segment is plain (no escapes, no `.`/`..`, nothing empty) and the
 /// name is a content-derived one.
-fn cache_key(cluster: &str, path_and_query: &str) -> Option<Key> {
+pub fn cache_key(cluster: &str, path_and_query: &str) -> Option<Key> {
     let path = path_and_query.split('?').next()?.strip_prefix(SEALED_PREFIX)?;
     let segments: Vec<&str> = path.split('/').collect();
     if segments.iter().any(|s| s.is_empty() || *s == "." || *s == ".." || s.contains('%')) {
@@ -261,7 +261,7 @@ fn cache_key(cluster: &str, path_and_query: &str) -> Option<Key> {
 
 /// `bytes=<first>-<last>` as Dolt's file server reads it
 /// (`offsetAndLenFromRange`, `go/libraries/doltcore/remotesrv/http.go`).
-fn parse_range(value: &HeaderValue) -> Option<(u64, u64)> {
+pub fn parse_range(value: &HeaderValue) -> Option<(u64, u64)> {
     let spec = value.to_str().ok()?.strip_prefix("bytes=")?;
     let (first, last) = spec.split_once('-')?;
     let (first, last) = (first.trim().parse::<u64>().ok()?, last.trim().parse::<u64>().ok()?);
