@@ -104,8 +104,14 @@ pub fn start(shared: &Arc<Shared>, key: Key, source: Source) -> std::io::Result<
                     (_, FillError::TooLarge(len)) => Progress::Done(*len),
                     _ => Progress::Failed(err.to_string()),
                 };
-                if matches!(err, FillError::TooLarge(_)) {
-                    shared.too_large.lock().expect("too-large set").insert(key.clone());
+                // A file too large, or one the disk could not take, is not tried again:
+                // the client's retry passes through and the clone goes on uncached.
+                if matches!(err, FillError::TooLarge(_) | FillError::Disk(_)) {
+                    shared.bypass.lock().expect("bypass set").insert(key.clone());
+                }
+                if let FillError::Disk(io) = &err {
+                    let trouble = format!("edge cache: cannot write to cache.dir: {io}");
+                    *shared.disk_trouble.lock().expect("disk trouble") = Some(trouble);
                 }
                 report.send_replace(failed);
                 err.outcome()

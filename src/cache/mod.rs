@@ -66,8 +66,11 @@ impl std::fmt::Debug for EdgeCache {
 pub struct Shared {
     store: Arc<Store>,
     fills: Mutex<HashMap<Key, Arc<Fill>>>,
-    /// Files found larger than `max_bytes`: later requests pass straight through.
-    too_large: Mutex<HashSet<Key>>,
+    /// Files not to fill again (larger than `max_bytes`, or a fill the disk
+    /// failed): later requests pass straight through.
+    bypass: Mutex<HashSet<Key>>,
+    /// The last write the cache directory refused, for `/readyz`.
+    disk_trouble: Mutex<Option<String>>,
     revalidate_after: Mutex<Duration>,
     /// The bucket replicas share, when `[cache.shared]` is configured.
     tier: Mutex<Option<Arc<SharedTier>>>,
@@ -103,7 +106,8 @@ impl EdgeCache {
                 Arc::new(Shared {
                     store: Arc::new(store),
                     fills: Mutex::default(),
-                    too_large: Mutex::default(),
+                    bypass: Mutex::default(),
+                    disk_trouble: Mutex::default(),
                     revalidate_after: Mutex::new(config.revalidate_after),
                     tier: Mutex::new(tier),
                 })
@@ -118,9 +122,12 @@ impl EdgeCache {
         cache
     }
 
-    /// Why the cache is off, if it is.
-    pub fn trouble(&self) -> Option<&str> {
-        self.state.as_ref().err().map(String::as_str)
+    /// Why the cache is off or failing, if it is.
+    pub fn trouble(&self) -> Option<String> {
+        match &self.state {
+            Err(reason) => Some(reason.clone()),
+            Ok(shared) => shared.disk_trouble.lock().expect("disk trouble").clone(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -148,7 +155,7 @@ impl EdgeCache {
             metrics.cache_requests.with_label_values(&["hit"]).inc();
             return Answer::Served(response);
         }
-        if shared.too_large.lock().expect("too-large set").contains(key) {
+        if shared.bypass.lock().expect("bypass set").contains(key) {
             return self.bypass();
         }
         metrics.cache_requests.with_label_values(&["miss"]).inc();
@@ -172,7 +179,7 @@ impl EdgeCache {
         let total = answer.get(http::header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).and_then(range_total);
         match total {
             Some(total) if total <= shared.store.max_bytes() => drop(shared.join_or_start(&key, source)),
-            Some(_) => drop(shared.too_large.lock().expect("too-large set").insert(key)),
+            Some(_) => drop(shared.bypass.lock().expect("bypass set").insert(key)),
             None => {}
         }
     }

@@ -11,7 +11,9 @@
 //!   file behind that could be mistaken for a whole one.
 //!
 //! Recency lives in memory; at start files are ranked by modification time
-//! (when they were filled). One doltgate process owns a directory.
+//! (when they were filled). One doltgate process owns a directory: it holds
+//! an exclusive lock on `v1/lock` while it runs, and a second process finds
+//! the directory in use (and serves uncached).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,6 +74,8 @@ pub struct Hit {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
+    /// Held for the life of the store: the directory is this process's.
+    _lock: std::fs::File,
     index: Mutex<Index>,
     max_bytes: AtomicU64,
 }
@@ -81,6 +85,14 @@ impl Store {
     /// already there and evicts down to `max_bytes`.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Store> {
         let root = dir.join(VERSION_DIR);
+        std::fs::create_dir_all(&root)?;
+        let lock = std::fs::File::create(root.join("lock"))?;
+        lock.try_lock().map_err(|err| match err {
+            std::fs::TryLockError::WouldBlock => {
+                std::io::Error::other("in use by another doltgate process (one process per cache directory)")
+            }
+            std::fs::TryLockError::Error(err) => err,
+        })?;
         let tmp = root.join("tmp");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
@@ -96,7 +108,7 @@ impl Store {
             let entry = Entry { len: file.len, last_used: index.clock, checked: Instant::now() };
             index.entries.insert(file.key, entry);
         }
-        let store = Store { root, index: Mutex::new(index), max_bytes: AtomicU64::new(max_bytes) };
+        let store = Store { root, _lock: lock, index: Mutex::new(index), max_bytes: AtomicU64::new(max_bytes) };
         store.evict(None);
         store.publish_gauges();
         Ok(store)
@@ -341,6 +353,8 @@ mod tests {
         let (_, half_path) = half.keep().unwrap();
         drop(store);
         let reopened = Store::open(dir.path(), 250).unwrap();
+        let second = Store::open(dir.path(), 250).unwrap_err();
+        assert!(second.to_string().contains("in use by another doltgate process"), "{second}");
         assert!(!half_path.exists());
         assert!(reopened.lookup(&key(1)).is_some() && reopened.lookup(&key(3)).is_some());
         assert_eq!(

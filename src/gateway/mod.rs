@@ -115,7 +115,7 @@ impl Gateway {
 
     /// What works less well than configured, without making the gateway unready.
     pub fn degraded_reasons(&self) -> Vec<String> {
-        self.cache.iter().filter_map(|cache| cache.trouble().map(str::to_owned)).collect()
+        self.cache.iter().filter_map(|cache| cache.trouble()).collect()
     }
 
     /// The endpoint a table-file URL names.

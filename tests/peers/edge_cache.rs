@@ -305,7 +305,14 @@ fn a_small_cache_evicts_and_clones_stay_correct() {
     assert!(metric(admin, "doltgate_cache_evictions_total", &[]) >= 1.0, "files were evicted");
     assert!(metric(admin, "doltgate_cache_size_bytes", &[]) <= (largest + 1) as f64);
     s.assert_cache_holds_only_server_bytes();
-    drop(gateway);
+
+    // A second doltgate on the same directory finds it in use and serves uncached.
+    let (second, second_admin) = s.gateway(&s.server.remotesapi_addr(), 1 << 30);
+    let (status, body) = http_get(second_admin, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("in use by another doltgate process"), "{body}");
+    s.assert_same_as_server(&s.clone_through(&second, "beside"));
+    drop((gateway, second));
 
     // A cache directory that cannot be used: ready but degraded, and clones still work, uncached.
     std::fs::remove_dir_all(&s.cache_dir).unwrap();
