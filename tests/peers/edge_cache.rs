@@ -176,6 +176,16 @@ fn a_warm_cache_serves_clones_without_reading_table_files_from_dolt() {
     let warm = s.clone_through(&gateway, "warm");
     let warm_bytes = upstream_bytes(admin) - before;
     s.assert_same_as_server(&warm);
+    // The same database as a direct clone sees it, branch by branch and table by table.
+    let direct = s.env.path().join("direct");
+    let direct_url = format!("http://127.0.0.1:{}/db", s.server.remotesapi_port);
+    s.env.ok_with(s.env.path(), &["clone", "--user", USER, &direct_url, direct.to_str().unwrap()], &password_env());
+    let hashes = "SELECT name, hash FROM dolt_branches ORDER BY name";
+    assert_eq!(s.env.query_csv(&warm, hashes), s.env.query_csv(&direct, hashes));
+    let tables = "SELECT table_name, dolt_hashof_table(table_name) FROM information_schema.tables WHERE table_schema = database() ORDER BY 1";
+    let table_hashes = s.env.query_csv(&warm, tables);
+    assert!(table_hashes.contains("\nfirst,"), "{table_hashes}");
+    assert_eq!(table_hashes, s.env.query_csv(&direct, tables));
     println!("table-file bytes from Dolt: cold clone {cold_bytes}, warm clone {warm_bytes}");
     assert!(
         warm_bytes < cold_bytes * 0.02,
