@@ -7,18 +7,23 @@
 //! stream to end. Streams can live for minutes (a clone's chunk downloads), so
 //! a few users' long streams would delay everyone's unary calls. Opening
 //! another connection when each is full keeps a short call short.
+//!
+//! The connections are driven through the `h2` crate itself rather than
+//! hyper's client, so a unary call's HEADERS and DATA leave in one write
+//! (see [`Connection`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{Request, Response, Uri};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http2::{self, SendRequest};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tower::ServiceExt;
 
 use super::UpstreamBody;
@@ -53,10 +58,15 @@ pub struct GrpcConnections {
     dialing: tokio::sync::Mutex<()>,
 }
 
+/// One HTTP/2 connection, driven through the `h2` crate itself: a request
+/// whose body is already in hand (every unary call) has its HEADERS and DATA
+/// queued together, so they leave in one write and Dolt reads them at once.
 struct Connection {
-    send: SendRequest<UpstreamBody>,
+    send: h2::client::SendRequest<Bytes>,
     in_flight: AtomicUsize,
     idle_since: Mutex<Option<Instant>>,
+    /// Set when the connection ended or stopped answering pings.
+    closed: Arc<AtomicBool>,
 }
 
 impl GrpcConnections {
@@ -80,21 +90,58 @@ impl GrpcConnections {
         }
     }
 
-    /// Sends `request` on a connection with room for it. A request refused by
-    /// a connection that closed before taking it is sent again on another:
-    /// nothing of it reached the endpoint.
-    pub async fn send(&self, mut request: Request<UpstreamBody>) -> Result<Response<LeasedBody>, SendError> {
-        loop {
+    /// Sends `request` on a connection with room for it. A connection that
+    /// closed before taking the request is left for another: nothing of the
+    /// request reached the endpoint.
+    pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<LeasedBody>, SendError> {
+        let (head, mut body) = request.into_parts();
+        // A body already complete (a unary call's one message) goes out with its headers.
+        let first = match body.is_end_stream() {
+            true => None,
+            false => match body.frame().now_or_never() {
+                Some(Some(Ok(frame))) => Some(frame),
+                Some(Some(Err(err))) => return Err(SendError::Failed(format!("request body: {err}"))),
+                Some(None) => None,
+                None => return self.send_streaming(head, None, body).await,
+            },
+        };
+        self.send_streaming(head, first, body).await
+    }
+
+    async fn send_streaming(
+        &self,
+        head: http::request::Parts,
+        first: Option<Frame<Bytes>>,
+        body: UpstreamBody,
+    ) -> Result<Response<LeasedBody>, SendError> {
+        let failed = |err: h2::Error| SendError::Failed(err.to_string());
+        let (lease, mut send) = loop {
             let lease = self.lease().await?;
-            let mut send = lease.connection.send.clone();
-            match send.try_send_request(request).await {
-                Ok(response) => return Ok(response.map(|inner| LeasedBody { inner, _lease: lease })),
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) if lease.connection.send.is_closed() => request = unsent,
-                    _ => return Err(SendError::Failed(super::root_cause(err.error()))),
-                },
+            match lease.connection.send.clone().ready().await {
+                Ok(send) => break (lease, send),
+                // Closed before it took anything: try another connection.
+                Err(_) => lease.connection.closed.store(true, Ordering::Release),
+            }
+        };
+        let ends_now = body.is_end_stream() && first.as_ref().is_none_or(|f| f.is_data());
+        let request = Request::from_parts(head, ());
+        let no_body = first.is_none() && ends_now;
+        let (response, mut stream) = send.send_request(request, no_body).map_err(failed)?;
+        if let Some(frame) = first {
+            match frame.into_data() {
+                Ok(data) => stream.send_data(data, ends_now).map_err(failed)?,
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        stream.send_trailers(trailers).map_err(failed)?;
+                    }
+                }
             }
         }
+        if !body.is_end_stream() {
+            tokio::spawn(pipe(body, stream));
+        }
+        let response = response.await.map_err(failed)?;
+        Ok(response.map(|inner| LeasedBody { inner, trailers_next: false, _lease: lease }))
     }
 
     /// Open connections, for tests and metrics.
@@ -125,7 +172,7 @@ impl GrpcConnections {
         open.retain(|c| {
             // The first connection stays while it works: it is the one every
             // quiet period's calls use.
-            let keep = !c.send.is_closed() && (first || !c.idle_longer_than(self.idle_timeout, now));
+            let keep = !c.closed.load(Ordering::Acquire) && (first || !c.idle_longer_than(self.idle_timeout, now));
             first &= !keep;
             keep
         });
@@ -139,27 +186,83 @@ impl GrpcConnections {
             .oneshot(self.connect_uri.clone())
             .await
             .map_err(|err| SendError::Connect(super::root_cause(&err)))?;
-        let (send, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(H2_STREAM_WINDOW)
+        let (send, mut connection) = h2::client::Builder::new()
+            .initial_window_size(H2_STREAM_WINDOW)
             .initial_connection_window_size(H2_CONNECTION_WINDOW)
             .max_frame_size(H2_MAX_FRAME)
-            .keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .handshake(io)
+            .enable_push(false)
+            .handshake::<_, Bytes>(TokioIo::new(io))
             .await
-            .map_err(|err| SendError::Connect(super::root_cause(&err)))?;
+            .map_err(|err| SendError::Connect(err.to_string()))?;
+        let closed = Arc::new(AtomicBool::new(false));
         let gauge = crate::metrics::metrics().upstream_connections.with_label_values(&[&self.endpoint]);
         gauge.inc();
-        let endpoint = self.endpoint.clone();
+        if let Some(pings) = connection.ping_pong() {
+            tokio::spawn(keep_alive(pings, closed.clone()));
+        }
+        let (endpoint, ended) = (self.endpoint.clone(), closed.clone());
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(%endpoint, error = %err, "upstream connection ended");
             }
+            ended.store(true, Ordering::Release);
             gauge.dec();
         });
-        Ok(Connection { send, in_flight: AtomicUsize::new(0), idle_since: Mutex::new(None) })
+        Ok(Connection { send, in_flight: AtomicUsize::new(0), idle_since: Mutex::new(None), closed })
     }
+}
+
+/// Pings a quiet connection; one that does not answer within the timeout is
+/// marked closed, so no new call is sent into it.
+async fn keep_alive(mut pings: h2::PingPong, closed: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(KEEP_ALIVE_INTERVAL).await;
+        if closed.load(Ordering::Acquire) {
+            return;
+        }
+        match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                closed.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+}
+
+/// Sends the rest of a request body as it arrives, within the stream's flow
+/// control; an error in the body resets the stream.
+async fn pipe(mut body: UpstreamBody, mut stream: h2::SendStream<Bytes>) {
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(_) => return stream.send_reset(h2::Reason::CANCEL),
+        };
+        let frame = match frame.into_data() {
+            Ok(mut data) => {
+                while !data.is_empty() {
+                    stream.reserve_capacity(data.len());
+                    let granted = match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
+                        Some(Ok(granted)) => granted.min(data.len()),
+                        _ => return,
+                    };
+                    if granted == 0 {
+                        continue;
+                    }
+                    if stream.send_data(data.split_to(granted), false).is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(trailers) = frame.into_trailers() {
+            let _ = stream.send_trailers(trailers);
+            return;
+        }
+    }
+    let _ = stream.send_data(Bytes::new(), true);
 }
 
 impl Connection {
@@ -190,21 +293,40 @@ impl Drop for StreamLease {
     }
 }
 
-/// An upstream response body that holds its stream's lease.
+/// An upstream response body that holds its stream's lease. Data is given
+/// back to the stream's flow-control window as it is read, so the upstream
+/// sends on only as fast as the client takes it.
 pub struct LeasedBody {
-    inner: Incoming,
+    inner: h2::RecvStream,
+    trailers_next: bool,
     _lease: StreamLease,
 }
 
 impl Body for LeasedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = h2::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.trailers_next {
+            match self.inner.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = self.inner.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(err))) => return Poll::Ready(Some(Err(err))),
+                Poll::Ready(None) => self.trailers_next = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match self.inner.poll_trailers(cx) {
+            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(err)) => Poll::Ready(Some(Err(err))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -212,16 +334,16 @@ impl Body for LeasedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        SizeHint::default()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, Empty, StreamBody};
+    use http_body_util::{Empty, StreamBody};
     use hyper::server::conn::http2 as server;
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::TokioExecutor;
 
     /// An h2c server whose answers never end: each call holds its stream
     /// until the client drops it.
