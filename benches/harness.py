@@ -395,18 +395,23 @@ def scrape(admin_port, name):
 def clone_storm(dolt, home, work, label, port, n, core, db_mib, dolt_pid, idle_cpu_per_s, admin=None):
     """`n` concurrent `dolt clone`s through `port`: wall seconds, bytes cloned, and what Dolt spent on them
     (CPU seconds above its idle rate, bytes it wrote), plus doltgate's upstream table-file bytes."""
-    dests = [os.path.join(work, f"storm-{label}-{i}") for i in range(n)]
+    # Each clone starts in a directory of its own: concurrent clones from one
+    # directory race over its .dolt/tmp.
+    cwds = [os.path.join(work, f"storm-{label}-{i}") for i in range(n)]
+    for d in cwds:
+        os.makedirs(d, exist_ok=True)
+    dests = [os.path.join(d, "clone") for d in cwds]
     dolt_pids = tree(dolt_pid)
     cpu0, io0 = cpu_seconds(dolt_pids), io_bytes(dolt_pids)
     up0 = scrape(admin, "doltgate_upstream_file_bytes_total") if admin else None
     env = dict(dolt_env(home), DOLT_REMOTE_PASSWORD=PASSWORD)
     t0 = time.time()
     running = []
-    for d in dests:
+    for cwd, d in zip(cwds, dests):
         argv = [dolt, "clone", "--user", USER, f"http://127.0.0.1:{port}/{DB}", d]
         if core is not None:
             argv = ["taskset", "-c", str(core)] + argv
-        running.append(subprocess.Popen(argv, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        running.append(subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         text=True))
     # Reading stderr to its end keeps a chatty clone from blocking on a full pipe.
     outputs = [p.communicate()[1] for p in running]
@@ -428,7 +433,7 @@ def clone_storm(dolt, home, work, label, port, n, core, db_mib, dolt_pid, idle_c
         r["mbps"] = r["bytes"] / secs / 1e6
         return r
     finally:
-        for d in dests:
+        for d in cwds:
             shutil.rmtree(d, ignore_errors=True)
 
 
