@@ -113,7 +113,7 @@ async fn forward(
                 path_and_query: target.upstream_path_and_query.to_owned(),
             };
             match cache.answer(&key, request.headers().get(http::header::RANGE), &source).await {
-                cache::Answer::Served(response) => return Ok(deliver(response, slot, started, &method)),
+                cache::Answer::Served(response) => return Ok(deliver(response, slot, started, &method, false)),
                 cache::Answer::PassThrough => cached = Some((cache, key, source)),
             }
         }
@@ -147,29 +147,29 @@ async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
+    let response = Response::from_parts(parts, body.map_err(Into::into).boxed_unsync());
     let from_upstream = method == Method::GET;
-    let count_upstream = Box::new(move |_: Option<&http::HeaderMap>, bytes| {
-        if from_upstream {
-            crate::metrics::metrics().upstream_file_bytes.inc_by(bytes);
-        }
-    });
-    let body = ObservedBody::new(body.map_err(Into::into).boxed_unsync(), count_upstream).boxed_unsync();
-    Ok(deliver(Response::from_parts(parts, body), slot, started, &method))
+    Ok(deliver(response, slot, started, &method, from_upstream))
 }
 
 /// The answer to a transfer, holding the user's transfer slot and counted
-/// until its last byte has gone out.
+/// until its last byte has gone out. `from_upstream`: a download Dolt sends
+/// (the cache's answers count their own bytes).
 fn deliver(
     response: Response<ResponseBody>,
     slot: tokio::sync::OwnedSemaphorePermit,
     started: std::time::Instant,
     method: &Method,
+    from_upstream: bool,
 ) -> Response<ResponseBody> {
     let method = method_label(method);
     let count_download = Box::new(move |_: Option<&http::HeaderMap>, bytes| {
         drop(slot);
         let metrics = crate::metrics::metrics();
         metrics.file_bytes.with_label_values(&["download"]).inc_by(bytes);
+        if from_upstream {
+            metrics.upstream_file_bytes.inc_by(bytes);
+        }
         metrics.file_duration.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
     });
     response.map(|body| ObservedBody::new(body, count_download).boxed_unsync())

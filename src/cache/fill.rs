@@ -9,14 +9,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{Request, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use tokio::sync::{mpsc, watch};
 
 use super::shared_tier::{ByteStream, SharedTier};
 use super::store::Key;
 use super::Shared;
 use crate::cluster::Endpoint;
+use crate::error::GatewayError;
 use crate::storage::verify::{verify_hashed, DiskFile, FileKind};
 
 /// Where a fill reads the file: the endpoint and the upstream path and query
@@ -25,6 +27,19 @@ use crate::storage::verify::{verify_hashed, DiskFile, FileKind};
 pub struct Source {
     pub endpoint: Arc<Endpoint>,
     pub path_and_query: String,
+}
+
+impl Source {
+    /// A GET of the file from the endpoint, of `range` or the whole file.
+    pub async fn get(&self, range: Option<HeaderValue>) -> Result<Response<Incoming>, GatewayError> {
+        let upstream = &self.endpoint.upstream;
+        let mut request = Request::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+        *request.uri_mut() = upstream.uri(&self.path_and_query)?;
+        if let Some(range) = range {
+            request.headers_mut().insert(http::header::RANGE, range);
+        }
+        upstream.send_file(request).await
+    }
 }
 
 /// How far a fill has come.
@@ -229,11 +244,7 @@ async fn open(shared: &Shared, key: &Key, source: &Source) -> Result<(ByteStream
             }
         }
     }
-    let upstream = &source.endpoint.upstream;
-    let uri = upstream.uri(&source.path_and_query).map_err(|e| FillError::Upstream(e.to_string()))?;
-    let mut request = Request::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
-    *request.uri_mut() = uri;
-    let response = upstream.send_file(request).await.map_err(|e| FillError::Upstream(e.to_string()))?;
+    let response = source.get(None).await.map_err(|e| FillError::Upstream(e.to_string()))?;
     if response.status() != StatusCode::OK {
         return Err(FillError::Status(response.status()));
     }

@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
 
 pub use fill::Source;
 pub use shared_tier::SharedTier;
@@ -282,11 +282,7 @@ fn range_total(value: &str) -> Option<u64> {
 
 /// The file's length as the upstream has it now (a 1-byte ranged read).
 async fn upstream_length(source: &Source) -> Option<u64> {
-    let upstream = &source.endpoint.upstream;
-    let mut request = Request::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
-    *request.uri_mut() = upstream.uri(&source.path_and_query).ok()?;
-    request.headers_mut().insert(http::header::RANGE, HeaderValue::from_static("bytes=0-0"));
-    let response = upstream.send_file(request).await.ok()?;
+    let response = source.get(Some(HeaderValue::from_static("bytes=0-0"))).await.ok()?;
     let total = response.headers().get(http::header::CONTENT_RANGE)?.to_str().ok().and_then(range_total);
     let consumed = response.into_body().collect().await.ok()?.to_bytes().len();
     crate::metrics::metrics().upstream_file_bytes.inc_by(consumed as u64);
