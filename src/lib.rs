@@ -5,6 +5,7 @@
 //! | module        | owns                                                                   |
 //! |---------------|------------------------------------------------------------------------|
 //! | `listener`  | TCP/TLS accept, HTTP/1.1 + HTTP/2 on one port, connection bounds, drain |
+//! | `workers`   | the threads connections are served on, one runtime each                |
 //! | `dispatch`  | the hyper service: gRPC or table file, and the panic net under both    |
 //! | `grpc`      | a call's phases: read and route, admit, choose, inspect, send, relay   |
 //! | `files`     | table-file GET/PUT/POST to the endpoint that sealed their URL          |
@@ -23,9 +24,10 @@
 //! (decoding Dolt's chunks: table files, archives, flatbuffers, refs),
 //! [`remotesapi`] (what the protocol's messages and frames look like),
 //! [`file_url`] (doltgate's signed table-file URLs), `sql` (every login to
-//! a Dolt SQL port), `access` (the access log), `plumbing` (HTTP bodies
-//! and headers both proxies share), [`error`] (every refusal and its
-//! gRPC/HTTP status, mapped once), [`metrics`], `admin`, [`tls`].
+//! a Dolt SQL port), `access` (the access log), [`log_output`] (log lines
+//! to stderr in batches), `plumbing` (HTTP bodies and headers both proxies
+//! share), [`error`] (every refusal and its gRPC/HTTP status, mapped once),
+//! [`metrics`], `admin`, [`tls`].
 
 mod access;
 mod admin;
@@ -42,6 +44,7 @@ mod gateway;
 mod grpc;
 mod limits;
 mod listener;
+pub mod log_output;
 mod login;
 pub use login::KeyRecord;
 pub mod metrics;
@@ -54,6 +57,7 @@ pub mod storage;
 pub mod tls;
 mod uploads;
 mod upstream;
+mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -70,6 +74,8 @@ pub enum StartError {
     Bind { address: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cannot start the connection workers (listener.workers): {source}")]
+    Workers { source: std::io::Error },
 }
 
 /// Checks `config` the way serving it would, without reading secrets or
@@ -149,8 +155,21 @@ impl Reloader {
 }
 
 impl Server {
-    /// Builds the gateway `config` describes and binds the listener.
+    /// Builds the gateway `config` describes and binds the listener, whose
+    /// connections are served by `listener.workers` threads of its own.
     pub async fn bind(config: &config::Config) -> Result<Server, StartError> {
+        Server::bind_with(config, None).await
+    }
+
+    /// As [`Server::bind`], but connections are served by tasks on the
+    /// runtime this is called on: for a program that embeds doltgate in a
+    /// runtime of its own, and for benchmarks that measure the per-call path
+    /// on one thread. `listener.workers` is ignored.
+    pub async fn bind_on_caller_runtime(config: &config::Config) -> Result<Server, StartError> {
+        Server::bind_with(config, Some(workers::Workers::on_caller_runtime())).await
+    }
+
+    async fn bind_with(config: &config::Config, workers: Option<workers::Workers>) -> Result<Server, StartError> {
         check_log_level(config)?;
         let built = Arc::new(gateway::Gateway::build(config, gateway::Purpose::Serve)?);
         built.start_background();
@@ -160,7 +179,7 @@ impl Server {
             Some(address) => Some(admin::AdminListener::bind(address, gateway.clone(), draining.clone()).await?),
             None => None,
         };
-        let listener = listener::Listener::bind(config, gateway.clone()).await?;
+        let listener = listener::Listener::bind(config, gateway.clone(), workers).await?;
         Ok(Server {
             listener,
             admin,

@@ -300,7 +300,9 @@ fn run(cli: &Cli) -> ExitCode {
         }
     };
     let _flush_logs_on_exit = init_logging(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // Connections are served by the listener's workers, each with a runtime of
+    // its own; this one runs accepting and the background tasks.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
         let server = match Server::bind(&config).await {
             Ok(server) => server,
@@ -335,14 +337,11 @@ fn run(cli: &Cli) -> ExitCode {
 /// it wrote: one write to stderr per line cost ~5% of CPU under load. The
 /// queue blocks rather than drops when stderr stalls, so no audit or access
 /// line is lost; the returned guard flushes it at exit.
-fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(config: &Config) -> doltgate::log_output::FlushOnDrop {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("doltgate-log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let (writer, guard) = doltgate::log_output::LogOutput::start(std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match config.log.format {
         LogFormat::Json => builder.json().init(),

@@ -65,7 +65,10 @@ impl ChildGuard {
         self.child.id()
     }
 
+    /// The process's output so far. Waits a moment first: doltgate writes its
+    /// log lines in batches, up to 10 ms after they happen (`log_output`).
     pub fn log(&self) -> String {
+        std::thread::sleep(std::time::Duration::from_millis(100));
         read_log(&self.log)
     }
 
