@@ -14,13 +14,13 @@
 One `dolt sql-server` (with a remotesapi port) serves a generated database; doltgate,
 nginx, HAProxy and Traefik each listen on their own loopback port in front of it, set
 up the way a user would for the same job (pass-through, no authentication of their
-own). ghz drives GetRepoMetadata, Root and HasChunks at fixed concurrency levels
-against every target, targets interleaved and the whole matrix repeated (medians
-reported); then `dolt clone` of the database directly and through each proxy, with
-the proxies' peak RSS, CPU seconds and relayed bytes read from /proc; then storms of
-concurrent clones straight to Dolt and through doltgate's edge cache (cold, then warm),
-with what Dolt spent on each; then each proxy's memory per idle HTTP/2 connection (1,000 and
-10,000 open). Around every ghz run the CPU time of dolt sql-server
+own). First each proxy's memory per idle HTTP/2 connection is read (1,000 and 10,000
+open, while its heap is fresh); then ghz drives GetRepoMetadata, Root and HasChunks at
+fixed concurrency levels against every target, targets interleaved and the whole matrix
+repeated (medians reported); then `dolt clone` of the database directly and through
+each proxy, with the proxies' peak RSS, CPU seconds and relayed bytes read from /proc;
+then storms of concurrent clones straight to Dolt and through doltgate's edge cache
+(cold, then warm), with what Dolt spent on each. Around every ghz run the CPU time of dolt sql-server
 and of the proxy under test is read from /proc, and reported per call served.
 
 Cores: the load generator (ghz, the cloning dolt client) is pinned to core 0; dolt
@@ -615,8 +615,10 @@ def render(args, meta, unary, clones, idle, pushes):
     add("")
     add("- **doltgate**: `--listen`/`--upstream` (and the connection limit raised for the idle rows); rewrites table-file")
     add("  URLs to itself (signed capabilities); its access log stays on (the default: a line per call), while the")
-    add("  others log nothing per request. It serves on one worker thread here (`listener.workers` defaults to the")
-    add("  cores it may run on, and it is pinned to one).")
+    add("  others log nothing per request.")
+    if args.baseline:
+        add("- **doltgate-baseline**: another doltgate build (`--baseline`), set up like `doltgate`, for a before/after")
+        add("  comparison in the same run.")
     add("- **doltgate-nolog** (unary table only): the same with its access log off (`RUST_LOG=warn`), to show the")
     add("  log's cost; the targets are judged with the log on.")
     add("- **doltgate-auth**: the same build as a production setup runs it (`benches/templates/doltgate-auth.toml`):")
@@ -862,8 +864,8 @@ def main():
     args.idle_conns = [int(n) for n in (args.idle_conns or ("100" if smoke else "1000,10000")).split(",")]
     args.clone_repeats = args.clone_repeats or (1 if smoke else 3)
     args.storm = args.storm or (2 if smoke else 8)
-    # The committed table is always the whole comparison of one build.
-    write_doc = not smoke and not args.no_write and args.calls == CALLS and not args.baseline and args.only == SECTIONS
+    # The committed table is always the whole comparison (with --baseline, beside an older build).
+    write_doc = not smoke and not args.no_write and args.calls == CALLS and args.only == SECTIONS
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -946,7 +948,10 @@ def main():
         procs.start("doltgate-auth", [doltgate, "--config", auth_cfg, "--listen", f"127.0.0.1:{ports['doltgate-auth']}"],
                     ports["doltgate-auth"], doltgate_core)
         ports["nginx"], nginx_files = free_port(), free_port()
-        nginx_dir, nginx_cfg = nginx_conf(work, ports["nginx"], nginx_files, upstream, max_connections)
+        nginx_dir, nginx_cfg = nginx_conf(work, ports["nginx"], nginx_files, upstream,
+                                         # nginx starts closing idle connections once less than
+                                         # 1/16 of worker_connections is free: twice the limit.
+                                         2 * max_connections)
         procs.start("nginx", [nginx, "-p", nginx_dir, "-c", nginx_cfg], ports["nginx"], server_core)
         ports["haproxy"], haproxy_stats = free_port(), free_port()
         procs.start("haproxy", [haproxy, "-db", "-f", haproxy_conf(work, ports["haproxy"], haproxy_stats, upstream, max_connections)],
@@ -990,6 +995,17 @@ def main():
                 die(f"{t} does not answer Root: {r['error']}")
         runs = {}
         failures = []
+        # -------- idle connections (first: before the other sections, each proxy's heap
+        # is as fresh as at start, so freed memory does not hide what connections cost)
+        idle = {}
+        for n in args.idle_conns if "idle" in args.only else ():
+            for t in args.proxies:
+                kib = idle_connection_kib(procs.procs[t].pid, ports[t], n)
+                if kib is None:
+                    failures.append(f"{n} idle connections to {t}: some were closed or refused")
+                idle[(t, n)] = kib
+                log(f"{n} idle connections: {t} {fmt(kib, 1)} KiB each")
+
         for rnd in range(args.repeats if "unary" in args.only else 0):
             for call in args.calls:
                 for c in args.concurrency:
@@ -1105,16 +1121,6 @@ def main():
                     f"{r['mbps']:.1f} MB/s; Dolt wrote {r['dolt_wrote'] / 1e6:.1f} MB, CPU {r['dolt_cpu']:.2f}s above idle"
                     + (f"; doltgate read {r['upstream'] / 1e6:.1f} MB of table files from Dolt"
                        if r['upstream'] is not None else ""))
-
-        # -------- idle connections
-        idle = {}
-        for n in args.idle_conns if "idle" in args.only else ():
-            for t in args.proxies:
-                kib = idle_connection_kib(procs.procs[t].pid, ports[t], n)
-                if kib is None:
-                    failures.append(f"{n} idle connections to {t}: some were closed or refused")
-                idle[(t, n)] = kib
-                log(f"{n} idle connections: {t} {fmt(kib, 1)} KiB each")
 
         meta = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -98,9 +98,9 @@ async fn start_doltgate(upstream: SocketAddr) -> SocketAddr {
     let mut config = Config::default();
     config.listener.address = "127.0.0.1:0".parse().expect("literal address");
     config.upstream = Some(UpstreamConfig { name: "bench-0".into(), ..UpstreamConfig::at(upstream.to_string()) });
-    // On the bench's one thread with the client and the upstream: the time per
-    // call is then CPU time, not the wake-ups between threads.
-    let server = doltgate::Server::bind_on_caller_runtime(&config).await.expect("doltgate starts");
+    // Its connections become tasks on the bench's one thread, beside the client
+    // and the upstream: the time per call is then CPU time, not wake-ups between threads.
+    let server = doltgate::Server::bind(&config).await.expect("doltgate starts");
     let addr = server.local_addr();
     tokio::spawn(server.run(std::future::pending()));
     addr

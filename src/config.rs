@@ -198,10 +198,6 @@ pub struct ListenerConfig {
     /// Then stop accepting and give requests in flight this long to finish.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
-    /// Threads serving client connections, each with a runtime of its own;
-    /// 0: one per core the process may run on. Read at start only.
-    #[serde(default)]
-    pub workers: usize,
 }
 
 impl Default for ListenerConfig {
@@ -212,7 +208,6 @@ impl Default for ListenerConfig {
             tls: None,
             drain_delay: Duration::ZERO,
             drain_timeout: default_drain_timeout(),
-            workers: 0,
         }
     }
 }

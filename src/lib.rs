@@ -5,7 +5,6 @@
 //! | module        | owns                                                                   |
 //! |---------------|------------------------------------------------------------------------|
 //! | `listener`  | TCP/TLS accept, HTTP/1.1 + HTTP/2 on one port, connection bounds, drain |
-//! | `workers`   | the threads connections are served on, one runtime each                |
 //! | `dispatch`  | the hyper service: gRPC or table file, and the panic net under both    |
 //! | `grpc`      | a call's phases: read and route, admit, choose, inspect, send, relay   |
 //! | `files`     | table-file GET/PUT/POST to the endpoint that sealed their URL          |
@@ -57,7 +56,6 @@ pub mod storage;
 pub mod tls;
 mod uploads;
 mod upstream;
-mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,8 +72,6 @@ pub enum StartError {
     Bind { address: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("cannot start the connection workers (listener.workers): {source}")]
-    Workers { source: std::io::Error },
 }
 
 /// Checks `config` the way serving it would, without reading secrets or
@@ -155,21 +151,8 @@ impl Reloader {
 }
 
 impl Server {
-    /// Builds the gateway `config` describes and binds the listener, whose
-    /// connections are served by `listener.workers` threads of its own.
+    /// Builds the gateway `config` describes and binds the listener.
     pub async fn bind(config: &config::Config) -> Result<Server, StartError> {
-        Server::bind_with(config, None).await
-    }
-
-    /// As [`Server::bind`], but connections are served by tasks on the
-    /// runtime this is called on: for a program that embeds doltgate in a
-    /// runtime of its own, and for benchmarks that measure the per-call path
-    /// on one thread. `listener.workers` is ignored.
-    pub async fn bind_on_caller_runtime(config: &config::Config) -> Result<Server, StartError> {
-        Server::bind_with(config, Some(workers::Workers::on_caller_runtime())).await
-    }
-
-    async fn bind_with(config: &config::Config, workers: Option<workers::Workers>) -> Result<Server, StartError> {
         check_log_level(config)?;
         let built = Arc::new(gateway::Gateway::build(config, gateway::Purpose::Serve)?);
         built.start_background();
@@ -179,7 +162,7 @@ impl Server {
             Some(address) => Some(admin::AdminListener::bind(address, gateway.clone(), draining.clone()).await?),
             None => None,
         };
-        let listener = listener::Listener::bind(config, gateway.clone(), workers).await?;
+        let listener = listener::Listener::bind(config, gateway.clone()).await?;
         Ok(Server {
             listener,
             admin,

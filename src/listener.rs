@@ -20,7 +20,6 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{check_at_least_one, check_file, check_positive, invalid, Config, LimitsConfig};
 use crate::gateway::{ConnectionInfo, SharedGateway};
-use crate::workers::Workers;
 
 /// Client-facing flow-control windows: as for the upstream side, big enough
 /// that throughput is not bounded by round trips.
@@ -30,12 +29,6 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Listener {
     tcp: TcpListener,
-    workers: Workers,
-    serving: Arc<Serving>,
-}
-
-/// What every connection is served with, shared by the workers.
-struct Serving {
     tls: Option<TlsAcceptor>,
     http: auto::Builder<TokioExecutor>,
     gateway: SharedGateway,
@@ -66,30 +59,19 @@ pub fn check(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, crate
 }
 
 impl Listener {
-    /// Binds the listener; connections are served on `workers` (None: worker
-    /// threads of its own, `listener.workers` of them).
-    pub async fn bind(
-        config: &Config,
-        gateway: SharedGateway,
-        workers: Option<Workers>,
-    ) -> Result<Listener, crate::StartError> {
+    pub async fn bind(config: &Config, gateway: SharedGateway) -> Result<Listener, crate::StartError> {
         let tls = check(config)?;
         let address = config.listener.address;
         let tcp = TcpListener::bind(address).await.map_err(|source| crate::StartError::Bind { address, source })?;
         let tls = tls.map(TlsAcceptor::from);
-        let workers = match workers {
-            Some(workers) => workers,
-            None => Workers::start(crate::workers::count(config.listener.workers))
-                .map_err(|source| crate::StartError::Workers { source })?,
-        };
-        let serving = Arc::new(Serving {
+        Ok(Listener {
+            tcp,
             tls,
             http: http_builder(&config.limits),
             gateway,
             slots: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
             protocol_deadline: config.limits.protocol_deadline,
-        });
-        Ok(Listener { tcp, workers, serving })
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -97,19 +79,19 @@ impl Listener {
     }
 
     pub fn is_tls(&self) -> bool {
-        self.serving.tls.is_some()
+        self.tls.is_some()
     }
 
     /// Serves until `shutdown` resolves, then waits up to `drain` for open
-    /// connections to finish their requests; the workers stop when it returns,
-    /// closing what is still open.
+    /// connections to finish their requests.
     pub async fn serve(self, shutdown: impl Future<Output = ()>, drain: Duration) {
         let graceful = GracefulShutdown::new();
+        let this = Arc::new(self);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                accepted = self.tcp.accept() => match accepted {
-                    Ok((stream, remote)) => self.serving.clone().spawn_connection(&self.workers, stream, remote, &graceful),
+                accepted = this.tcp.accept() => match accepted {
+                    Ok((stream, remote)) => this.clone().spawn_connection(stream, remote, &graceful),
                     Err(err) => {
                         // Usually EMFILE: back off instead of spinning.
                         tracing::warn!(error = %err, "accept failed");
@@ -124,16 +106,8 @@ impl Listener {
             tracing::warn!("drain deadline passed with connections still open");
         }
     }
-}
 
-impl Serving {
-    fn spawn_connection(
-        self: Arc<Self>,
-        workers: &Workers,
-        stream: TcpStream,
-        remote: SocketAddr,
-        graceful: &GracefulShutdown,
-    ) {
+    fn spawn_connection(self: Arc<Self>, stream: TcpStream, remote: SocketAddr, graceful: &GracefulShutdown) {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             // Dropping the stream closes it at once; the client may retry.
             crate::metrics::metrics().connections_refused.with_label_values(&["max_connections"]).inc();
@@ -141,8 +115,8 @@ impl Serving {
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
-        workers.spawn_connection(stream, move |stream| async move {
-            let stream = FirstBytes::new(stream, PROTOCOL_BYTES, self.protocol_deadline);
+        let stream = FirstBytes::new(stream, PROTOCOL_BYTES, self.protocol_deadline);
+        tokio::spawn(async move {
             let open = crate::metrics::metrics().open_connections.clone();
             open.inc();
             let _open = scopeguard(move || open.dec());

@@ -300,9 +300,7 @@ fn run(cli: &Cli) -> ExitCode {
         }
     };
     let _flush_logs_on_exit = init_logging(&config);
-    // Connections are served by the listener's workers, each with a runtime of
-    // its own; this one runs accepting and the background tasks.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
         let server = match Server::bind(&config).await {
             Ok(server) => server,
@@ -333,10 +331,8 @@ fn run(cli: &Cli) -> ExitCode {
 }
 
 /// Log lines (one access line per call) are formatted on the request path
-/// but written by a thread of their own, which batches whatever queued while
-/// it wrote: one write to stderr per line cost ~5% of CPU under load. The
-/// queue blocks rather than drops when stderr stalls, so no audit or access
-/// line is lost; the returned guard flushes it at exit.
+/// and written to stderr in batches by a thread of their own (see
+/// `doltgate::log_output`); the returned guard writes what is left at exit.
 fn init_logging(config: &Config) -> doltgate::log_output::FlushOnDrop {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));

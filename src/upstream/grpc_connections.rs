@@ -63,8 +63,6 @@ pub struct GrpcConnections {
 /// queued together, so they leave in one write and Dolt reads them at once.
 struct Connection {
     send: h2::client::SendRequest<Bytes>,
-    /// The worker whose runtime drives it (None: a thread that is no worker).
-    worker: Option<usize>,
     in_flight: AtomicUsize,
     idle_since: Mutex<Option<Instant>>,
     /// Set when the connection ended or stopped answering pings.
@@ -165,28 +163,20 @@ impl GrpcConnections {
         Ok(lease)
     }
 
-    /// A stream on the oldest open connection of this worker with room, so
-    /// younger ones go idle and close once the burst that opened them is over.
-    /// Each worker has connections of its own (see [`crate::workers`]): its
-    /// calls then leave in its batches, and no call waits on another thread.
+    /// A stream on the oldest open connection with room, so younger ones go
+    /// idle and close once the burst that opened them is over.
     fn lease_open(&self) -> Option<StreamLease> {
-        let worker = crate::workers::current();
         let mut open = self.open.lock().expect("not poisoned");
         let now = Instant::now();
-        let mut workers_seen = Vec::new();
+        let mut first = true;
         open.retain(|c| {
-            // A worker's first connection stays while it works: it is the one
-            // every quiet period's calls use.
-            let first = !workers_seen.contains(&c.worker);
+            // The first connection stays while it works: it is the one every
+            // quiet period's calls use.
             let keep = !c.closed.load(Ordering::Acquire) && (first || !c.idle_longer_than(self.idle_timeout, now));
-            if keep && first {
-                workers_seen.push(c.worker);
-            }
+            first &= !keep;
             keep
         });
-        open.iter()
-            .find(|c| c.worker == worker && c.in_flight.load(Ordering::Acquire) < self.max_streams)
-            .map(StreamLease::take)
+        open.iter().find(|c| c.in_flight.load(Ordering::Acquire) < self.max_streams).map(StreamLease::take)
     }
 
     async fn dial(&self) -> Result<Connection, SendError> {
@@ -218,13 +208,7 @@ impl GrpcConnections {
             ended.store(true, Ordering::Release);
             gauge.dec();
         });
-        Ok(Connection {
-            send,
-            worker: crate::workers::current(),
-            in_flight: AtomicUsize::new(0),
-            idle_since: Mutex::new(None),
-            closed,
-        })
+        Ok(Connection { send, in_flight: AtomicUsize::new(0), idle_since: Mutex::new(None), closed })
     }
 }
 
