@@ -14,14 +14,15 @@
 One `dolt sql-server` (with a remotesapi port) serves a generated database; doltgate,
 nginx, HAProxy and Traefik each listen on their own loopback port in front of it, set
 up the way a user would for the same job (pass-through, no authentication of their
-own). First each proxy's memory per idle HTTP/2 connection is read (1,000 and 10,000
-open, while its heap is fresh); then ghz drives GetRepoMetadata, Root and HasChunks at
-fixed concurrency levels against every target, targets interleaved and the whole matrix
-repeated (medians reported); then `dolt clone` of the database directly and through
-each proxy, with the proxies' peak RSS, CPU seconds and relayed bytes read from /proc;
-then storms of concurrent clones straight to Dolt and through doltgate's edge cache
-(cold, then warm), with what Dolt spent on each. Around every ghz run the CPU time of dolt sql-server
-and of the proxy under test is read from /proc, and reported per call served.
+own). ghz drives GetRepoMetadata, Root and HasChunks at fixed concurrency levels
+against every target, targets interleaved and the whole matrix repeated (medians
+reported); then `dolt clone` of the database directly and through each proxy, with the
+proxies' peak RSS, CPU seconds and relayed bytes read from /proc; then storms of
+concurrent clones straight to Dolt and through doltgate's edge cache (cold, then warm),
+with what Dolt spent on each; last, each proxy's memory per idle HTTP/2 connection
+(1,000 and 10,000 open, each count on a freshly started proxy). Around every ghz run
+the CPU time of dolt sql-server and of the proxy under test is read from /proc, and
+reported per call served.
 
 Cores: the load generator (ghz, the cloning dolt client) is pinned to core 0; dolt
 sql-server and the proxy under test share core 1 (one worker each where the proxy
@@ -203,6 +204,8 @@ class Procs:
         self.work, self.procs = work, {}
 
     def start(self, name, argv, port, core=None, env=None, cwd=None):
+        self.how = getattr(self, "how", {})
+        self.how[name] = (argv, port, core, env, cwd)
         logfile = os.path.join(self.work, f"{name}.log")
         if core is not None:
             argv = ["taskset", "-c", str(core)] + argv
@@ -214,6 +217,21 @@ class Procs:
         self.procs[name] = proc
         wait_port(port, proc, name, logfile)
         return proc
+
+    def restart(self, name):
+        """Stops `name` and starts it again as it was first started (a fresh heap)."""
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        argv, port, core, env, cwd = self.how[name]
+        return self.start(name, argv, port, core, env, cwd)
 
     def stop_all(self):
         for proc in self.procs.values():
@@ -742,7 +760,8 @@ def render_idle(args, idle, add):
     add("")
     add("Connections that finish the HTTP/2 SETTINGS exchange and stay idle; resident memory growth of the proxy's")
     add("processes divided by the number of connections. Every proxy's connection limit is the largest count plus")
-    add(f"{CONNECTION_HEADROOM} and its file limit the harness's hard limit; each count is opened to each proxy in turn.")
+    add(f"{CONNECTION_HEADROOM} and its file limit the harness's hard limit; each count is opened to a freshly started proxy")
+    add("(after the other sections, a heap holds freed memory that new connections would reuse unseen).")
     if args.idle_clipped:
         add(f"The largest count was {args.idle_clipped[0]}; this machine's hard file limit ({args.idle_clipped[1]}) holds")
         add(f"{max(args.idle_conns)} at most, as HAProxy reserves two descriptors per connection.")
@@ -995,17 +1014,6 @@ def main():
                 die(f"{t} does not answer Root: {r['error']}")
         runs = {}
         failures = []
-        # -------- idle connections (first: before the other sections, each proxy's heap
-        # is as fresh as at start, so freed memory does not hide what connections cost)
-        idle = {}
-        for n in args.idle_conns if "idle" in args.only else ():
-            for t in args.proxies:
-                kib = idle_connection_kib(procs.procs[t].pid, ports[t], n)
-                if kib is None:
-                    failures.append(f"{n} idle connections to {t}: some were closed or refused")
-                idle[(t, n)] = kib
-                log(f"{n} idle connections: {t} {fmt(kib, 1)} KiB each")
-
         for rnd in range(args.repeats if "unary" in args.only else 0):
             for call in args.calls:
                 for c in args.concurrency:
@@ -1121,6 +1129,18 @@ def main():
                     f"{r['mbps']:.1f} MB/s; Dolt wrote {r['dolt_wrote'] / 1e6:.1f} MB, CPU {r['dolt_cpu']:.2f}s above idle"
                     + (f"; doltgate read {r['upstream'] / 1e6:.1f} MB of table files from Dolt"
                        if r['upstream'] is not None else ""))
+
+        # -------- idle connections, each count on freshly started proxies: after the other
+        # sections a heap holds freed memory that new connections would reuse unseen.
+        idle = {}
+        for n in args.idle_conns if "idle" in args.only else ():
+            for t in args.proxies:
+                procs.restart(t)
+                kib = idle_connection_kib(procs.procs[t].pid, ports[t], n)
+                if kib is None:
+                    failures.append(f"{n} idle connections to {t}: some were closed or refused")
+                idle[(t, n)] = kib
+                log(f"{n} idle connections: {t} {fmt(kib, 1)} KiB each")
 
         meta = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
