@@ -435,6 +435,13 @@ fn a_password_flood_from_one_address_neither_starves_others_nor_burns_logins() {
         for task in flood {
             task.await.unwrap();
         }
+        // Unloaded again, after the flood: other tests share the machine, so the
+        // background load can change within seconds; compare with the slower of the two.
+        let mut after = Vec::new();
+        for _ in 0..50 {
+            after.push(root_from(legit, port, &bob).await.1);
+        }
+        let unloaded = unloaded.max(median(after));
         let loaded = median(loaded);
         let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
         let logins_during = logins(&s) - logins_before;
