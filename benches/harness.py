@@ -202,9 +202,9 @@ def reset_peak(pids):
 class Procs:
     def __init__(self, work):
         self.work, self.procs = work, {}
+        self.how = {}  # name -> how it was started, for restart()
 
     def start(self, name, argv, port, core=None, env=None, cwd=None):
-        self.how = getattr(self, "how", {})
         self.how[name] = (argv, port, core, env, cwd)
         logfile = os.path.join(self.work, f"{name}.log")
         if core is not None:

@@ -18,9 +18,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use doltgate::config::{Config, UpstreamConfig};
+use doltgate::remotesapi::frame::Framed;
 use doltgate::remotesapi::proto::{ClientRepoFormat, GetRepoMetadataRequest, GetRepoMetadataResponse};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use prost::Message;
@@ -29,13 +30,9 @@ use tokio::task::JoinSet;
 
 const PATH: &str = "/dolt.services.remotesapi.v1alpha1.ChunkStoreService/GetRepoMetadata";
 
-/// One message in gRPC's length-prefixed framing (uncompressed).
+/// One message in gRPC's length-prefixed framing, as doltgate frames its own.
 fn grpc_frame(message: impl Message) -> Bytes {
-    let mut out = BytesMut::with_capacity(5 + message.encoded_len());
-    out.put_u8(0);
-    out.put_u32(message.encoded_len() as u32);
-    message.encode(&mut out).expect("BytesMut grows");
-    out.freeze()
+    Framed::encode(&message.encode_to_vec()).into_bytes()
 }
 
 fn request_message() -> Bytes {
