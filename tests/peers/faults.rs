@@ -212,7 +212,7 @@ fn upstream_killed_mid_clone_then_restarted() {
     let push_out = watch(push.stdout.take().unwrap());
     let push_err = watch(push.stderr.take().unwrap());
     let uploading = eventually_fast(Duration::from_secs(60), || {
-        gateway.process.log()[log_len..].contains("GetUploadLocations") || push.try_wait().unwrap().is_some()
+        gateway.process.log_so_far()[log_len..].contains("GetUploadLocations") || push.try_wait().unwrap().is_some()
     });
     assert!(uploading, "the push never asked for upload locations");
     assert!(push.try_wait().unwrap().is_none(), "the push finished before the upstream could be killed");
@@ -294,7 +294,7 @@ fn sighup_mid_clone_and_mid_push_changes_nothing_in_flight() {
         gateway.signal("HUP");
         reloads += 1;
         let logged = eventually_fast(Duration::from_secs(10), || {
-            gateway.process.log().matches("configuration reloaded").count() >= reloads
+            gateway.process.log_so_far().matches("configuration reloaded").count() >= reloads
         });
         assert!(logged, "reload {reloads} was not applied:\n{}", gateway.process.log());
     };
@@ -324,7 +324,7 @@ fn sighup_mid_clone_and_mid_push_changes_nothing_in_flight() {
     let mut push = push.spawn().unwrap();
     let push_err = watch(push.stderr.take().unwrap());
     let uploading = eventually_fast(Duration::from_secs(60), || {
-        gateway.process.log()[log_len..].contains("GetUploadLocations") || push.try_wait().unwrap().is_some()
+        gateway.process.log_so_far()[log_len..].contains("GetUploadLocations") || push.try_wait().unwrap().is_some()
     });
     assert!(uploading, "the push never asked for upload locations");
     let mut during_push = 0;

@@ -20,7 +20,7 @@ fn write_config(path: &Path, upstream: &str, databases: &[&str]) {
 
 fn wait_for_log(gateway: &Doltgate, needle: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while gateway.process.log().matches(needle).count() < count {
+    while gateway.process.log_so_far().matches(needle).count() < count {
         assert!(Instant::now() < deadline, "doltgate never logged {needle:?}:\n{}", gateway.process.log());
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -38,7 +38,7 @@ fn sigterm_mid_clone_lets_the_clone_finish() {
     let clone = std::thread::spawn(move || clone.output().unwrap());
     // Wait until the clone is moving data, then ask doltgate to stop.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !gateway.process.log().contains("table-file request") {
+    while !gateway.process.log_so_far().contains("table-file request") {
         assert!(Instant::now() < deadline, "the clone never reached the table files");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -69,6 +69,12 @@ impl ChildGuard {
     /// log lines in batches, up to 10 ms after they happen (`log_output`).
     pub fn log(&self) -> String {
         std::thread::sleep(std::time::Duration::from_millis(100));
+        self.log_so_far()
+    }
+
+    /// The output written so far, without waiting for a batch: for loops
+    /// that poll for a line and would otherwise sleep on every try.
+    pub fn log_so_far(&self) -> String {
         read_log(&self.log)
     }
 
