@@ -5,16 +5,19 @@
 # The binary is built by `cargo build --release --locked --bin doltgate`,
 # exactly, against the committed Cargo.lock (--locked fails rather than
 # resolve new versions). The runtime image has no shell and no package
-# manager: only glibc, libgcc and the binary, run as an unprivileged user.
+# manager: only glibc, libgcc, OpenSSL's libcrypto and the binary, run as an
+# unprivileged user.
 
 # Builder: the official Rust image (Debian bookworm, matching the runtime's
-# glibc). protoc comes vendored through the build script; nothing else is needed.
+# glibc, with OpenSSL's headers). protoc comes vendored through the build
+# script; nothing else is needed.
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin doltgate
 
-# Runtime: distroless with the C runtime (doltgate links glibc and libgcc_s).
+# Runtime: distroless with the C runtime (doltgate links glibc, libgcc_s and
+# libcrypto, all in this image).
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /src/target/release/doltgate /doltgate
 # 65532 is distroless's "nonroot"; numeric so Kubernetes can check runAsNonRoot.

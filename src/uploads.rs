@@ -298,7 +298,7 @@ pub(crate) fn spool_and_hash(
     use std::io::Write;
     let capacity = if on_written.is_some() { 0 } else { SPOOL_BUFFER };
     let mut writer = std::io::BufWriter::with_capacity(capacity, spool);
-    let mut hasher = hash.then(|| ring::digest::Context::new(&ring::digest::SHA512));
+    let mut hasher = hash.then(crate::storage::address::Hasher::new);
     let mut written = 0u64;
     while let Some(data) = frames.blocking_recv() {
         writer.write_all(&data)?;
@@ -311,7 +311,7 @@ pub(crate) fn spool_and_hash(
         }
     }
     writer.flush()?;
-    Ok(hasher.map(|hasher| Address::from_digest(hasher.finish())))
+    Ok(hasher.map(|hasher| hasher.finish()))
 }
 
 /// Files this process verified on their way in, by endpoint, so their

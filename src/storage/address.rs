@@ -24,19 +24,41 @@ static BASE32: LazyLock<Encoding> = LazyLock::new(|| {
     spec.encoding().expect("a valid base32 alphabet")
 });
 
+/// SHA-512 over bytes fed in pieces, finished as the address they name (its
+/// first 20 bytes). Every pushed byte passes through it at least once, so it
+/// uses OpenSSL's SHA-512: on CPUs where ring keeps to its scalar code (its
+/// vector path is for Intel only) OpenSSL's AVX2 code is about 1.4x faster.
+pub struct Hasher(openssl::sha::Sha512);
+
+impl Hasher {
+    pub fn new() -> Hasher {
+        Hasher(openssl::sha::Sha512::new())
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub fn finish(self) -> Address {
+        Address(self.0.finish()[..ADDRESS_LEN].try_into().expect("SHA-512 is longer than 20 bytes"))
+    }
+}
+
+impl Default for Hasher {
+    fn default() -> Hasher {
+        Hasher::new()
+    }
+}
+
 impl Address {
     /// The all-zero address, which Dolt uses for "none" (an empty root, a
     /// parentless commit's closure).
     pub const EMPTY: Address = Address([0; ADDRESS_LEN]);
 
     pub fn of(bytes: &[u8]) -> Address {
-        Address::from_digest(ring::digest::digest(&ring::digest::SHA512, bytes))
-    }
-
-    /// The address a finished SHA-512 names: its first 20 bytes. (ring's
-    /// SHA-512 is the fastest at hand; every pushed byte passes through it.)
-    pub fn from_digest(digest: ring::digest::Digest) -> Address {
-        Address(digest.as_ref()[..ADDRESS_LEN].try_into().expect("SHA-512 is longer than 20 bytes"))
+        let mut hasher = Hasher::new();
+        hasher.update(bytes);
+        hasher.finish()
     }
 
     /// `None` unless `bytes` is exactly 20 bytes long.
@@ -96,6 +118,26 @@ mod tests {
     fn hashes_like_dolt() {
         // The vector from go/store/hash/hash_test.go.
         assert_eq!(Address::of(b"abc").to_string(), "rmnjb8cjc5tblj21ed4qs821649eduie");
+    }
+
+    #[test]
+    fn pieces_hash_like_the_whole() {
+        // Pieces that straddle SHA-512's 128-byte blocks, against an independent implementation.
+        use sha2::Digest;
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let mut hasher = Hasher::new();
+        let mut rest = &bytes[..];
+        for size in [1, 127, 128, 129, 4096, 65_536].into_iter().cycle() {
+            let (piece, tail) = rest.split_at(size.min(rest.len()));
+            hasher.update(piece);
+            rest = tail;
+            if rest.is_empty() {
+                break;
+            }
+        }
+        let expected = Address::from_slice(&sha2::Sha512::digest(&bytes)[..ADDRESS_LEN]).unwrap();
+        assert_eq!(hasher.finish(), expected);
+        assert_eq!(Address::of(&bytes), expected);
     }
 
     #[test]

@@ -281,14 +281,14 @@ fn read_range(file: &(impl ReadAt + ?Sized), range: ByteRange) -> Result<Vec<u8>
 
 fn hash_whole_file(file: &(impl ReadAt + ?Sized)) -> Result<Address> {
     const STEP: u64 = 1 << 20;
-    let mut hasher = ring::digest::Context::new(&ring::digest::SHA512);
+    let mut hasher = super::address::Hasher::new();
     let mut offset = 0;
     while offset < file.len() {
         let step = STEP.min(file.len() - offset);
         hasher.update(&file.read_at(offset, step as usize)?);
         offset += step;
     }
-    Ok(Address::from_digest(hasher.finish()))
+    Ok(hasher.finish())
 }
 
 #[cfg(test)]
