@@ -991,7 +991,7 @@ def main():
             "ghz " + (re.search(r"ghz-v([0-9.]+)", ghz).group(1) if re.search(r"ghz-v([0-9.]+)", ghz)
                       else subprocess.run([ghz, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True).stdout.strip()),
-            f"doltgate {profile} build" + (f" (baseline: {args.baseline})" if args.baseline else ""),
+            f"doltgate {profile} build" + (f" (baseline: {os.path.basename(args.baseline)})" if args.baseline else ""),
         ])
 
         # -------- unary
@@ -1144,7 +1144,9 @@ def main():
 
         meta = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "benches/harness.py " + " ".join(sys.argv[1:]) if sys.argv[1:] else "benches/harness.py",
+            # The baseline binary by file name only: where it sat on this machine means nothing elsewhere.
+            "command": " ".join(["benches/harness.py"] + [f"<{os.path.basename(a)}>" if a == args.baseline else a
+                                                          for a in sys.argv[1:]]),
             "machine": machine(), "versions": versions, "pinning": pinning,
             "load": f"{load_start}, {read('/proc/loadavg').split()[0]}",
             "db": f"{args.db_mib} MiB of random 64 KiB blobs ({db_bytes / 1e6:.0f} MB on disk), one commit"
