@@ -1,6 +1,8 @@
 mod error;
 mod framed_read;
 mod framed_write;
+#[cfg(test)]
+mod idle_buffers;
 
 pub use self::error::{SendError, UserError};
 
@@ -123,6 +125,12 @@ impl<T, B> Codec<T, B> {
 
     fn framed_write(&mut self) -> &mut FramedWrite<T, B> {
         self.inner.get_mut()
+    }
+
+    /// The capacity of the read and write buffers.
+    #[cfg(test)]
+    pub(crate) fn buffer_capacities(&self) -> (usize, usize) {
+        (self.inner.read_buffer_capacity(), self.inner.get_ref().encoder_buffer_capacity())
     }
 }
 

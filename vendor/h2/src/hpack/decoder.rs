@@ -12,6 +12,9 @@ use std::io::Cursor;
 use std::ops::ControlFlow;
 use std::str::Utf8Error;
 
+/// What the Huffman decoding buffer takes when a header block needs it.
+const HUFFMAN_BUFFER_CAPACITY: usize = 4096;
+
 /// Decodes headers using HPACK
 #[derive(Debug)]
 pub struct Decoder {
@@ -158,7 +161,9 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // Taken on the first Huffman-coded string of a header block and
+            // released after the block, so that an idle connection holds none.
+            buffer: BytesMut::new(),
         }
     }
 
@@ -256,6 +261,10 @@ impl Decoder {
             }
         }
 
+        // The decoded strings keep the memory they use; the buffer goes.
+        if self.buffer.is_empty() {
+            self.buffer = BytesMut::new();
+        }
         Ok(())
     }
 
@@ -335,6 +344,9 @@ impl Decoder {
         if huff {
             let ret = {
                 let raw = &buf.chunk()[..len];
+                if self.buffer.capacity() == 0 {
+                    self.buffer.reserve(HUFFMAN_BUFFER_CAPACITY);
+                }
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {
                     offset,
                     len,
@@ -884,6 +896,37 @@ mod test {
         assert_eq!(res.len(), 1);
         assert_eq!(de.table.size(), 0);
 
+        match res[0] {
+            Header::Field {
+                ref name,
+                ref value,
+            } => {
+                assert_eq!(name, "foo");
+                assert_eq!(value, "bar");
+            }
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn huffman_buffer_is_taken_for_a_block_and_released_after_it() {
+        let mut de = Decoder::new(4096);
+        assert_eq!(de.buffer.capacity(), 0, "a new decoder holds no buffer");
+
+        let (name, value) = (huff_encode(b"foo"), huff_encode(b"bar"));
+        let mut buf = BytesMut::new();
+        buf.extend([0b01000000, 0x80 | name.len() as u8]);
+        buf.extend(name);
+        buf.extend([0x80 | value.len() as u8]);
+        buf.extend(value);
+        let mut res = vec![];
+        de.decode(&mut Cursor::new(&mut buf), |h| {
+            res.push(h);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+
+        assert_eq!(de.buffer.capacity(), 0, "the buffer goes after the block");
         match res[0] {
             Header::Field {
                 ref name,
