@@ -31,7 +31,10 @@ async fn flush(codec: &mut TestCodec) {
 }
 
 async fn next_frame(codec: &mut TestCodec) -> Frame {
-    poll_fn(|cx| Pin::new(&mut *codec).poll_next(cx)).await.unwrap().unwrap()
+    poll_fn(|cx| Pin::new(&mut *codec).poll_next(cx))
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 /// Polls once for a frame, expecting none to be there.
@@ -61,10 +64,17 @@ async fn the_write_buffer_is_taken_for_queued_frames_and_released_once_flushed()
     let (mut writer, mut reader) = pair();
     send(&mut writer, ping(1)).await;
     send(&mut writer, ping(2)).await;
-    assert!(writer.buffer_capacities().1 > 0, "queued frames need a buffer");
+    assert!(
+        writer.buffer_capacities().1 > 0,
+        "queued frames need a buffer"
+    );
 
     flush(&mut writer).await;
-    assert_eq!(writer.buffer_capacities().1, 0, "nothing left to write, no buffer");
+    assert_eq!(
+        writer.buffer_capacities().1,
+        0,
+        "nothing left to write, no buffer"
+    );
 
     assert_eq!(ping_payload(next_frame(&mut reader).await), [1; 8]);
     assert_eq!(ping_payload(next_frame(&mut reader).await), [2; 8]);
@@ -83,7 +93,11 @@ async fn the_read_buffer_is_released_when_a_read_finds_nothing_left() {
 
     assert_eq!(ping_payload(next_frame(&mut reader).await), [7; 8]);
     poll_nothing(&mut reader).await;
-    assert_eq!(reader.buffer_capacities().0, 0, "everything read, no buffer");
+    assert_eq!(
+        reader.buffer_capacities().0,
+        0,
+        "everything read, no buffer"
+    );
 }
 
 #[tokio::test]
@@ -97,7 +111,10 @@ async fn a_frame_split_across_reads_keeps_its_first_part() {
 
     raw.write_all(&wire[..12]).await.unwrap();
     poll_nothing(&mut reader).await;
-    assert!(reader.buffer_capacities().0 > 0, "a partial frame keeps its buffer");
+    assert!(
+        reader.buffer_capacities().0 > 0,
+        "a partial frame keeps its buffer"
+    );
 
     raw.write_all(&wire[12..]).await.unwrap();
     assert_eq!(ping_payload(next_frame(&mut reader).await), [9; 8]);
