@@ -14,7 +14,7 @@ pub enum Fault {
     /// Upstream bytes pass at most this fast, per connection.
     Throttle { bytes_per_second: u64 },
     /// One data byte of the first whole-file GET answer (not the journal's)
-    /// is changed, past this many bytes of the answer.
+    /// is changed, past this many bytes of that answer.
     CorruptOnce { after: u64 },
 }
 
@@ -39,9 +39,9 @@ impl Relay {
                 }
                 let Ok(client) = client else { continue };
                 let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                let eligible = Arc::new(Mutex::new(None::<bool>));
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), eligible.clone());
-                answer(server, client, fault, eligible, done.clone());
+                let exchange = Arc::new(Mutex::new(Exchange::default()));
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), exchange.clone());
+                answer(server, client, fault, exchange, done.clone());
             }
         });
         Relay { port, stop, corrupted }
@@ -59,9 +59,40 @@ impl Drop for Relay {
     }
 }
 
-/// Client to upstream, unchanged; notes whether the connection's first
-/// request is a whole-file GET of something other than the journal.
-fn pipe(mut from: TcpStream, mut to: TcpStream, eligible: Arc<Mutex<Option<bool>>>) {
+/// The request being answered on one connection. doltgate's HTTP/1.1 client
+/// reuses connections but never pipelines, so the answer read after a request
+/// went out belongs to the newest request: a connection first used for a
+/// ranged read can carry a whole-file GET next.
+#[derive(Default)]
+struct Exchange {
+    http2: bool,
+    /// Requests seen so far; the answering side starts counting afresh at each.
+    requests: u64,
+    whole_file_get: bool,
+}
+
+impl Exchange {
+    /// Notes what the client sent: an HTTP/2 preface marks the connection as
+    /// one that never carries a file; an HTTP/1.1 request line starts a new
+    /// exchange.
+    fn saw(&mut self, bytes: &[u8]) {
+        if self.requests == 0 && bytes.starts_with(b"PRI * HTTP/2.0") {
+            self.http2 = true;
+        }
+        if self.http2 {
+            return;
+        }
+        let head = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).to_lowercase();
+        if ["get ", "head ", "put ", "post "].iter().any(|method| head.starts_with(method)) {
+            self.requests += 1;
+            self.whole_file_get =
+                head.starts_with("get /") && !head.contains("\r\nrange:") && !head.contains(&"v".repeat(32));
+        }
+    }
+}
+
+/// Client to upstream, unchanged; notes each request for the answering side.
+fn pipe(mut from: TcpStream, mut to: TcpStream, exchange: Arc<Mutex<Exchange>>) {
     std::thread::spawn(move || {
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
@@ -69,13 +100,8 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, eligible: Arc<Mutex<Option<bool>
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let mut first = eligible.lock().unwrap();
-            if first.is_none() {
-                let head = String::from_utf8_lossy(&buffer[..n]).to_lowercase();
-                *first =
-                    Some(head.starts_with("get /") && !head.contains("\r\nrange:") && !head.contains(&"v".repeat(32)));
-            }
-            drop(first);
+            // Noted before it goes on, so its answer cannot arrive first.
+            exchange.lock().unwrap().saw(&buffer[..n]);
             if to.write_all(&buffer[..n]).is_err() {
                 break;
             }
@@ -85,27 +111,29 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, eligible: Arc<Mutex<Option<bool>
 }
 
 /// Upstream to client, with the fault applied.
-fn answer(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    fault: Fault,
-    eligible: Arc<Mutex<Option<bool>>>,
-    done: Arc<AtomicBool>,
-) {
+fn answer(mut from: TcpStream, mut to: TcpStream, fault: Fault, exchange: Arc<Mutex<Exchange>>, done: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let mut buffer = vec![0u8; 16 * 1024];
-        let mut carried = 0u64;
+        // Bytes of the current request's answer so far.
+        let (mut answering, mut carried) = (0u64, 0u64);
         loop {
             let n = match from.read(&mut buffer) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
+            };
+            let whole_file_get = {
+                let exchange = exchange.lock().unwrap();
+                if exchange.requests != answering {
+                    (answering, carried) = (exchange.requests, 0);
+                }
+                exchange.whole_file_get
             };
             match fault {
                 Fault::Throttle { bytes_per_second } => {
                     std::thread::sleep(Duration::from_secs_f64(n as f64 / bytes_per_second as f64));
                 }
                 Fault::CorruptOnce { after } => {
-                    if carried + n as u64 > after && *eligible.lock().unwrap() == Some(true) {
+                    if carried + n as u64 > after && whole_file_get {
                         let start = after.saturating_sub(carried) as usize;
                         // A byte of 0x80 or above is never part of a chunk-size
                         // line, so the change lands in the file's data.
