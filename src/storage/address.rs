@@ -61,6 +61,21 @@ impl Address {
         hasher.finish()
     }
 
+    /// The address of each message, in order. Many independent messages hash
+    /// eight at a time where the CPU allows ([`super::sha512_lanes`]), which
+    /// is how a pushed file's chunks are checked.
+    pub fn of_each(messages: &[&[u8]]) -> Vec<Address> {
+        #[cfg(target_arch = "x86_64")]
+        if super::sha512_lanes::supported() {
+            let digests = super::sha512_lanes::hash_many(messages);
+            return digests
+                .iter()
+                .map(|digest| Address::from_slice(&digest[..ADDRESS_LEN]).expect("20 bytes"))
+                .collect();
+        }
+        messages.iter().map(|message| Address::of(message)).collect()
+    }
+
     /// `None` unless `bytes` is exactly 20 bytes long.
     pub fn from_slice(bytes: &[u8]) -> Option<Address> {
         bytes.try_into().ok().map(Address)
@@ -138,6 +153,23 @@ mod tests {
         let expected = Address::from_slice(&sha2::Sha512::digest(&bytes)[..ADDRESS_LEN]).unwrap();
         assert_eq!(hasher.finish(), expected);
         assert_eq!(Address::of(&bytes), expected);
+    }
+
+    #[test]
+    fn many_at_once_hash_like_one_at_a_time() {
+        #[cfg(target_arch = "x86_64")]
+        eprintln!("eight lanes at a time: {}", super::super::sha512_lanes::supported());
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        // Every length up to three 128-byte blocks (the padding spills into a
+        // second block from 112 bytes on), then long and odd ones, at offsets
+        // that vary so lanes read unaligned slices.
+        let lengths = (0..3 * 128 + 20).chain([1000, 4095, 4096, 4097, 16_384, 33_333]);
+        let messages: Vec<&[u8]> = lengths.enumerate().map(|(i, len)| &data[i % 61..i % 61 + len]).collect();
+        // Fewer messages than lanes, exactly as many, one more, and none.
+        for batch in [&messages[..], &messages[..1], &messages[..7], &messages[..8], &messages[..9], &[][..]] {
+            let expected: Vec<Address> = batch.iter().map(|message| Address::of(message)).collect();
+            assert_eq!(Address::of_each(batch), expected);
+        }
     }
 
     #[test]

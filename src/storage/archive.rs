@@ -26,8 +26,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use zstd::dict::DecoderDictionary;
 
-use super::table_file::decode_record;
-use super::{be_u32, be_u64, lower_bound, span, verified, Address, Result, StorageError, MAX_CHUNK_LEN};
+use super::table_file::{decode_record, decompress_record};
+use super::{be_u32, be_u64, lower_bound, span, Address, Result, StorageError, Unhashed, MAX_CHUNK_LEN};
 
 pub const ARCHIVE_SIGNATURE: &[u8; 7] = b"DOLTARC";
 /// The version-3 footer; versions 1 and 2 lack the first 4 bytes (a `u32` index length).
@@ -87,9 +87,13 @@ pub fn decode_range_chunk(expected: &Address, data: &[u8], dictionary: Option<&[
 
 /// Decodes a zstd frame compressed with `dictionary` and checks it is `expected`.
 pub fn decode_with_dictionary(expected: &Address, data: &[u8], dictionary: &ZstdDictionary) -> Result<Bytes> {
+    decompress_with_dictionary(expected, data, dictionary)?.check()
+}
+
+fn decompress_with_dictionary(expected: &Address, data: &[u8], dictionary: &ZstdDictionary) -> Result<Unhashed> {
     let bytes = zstd_decode(data, Some(&dictionary.0))
         .map_err(|reason| StorageError::Decompress { address: *expected, reason })?;
-    verified(expected, bytes)
+    Ok(Unhashed::new(expected, bytes))
 }
 
 /// One zstd frame, refused once it grows past [`MAX_CHUNK_LEN`].
@@ -315,12 +319,17 @@ impl ArchiveIndex {
 /// Decodes one chunk of an archive that has no dictionary, given how the
 /// archive compresses such chunks (`version`).
 pub fn decode_plain_archive_chunk(expected: &Address, version: u8, data: &[u8]) -> Result<Bytes> {
+    decompress_plain_archive_chunk(expected, version, data)?.check()
+}
+
+/// [`decode_plain_archive_chunk`] up to the hash.
+pub fn decompress_plain_archive_chunk(expected: &Address, version: u8, data: &[u8]) -> Result<Unhashed> {
     match version {
-        1 => verified(
+        1 => Ok(Unhashed::new(
             expected,
             zstd_decode(data, None).map_err(|reason| StorageError::Decompress { address: *expected, reason })?,
-        ),
-        _ => decode_record(expected, data),
+        )),
+        _ => decompress_record(expected, data),
     }
 }
 
@@ -349,13 +358,18 @@ impl DictionaryDecoder {
     /// its size is decoded into exactly that much room (refused past
     /// [`MAX_CHUNK_LEN`]); one that does not is streamed, stopping there.
     pub fn decode(&mut self, expected: &Address, data: &[u8]) -> Result<Bytes> {
+        self.decompress(expected, data)?.check()
+    }
+
+    /// [`DictionaryDecoder::decode`] up to the hash.
+    pub fn decompress(&mut self, expected: &Address, data: &[u8]) -> Result<Unhashed> {
         match zstd::zstd_safe::get_frame_content_size(data) {
             Ok(Some(size)) if size <= MAX_CHUNK_LEN as u64 => {
                 let bytes = self
                     .context
                     .decompress(data, size as usize)
                     .map_err(|e| StorageError::Decompress { address: *expected, reason: e.to_string() })?;
-                verified(expected, bytes)
+                Ok(Unhashed::new(expected, bytes))
             }
             Ok(Some(size)) => Err(StorageError::Implausible {
                 what: "chunk length",
@@ -363,7 +377,7 @@ impl DictionaryDecoder {
                     "zstd frame of {expected} declares {size} bytes, more than the {MAX_CHUNK_LEN} allowed"
                 ),
             }),
-            _ => decode_with_dictionary(expected, data, &self.streaming),
+            _ => decompress_with_dictionary(expected, data, &self.streaming),
         }
     }
 }

@@ -14,7 +14,7 @@
 
 use bytes::Bytes;
 
-use super::{be_u32, be_u64, lower_bound, span, verified, Address, Result, StorageError, MAX_CHUNK_LEN};
+use super::{be_u32, be_u64, lower_bound, span, Address, Result, StorageError, Unhashed, MAX_CHUNK_LEN};
 
 /// The first 8 bytes of SHA-256 of `https://github.com/attic-labs/nbs` (`go/store/nbs/table.go`).
 pub const TABLE_MAGIC: [u8; 8] = [0xff, 0xb5, 0xd8, 0xc2, 0x24, 0x63, 0xee, 0x50];
@@ -30,6 +30,11 @@ const MIN_RECORD_LEN: u32 = 1 + CRC_LEN as u32;
 /// Decodes one table-style record, checking its CRC32C, bounding the size its
 /// snappy header claims, and checking the result hashes to `expected`.
 pub fn decode_record(expected: &Address, record: &[u8]) -> Result<Bytes> {
+    decompress_record(expected, record)?.check()
+}
+
+/// [`decode_record`] up to the hash: the CRC, the bounds and snappy are checked.
+pub fn decompress_record(expected: &Address, record: &[u8]) -> Result<Unhashed> {
     if record.len() < MIN_RECORD_LEN as usize {
         return Err(StorageError::Truncated {
             what: "chunk record",
@@ -54,7 +59,7 @@ pub fn decode_record(expected: &Address, record: &[u8]) -> Result<Bytes> {
         });
     }
     let bytes = snap::raw::Decoder::new().decompress_vec(block).map_err(decompress_error)?;
-    verified(expected, bytes)
+    Ok(Unhashed::new(expected, bytes))
 }
 
 /// Where a chunk's record sits in the data section of its file.

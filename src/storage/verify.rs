@@ -19,11 +19,11 @@
 use bytes::Bytes;
 
 use super::archive::{
-    decode_plain_archive_chunk, ArchiveIndex, ByteRange, DictionaryDecoder, ARCHIVE_FOOTER_LEN, ARCHIVE_SIGNATURE,
+    decompress_plain_archive_chunk, ArchiveIndex, ByteRange, DictionaryDecoder, ARCHIVE_FOOTER_LEN, ARCHIVE_SIGNATURE,
 };
 use super::message::check_walkable;
-use super::table_file::{decode_record, TableIndex, TABLE_FOOTER_LEN};
-use super::{Address, Result, StorageError};
+use super::table_file::{decompress_record, TableIndex, TABLE_FOOTER_LEN};
+use super::{check_each, Address, Result, StorageError, Unhashed};
 
 /// Positional reads of a file that is complete and does not change.
 pub trait ReadAt {
@@ -206,10 +206,11 @@ fn verify_table(file: &(impl ReadAt + ?Sized + Sync)) -> Result<(Address, usize)
         .collect();
     records.sort_unstable_by_key(|&(offset, _, _)| offset);
     in_parallel(&records, |part| {
+        let mut batch = Batch::default();
         for &(offset, record_len, address) in part {
-            check_walkable(&address, &decode_record(&address, &file.read_at(offset, record_len as usize)?)?)?;
+            batch.add(decompress_record(&address, &file.read_at(offset, record_len as usize)?))?;
         }
-        Ok(())
+        batch.check()
     })?;
     Ok((Address::of(index.suffix_section()), index.chunk_count()))
 }
@@ -223,32 +224,73 @@ fn verify_archive(file: &(impl ReadAt + ?Sized + Sync), whole_file: Option<Addre
     let index = ArchiveIndex::parse(Bytes::from(file.read_at(len - tail_len, tail_len as usize)?), len)?;
     let mut chunks: Vec<usize> = (0..index.chunk_count()).collect();
     // Chunks sharing a dictionary together, each group in file order, so each
-    // dictionary is read and set up once.
-    chunks.sort_unstable_by_key(|&i| {
+    // dictionary is read and set up once. The keys are worked out once per
+    // chunk, not once per comparison: an archive holds hundreds of thousands.
+    chunks.sort_by_cached_key(|&i| {
         let spans = index.spans_of(i);
         (spans.dictionary.map(|d| d.offset), spans.data.offset)
     });
     in_parallel(&chunks, |part| {
         let mut decoder: Option<(u64, DictionaryDecoder)> = None;
+        let mut batch = Batch::default();
         for &i in part {
             let spans = index.spans_of(i);
             let (address, data) = (index.address(i), read_range(file, spans.data)?);
             let Some(span) = spans.dictionary else {
-                check_walkable(&address, &decode_plain_archive_chunk(&address, index.version(), &data)?)?;
+                batch.add(decompress_plain_archive_chunk(&address, index.version(), &data))?;
                 continue;
             };
             if decoder.as_ref().is_none_or(|(offset, _)| *offset != span.offset) {
                 decoder = Some((span.offset, DictionaryDecoder::from_span(&read_range(file, span)?)?));
             }
-            check_walkable(&address, &decoder.as_mut().expect("set above").1.decode(&address, &data)?)?;
+            batch.add(decoder.as_mut().expect("set above").1.decompress(&address, &data))?;
         }
-        Ok(())
+        batch.check()
     })?;
     let name = match whole_file {
         Some(hash) => hash,
         None => hash_whole_file(file)?,
     };
     Ok((name, index.chunk_count()))
+}
+
+/// Decoded chunks waiting to be hashed together ([`check_each`]), then
+/// judged in file order, so the first bad chunk is still the one named.
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<Unhashed>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Enough chunks to keep every hashing lane busy; the byte bound keeps a
+    /// thread's held chunks to a few MiB whatever their sizes.
+    const MAX_CHUNKS: usize = 256;
+    const MAX_BYTES: usize = 2 << 20;
+
+    /// Takes the next chunk in order, or its decoding error once every chunk
+    /// before it has been judged.
+    fn add(&mut self, chunk: Result<Unhashed>) -> Result<()> {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(error) => return self.check().and(Err(error)),
+        };
+        self.bytes += chunk.len();
+        self.chunks.push(chunk);
+        if self.chunks.len() >= Batch::MAX_CHUNKS || self.bytes >= Batch::MAX_BYTES {
+            return self.check();
+        }
+        Ok(())
+    }
+
+    /// Every chunk held: its bytes hash to its address and Dolt can walk it.
+    fn check(&mut self) -> Result<()> {
+        self.bytes = 0;
+        for (address, bytes) in check_each(std::mem::take(&mut self.chunks)) {
+            check_walkable(&address, &bytes?)?;
+        }
+        Ok(())
+    }
 }
 
 /// The most threads one file's chunks are checked on.
@@ -377,6 +419,28 @@ mod tests {
         let error = verify(file.as_slice(), name, FileKind::Table).unwrap_err();
         assert_eq!(error.bad_address(), Some(target), "{error}");
         assert!(error.to_string().contains(&target.to_string()), "{error}");
+    }
+
+    /// Chunks are hashed in batches, after decoding; the error must still be
+    /// the first bad chunk in file order, not the first one noticed.
+    #[test]
+    fn a_forged_chunk_is_named_before_a_later_undecodable_one() {
+        let chunks: Vec<Vec<u8>> =
+            (0..40).map(|i| crate::storage::build::blob(format!("chunk {i:03}").as_bytes())).collect();
+        let mut file = table_file::tests::build(&chunks.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let index = TableIndex::parse(Bytes::from(file.clone())).unwrap();
+        let (forged, broken) = (Address::of(&chunks[3]), Address::of(&chunks[30]));
+        let (forged_span, broken_span) = (index.lookup(&forged).unwrap(), index.lookup(&broken).unwrap());
+        assert!(forged_span.offset < broken_span.offset);
+        // Sound snappy and CRC, another chunk's bytes: only hashing finds it.
+        let imposter = table_file::tests::record(&crate::storage::build::blob(b"forged 03"));
+        assert_eq!(imposter.len(), forged_span.len as usize);
+        file[forged_span.offset as usize..][..imposter.len()].copy_from_slice(&imposter);
+        // A bad CRC: found while decoding, before the batch is hashed.
+        file[(broken_span.offset + u64::from(broken_span.len)) as usize - 1] ^= 1;
+        let error = verify(file.as_slice(), Address::of(index.suffix_section()), FileKind::Table).unwrap_err();
+        assert_eq!(error.bad_address(), Some(forged), "{error}");
+        assert!(matches!(error, VerifyError::Corrupt { source: StorageError::AddressMismatch { .. }, .. }), "{error}");
     }
 
     #[test]
