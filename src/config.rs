@@ -152,12 +152,25 @@ pub struct UploadsConfig {
     /// Smaller limits for some databases; the smallest that matches applies.
     #[serde(default)]
     pub databases: Vec<DatabaseUploadLimit>,
+    /// Spool files kept open between uploads, to be rewritten by the next
+    /// ones (0: a new file for every upload).
+    #[serde(default = "default_spool_files_kept")]
+    pub spool_files_kept: usize,
 }
 
 impl Default for UploadsConfig {
     fn default() -> Self {
-        Self { spool_dir: None, max_file_bytes: default_max_file_bytes(), databases: Vec::new() }
+        Self {
+            spool_dir: None,
+            max_file_bytes: default_max_file_bytes(),
+            databases: Vec::new(),
+            spool_files_kept: default_spool_files_kept(),
+        }
     }
+}
+
+fn default_spool_files_kept() -> usize {
+    2
 }
 
 /// A tighter upload limit for matching databases. Dolt puts up to about

@@ -16,11 +16,12 @@
 //! - registration (`AddTableFiles`, and the files a Commit names) is accepted
 //!   for files verified on their way in or already in the store's manifest.
 //!
-//! Memory stays bounded by a few frames in flight; disk by `uploads.max_file_bytes`.
+//! Memory stays bounded by a few frames in flight; disk by `uploads.max_file_bytes`
+//! (times the spool files in use and kept, [`SpoolFiles`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -107,6 +108,7 @@ pub fn claimed_chunk_count(path_and_query: &str) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub struct UploadSettings {
     pub spool_dir: PathBuf,
+    pub spool_files: Arc<SpoolFiles>,
     pub max_file_bytes: u64,
     /// Tighter limits by database: patterns (lower-cased), limit, config key.
     per_database: Vec<(Vec<glob::Pattern>, u64, String)>,
@@ -170,8 +172,10 @@ impl UploadSettings {
                 Ok((patterns, limit.max_file_bytes, format!("{key}.max_file_bytes")))
             })
             .collect::<Result<_, _>>()?;
+        let spool_dir = config.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
         Ok(UploadSettings {
-            spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
+            spool_files: SpoolFiles::new(spool_dir.clone(), config.spool_files_kept),
+            spool_dir,
             max_file_bytes: config.max_file_bytes,
             per_database,
         })
@@ -190,6 +194,69 @@ impl UploadSettings {
     }
 }
 
+/// Spool files, kept open (and unlinked) between uploads so the next upload
+/// rewrites pages the page cache already holds. A new file needs new pages
+/// for every byte, and where a hypervisor backs guest memory lazily and takes
+/// freed pages back (virtio-balloon free page reporting), writing a gigabyte
+/// into new pages costs several times the copy itself, on the core the relay
+/// and the verifier need. A kept file holds the disk space of the largest
+/// upload it carried until doltgate stops or a reload replaces the set.
+#[derive(Debug)]
+pub struct SpoolFiles {
+    dir: PathBuf,
+    keep: usize,
+    idle: Mutex<Vec<std::fs::File>>,
+}
+
+impl SpoolFiles {
+    pub fn new(dir: PathBuf, keep: usize) -> Arc<SpoolFiles> {
+        Arc::new(SpoolFiles { dir, keep, idle: Mutex::new(Vec::new()) })
+    }
+
+    /// A kept file, or a new one, positioned at its start. Only the bytes an
+    /// upload writes are ever read back ([`DiskFile::len`]), so what a longer
+    /// earlier upload left past them does not matter.
+    pub fn take(self: &Arc<Self>) -> Result<SpoolFile, UploadRefused> {
+        use std::io::Seek;
+        let spool_error = |e: std::io::Error| UploadRefused::Spool(format!("{}: {e}", self.dir.display()));
+        let kept = self.idle.lock().expect("spool file list").pop();
+        let mut file = match kept {
+            Some(file) => file,
+            None => tempfile::tempfile_in(&self.dir).map_err(spool_error)?,
+        };
+        file.rewind().map_err(spool_error)?;
+        Ok(SpoolFile { file: Some(file), home: Arc::clone(self) })
+    }
+
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.idle.lock().expect("spool file list").len()
+    }
+}
+
+/// A spool file in use; it goes back to its [`SpoolFiles`] when dropped.
+pub struct SpoolFile {
+    file: Option<std::fs::File>,
+    home: Arc<SpoolFiles>,
+}
+
+impl std::ops::Deref for SpoolFile {
+    type Target = std::fs::File;
+
+    fn deref(&self) -> &std::fs::File {
+        self.file.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        let mut idle = self.home.idle.lock().expect("spool file list");
+        if idle.len() < self.home.keep {
+            idle.extend(self.file.take());
+        }
+    }
+}
+
 /// An upload on its way: the body to send upstream, and the verdict, which
 /// arrives once the client's body has ended and the spooled file is judged.
 pub struct GuardedUpload {
@@ -205,8 +272,7 @@ pub fn guard(
     settings: &UploadSettings,
     limit: UploadLimit,
 ) -> Result<GuardedUpload, UploadRefused> {
-    let spool = tempfile::tempfile_in(&settings.spool_dir)
-        .map_err(|e| UploadRefused::Spool(format!("{}: {e}", settings.spool_dir.display())))?;
+    let spool = settings.spool_files.take()?;
     let (frames, receiver) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(FRAMES_IN_FLIGHT);
     let (verdict_sender, verdict) = oneshot::channel();
     let job = Pump { name, claimed_chunks, limit, path: settings.spool_dir.clone() };
@@ -238,17 +304,20 @@ impl Pump {
     async fn run(
         self,
         mut client: Incoming,
-        spool: std::fs::File,
+        spool: SpoolFile,
         frames: &FrameSender,
     ) -> Result<Verified, UploadRefused> {
         let spool_error = |e: std::io::Error| UploadRefused::Spool(format!("{}: {e}", self.path.display()));
         let writer = spool.try_clone().map_err(spool_error)?;
         // Writing the spool and hashing the whole file (an archive's name) run
-        // on a thread of their own, beside the relay, on another core if there is one.
+        // on a thread of their own, beside the relay, on another core if there
+        // is one. That thread owns the file until its last write, so the file
+        // goes back to `SpoolFiles` for another upload only when nothing writes
+        // to it, however this upload ends.
         let (to_spool, spooled) = mpsc::channel::<Bytes>(FRAMES_IN_FLIGHT);
         let spooler = tokio::task::spawn_blocking({
             let hash = self.name.kind == FileKind::Archive;
-            move || spool_and_hash(writer, spooled, hash, None)
+            move || spool_and_hash(writer, spooled, hash, None).map(|whole_file| (spool, whole_file))
         });
         let mut held: Option<Bytes> = None;
         let mut total = 0u64;
@@ -267,11 +336,14 @@ impl Pump {
             }
         }
         drop(to_spool);
-        let whole_file =
+        let (spool, whole_file) =
             spooler.await.map_err(|e| UploadRefused::Spool(format!("spooler stopped: {e}")))?.map_err(spool_error)?;
         let (name, path) = (self.name, self.path.clone());
+        let reader = spool.try_clone().map_err(spool_error)?;
         let verified = tokio::task::spawn_blocking(move || {
-            verify_hashed(&DiskFile { file: spool, len: total, path }, name.name, name.kind, whole_file)
+            let verdict = verify_hashed(&DiskFile { file: reader, len: total, path }, name.name, name.kind, whole_file);
+            drop(spool); // Kept for the next upload only once nothing reads it.
+            verdict
         })
         .await
         .map_err(|e| UploadRefused::Spool(format!("verifier stopped: {e}")))??;
@@ -418,7 +490,7 @@ mod tests {
                 max_file_bytes: *bytes,
             })
             .collect();
-        let config = UploadsConfig { spool_dir: None, max_file_bytes: MIN_MAX_FILE_BYTES, databases };
+        let config = UploadsConfig { max_file_bytes: MIN_MAX_FILE_BYTES, databases, ..UploadsConfig::default() };
         UploadSettings::build(&config).map_err(|e| e.to_string())
     }
 
@@ -469,6 +541,52 @@ mod tests {
         for bad in ["/db/", "/db/manifest", "/db/../x", &format!("/db/{id}.tmp"), &format!("/db/{}", "w".repeat(32))] {
             assert!(matches!(UploadName::from_upload_path(bad), Err(UploadRefused::BadName(_))), "{bad}");
         }
+    }
+
+    /// Spools `bytes` the way an upload does, into a file from `files`.
+    fn spool(files: &Arc<SpoolFiles>, bytes: &[u8]) -> (SpoolFile, Vec<u8>) {
+        use crate::storage::verify::ReadAt;
+        let spool = files.take().unwrap();
+        let (sender, frames) = mpsc::channel(FRAMES_IN_FLIGHT);
+        let writer = spool.try_clone().unwrap();
+        let spooler = std::thread::spawn(move || spool_and_hash(writer, frames, true, None).unwrap());
+        for frame in bytes.chunks(1000) {
+            sender.blocking_send(Bytes::copy_from_slice(frame)).unwrap();
+        }
+        drop(sender);
+        assert_eq!(spooler.join().unwrap(), Some(Address::of(bytes)));
+        let disk = DiskFile { file: spool.try_clone().unwrap(), len: bytes.len() as u64, path: "spool".into() };
+        let read_back = disk.read_at(0, bytes.len()).unwrap();
+        (spool, read_back)
+    }
+
+    #[test]
+    fn spool_files_are_rewritten_by_later_uploads() {
+        use std::os::unix::fs::MetadataExt;
+        let files = SpoolFiles::new(std::env::temp_dir(), 2);
+        let long: Vec<u8> = (0..50_000u32).map(|i| i as u8).collect();
+        let (first, read_back) = spool(&files, &long);
+        assert_eq!(read_back, long);
+        let inode = first.metadata().unwrap().ino();
+        drop(first);
+        assert_eq!(files.kept(), 1);
+        // The next upload gets the same file, from its start, whatever the
+        // first one left past its end.
+        let short = vec![7u8; 3_000];
+        let (second, read_back) = spool(&files, &short);
+        assert_eq!(second.metadata().unwrap().ino(), inode);
+        assert_eq!(read_back, short);
+        assert_eq!(files.kept(), 0);
+        // Uploads at once get files of their own; no more than `keep` are kept.
+        let (third, _) = spool(&files, &short);
+        let (fourth, _) = spool(&files, &short);
+        let inodes = [&second, &third, &fourth].map(|file| file.metadata().unwrap().ino());
+        assert!(inodes[0] != inodes[1] && inodes[1] != inodes[2] && inodes[0] != inodes[2]);
+        drop((second, third, fourth));
+        assert_eq!(files.kept(), 2);
+        let none_kept = SpoolFiles::new(std::env::temp_dir(), 0);
+        drop(spool(&none_kept, &short));
+        assert_eq!(none_kept.kept(), 0);
     }
 
     #[test]
