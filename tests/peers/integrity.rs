@@ -773,3 +773,27 @@ fn a_chunk_that_would_crash_dolts_walk_is_refused_on_upload() {
     let (status, body) = http_put(&upload_url(&locations), &file);
     assert!((200..300).contains(&status), "{body}");
 }
+
+/// Spool files are rewritten from one upload to the next
+/// (`uploads.spool_files_kept`), so an earlier upload's bytes may still sit
+/// past the end of a later one. A later upload is judged on its own bytes
+/// only: the honest file's own name, sent again cut short, is refused even
+/// though the spool file still holds the missing tail, and Dolt's copy stays
+/// whole.
+#[test]
+fn a_reused_spool_file_judges_only_the_new_upload() {
+    let s = Setup::with_config("[uploads]\nspool_files_kept = 1\n");
+    let honest = build::table(Address::of(b"schema"), b"rows", 0);
+    let (file, name) = table_file(&[(Address::of(&honest), &honest)]);
+    let locations = s.upload_locations(vec![details(&name, &file, 1)]).expect("an upload location");
+    let (status, body) = http_put(&upload_url(&locations), &file);
+    assert!((200..300).contains(&status), "{body}");
+    let stored = s.noms().join(name.to_string());
+    assert_eq!(std::fs::read(&stored).unwrap(), file, "the honest file is in Dolt's store");
+
+    let cut = &file[..file.len() - 20];
+    let (status, body) = http_put(&upload_url(&locations), cut);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains(&name.to_string()), "names the file: {body}");
+    assert_eq!(std::fs::read(&stored).unwrap(), file, "Dolt's copy was not replaced");
+}
