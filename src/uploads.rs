@@ -107,7 +107,6 @@ pub fn claimed_chunk_count(path_and_query: &str) -> Option<u64> {
 /// Where and how large uploads may be spooled.
 #[derive(Debug, Clone)]
 pub struct UploadSettings {
-    pub spool_dir: PathBuf,
     pub spool_files: Arc<SpoolFiles>,
     pub max_file_bytes: u64,
     /// Tighter limits by database: patterns (lower-cased), limit, config key.
@@ -174,8 +173,7 @@ impl UploadSettings {
             .collect::<Result<_, _>>()?;
         let spool_dir = config.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
         Ok(UploadSettings {
-            spool_files: SpoolFiles::new(spool_dir.clone(), config.spool_files_kept),
-            spool_dir,
+            spool_files: SpoolFiles::new(spool_dir, config.spool_files_kept),
             max_file_bytes: config.max_file_bytes,
             per_database,
         })
@@ -228,6 +226,11 @@ impl SpoolFiles {
         Ok(SpoolFile { file: Some(file), home: Arc::clone(self) })
     }
 
+    /// The directory the files are made in.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     #[cfg(test)]
     fn kept(&self) -> usize {
         self.idle.lock().expect("spool file list").len()
@@ -275,7 +278,7 @@ pub fn guard(
     let spool = settings.spool_files.take()?;
     let (frames, receiver) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(FRAMES_IN_FLIGHT);
     let (verdict_sender, verdict) = oneshot::channel();
-    let job = Pump { name, claimed_chunks, limit, path: settings.spool_dir.clone() };
+    let job = Pump { name, claimed_chunks, limit, path: settings.spool_files.dir().to_owned() };
     tokio::spawn(async move {
         let verdict = job.run(client, spool, &frames).await;
         if verdict.is_err() {
@@ -308,7 +311,6 @@ impl Pump {
         frames: &FrameSender,
     ) -> Result<Verified, UploadRefused> {
         let spool_error = |e: std::io::Error| UploadRefused::Spool(format!("{}: {e}", self.path.display()));
-        let writer = spool.try_clone().map_err(spool_error)?;
         // Writing the spool and hashing the whole file (an archive's name) run
         // on a thread of their own, beside the relay, on another core if there
         // is one. That thread owns the file until its last write, so the file
@@ -317,7 +319,7 @@ impl Pump {
         let (to_spool, spooled) = mpsc::channel::<Bytes>(FRAMES_IN_FLIGHT);
         let spooler = tokio::task::spawn_blocking({
             let hash = self.name.kind == FileKind::Archive;
-            move || spool_and_hash(writer, spooled, hash, None).map(|whole_file| (spool, whole_file))
+            move || spool_and_hash(&*spool, spooled, hash, None).map(|whole_file| (spool, whole_file))
         });
         let mut held: Option<Bytes> = None;
         let mut total = 0u64;
@@ -362,7 +364,7 @@ impl Pump {
 /// the file before the callback hears how many bytes are there (readers
 /// follow the file as it grows); without, writes are batched.
 pub(crate) fn spool_and_hash(
-    spool: std::fs::File,
+    spool: impl std::io::Write,
     mut frames: mpsc::Receiver<Bytes>,
     hash: bool,
     on_written: Option<&dyn Fn(u64)>,
