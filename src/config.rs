@@ -125,6 +125,42 @@ pub struct LoginConfig {
     /// is replaced by the user's name.
     #[serde(default = "default_login_email")]
     pub email_template: String,
+    /// Signing in with an OpenID Connect provider on the page, beside the password.
+    pub oidc: Option<OidcLoginConfig>,
+}
+
+/// `[login.oidc]`: the page's "sign in with" button, an authorization-code
+/// flow with PKCE against one OpenID Connect provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcLoginConfig {
+    /// The `[[auth.jwt]]` entry (by `name`) that judges the provider's ID
+    /// tokens: its issuer, keys, algorithms, user and e-mail claims and
+    /// namespace. ID tokens must name `client_id` as their audience.
+    pub provider: String,
+    /// The provider's discovery document (`<issuer>/.well-known/openid-configuration`).
+    pub discovery_url: String,
+    pub client_id: String,
+    /// The client's secret: set exactly one of the three.
+    pub client_secret: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<std::path::PathBuf>,
+    /// Where the provider sends the browser back, as registered with it:
+    /// this listener's `<login.path>/oidc/callback`.
+    pub redirect_url: String,
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// The button's text; by default "Sign in with <provider>".
+    pub label: Option<String>,
+    /// PEM certificates trusted for the provider instead of the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Allow plain `http://` provider URLs (tests, networks you control).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(String::from).to_vec()
 }
 
 fn default_login_path() -> String {

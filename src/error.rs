@@ -89,6 +89,8 @@ pub enum GatewayError {
     BadLoginRequest(String),
     #[error("login refused: {0}")]
     LoginForbidden(String),
+    #[error("identity provider: {0}")]
+    IdentityProvider(String),
 }
 
 /// Why an upload, upload location or registration is refused.
@@ -202,6 +204,7 @@ impl GatewayError {
             GatewayError::TooManyFailedLogins { .. } | GatewayError::UserLimit { .. } => Code::Unavailable,
             GatewayError::BadLoginRequest(_) => Code::InvalidArgument,
             GatewayError::LoginForbidden(_) => Code::PermissionDenied,
+            GatewayError::IdentityProvider(_) => Code::Unavailable,
         }
     }
 
@@ -238,6 +241,7 @@ impl GatewayError {
             GatewayError::TooManyFailedLogins { .. } | GatewayError::UserLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::BadLoginRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::LoginForbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::IdentityProvider(_) => StatusCode::BAD_GATEWAY,
         }
     }
 

@@ -51,13 +51,19 @@ pub struct RegisteredKey {
     key: DecodingKey,
     user: String,
     groups: Vec<String>,
+    /// The e-mail an identity provider vouched for when the key was registered.
+    email: Option<String>,
 }
 
 impl RegisteredKey {
     pub fn new(public: &[u8; 32], user: String, groups: Vec<String>) -> Result<RegisteredKey, String> {
         let x = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, public);
         let key = DecodingKey::from_ed_components(&x).map_err(|e| e.to_string())?;
-        Ok(RegisteredKey { key, user, groups })
+        Ok(RegisteredKey { key, user, groups, email: None })
+    }
+
+    pub fn with_email(self, email: Option<String>) -> RegisteredKey {
+        RegisteredKey { email, ..self }
     }
 }
 
@@ -124,7 +130,7 @@ impl DoltKeys {
             name: registered.user.clone(),
             groups: registered.groups.clone(),
             expires: data.claims.expiry()?,
-            email: None,
+            email: registered.email.clone(),
         })
     }
 }

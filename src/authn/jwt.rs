@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
@@ -38,15 +37,12 @@ fn key_family(alg: &str) -> &'static str {
     }
 }
 
-const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-const JWKS_MAX_BYTES: usize = 1024 * 1024;
-
 /// The claims doltgate reads; the rest is kept for user and group mapping.
 #[derive(Debug, Deserialize)]
 pub struct Claims {
     exp: Option<u64>,
     #[serde(flatten)]
-    other: serde_json::Map<String, serde_json::Value>,
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The latest `exp` taken: the last second of year 9999. A later one is no
@@ -158,17 +154,48 @@ impl Provider {
         &self.issuer
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A bearer token: its signature, issuer, audience and lifetime, then who it names.
     pub async fn verify(&self, token: &str, header: &Header) -> Result<Principal, GatewayError> {
-        if !self.validation.algorithms.contains(&header.alg) {
+        let claims = self.verified_claims(token, header, &self.validation).await?;
+        self.principal(&claims)
+    }
+
+    /// An OpenID Connect ID token issued to `client_id`: judged like a bearer
+    /// token but with `client_id` as the one accepted audience (so ID tokens
+    /// are not bearer tokens, nor bearer tokens ID tokens). Its claims.
+    pub async fn verify_id_token(&self, token: &str, client_id: &str) -> Result<Claims, GatewayError> {
+        refuse_critical_extensions(token)?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| unauthenticated(format!("ID token from {:?} refused: {}", self.name, describe(&e))))?;
+        let mut validation = self.validation.clone();
+        validation.set_audience(&[client_id]);
+        self.verified_claims(token, &header, &validation).await
+    }
+
+    async fn verified_claims(
+        &self,
+        token: &str,
+        header: &Header,
+        validation: &Validation,
+    ) -> Result<Claims, GatewayError> {
+        if !validation.algorithms.contains(&header.alg) {
             return Err(unauthenticated(format!("provider {:?} does not accept {:?} tokens", self.name, header.alg)));
         }
         let key = match &self.keys {
             Keys::Fixed(key) => Arc::new(key.clone()),
             Keys::Set(set) => set.key_for(header.kid.as_deref()).await.map_err(unauthenticated)?,
         };
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+        let data = jsonwebtoken::decode::<Claims>(token, &key, validation)
             .map_err(|e| unauthenticated(format!("token from {:?} refused: {}", self.name, describe(&e))))?;
-        let claims = data.claims;
+        Ok(data.claims)
+    }
+
+    /// Who verified `claims` name, in this provider's namespace.
+    pub fn principal(&self, claims: &Claims) -> Result<Principal, GatewayError> {
         let name = claims
             .other
             .get(&self.user_claim)
@@ -191,6 +218,12 @@ impl Provider {
             expires: claims.expiry()?,
             email: verified_email(&claims.other, &self.email_claim),
         })
+    }
+
+    /// Whether `claims` lack the user or e-mail claim this provider reads
+    /// (an ID token may leave them to the userinfo endpoint).
+    pub fn lacks_user_claims(&self, claims: &Claims) -> bool {
+        [&self.user_claim, &self.email_claim].iter().any(|claim| !claims.other.contains_key(claim.as_str()))
     }
 }
 
@@ -230,15 +263,8 @@ impl Keys {
                 if uri.scheme_str() == Some("http") {
                     tracing::warn!(provider = %config.name, %url, "JWK Set fetched over plain http (jwks_allow_http): anyone on the path can swap its keys");
                 }
-                let tls = crate::tls::client_config(config.jwks_ca_file.as_deref())
+                let client = super::idp_http::client(config.jwks_ca_file.as_deref())
                     .map_err(|e| invalid(format!("{key}.jwks_ca_file"), e))?;
-                let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(tls)
-                    .https_or_http()
-                    .enable_http1()
-                    .build();
-                let client =
-                    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
                 JwksSource::new(
                     JwksLocation::Url { uri, client: Box::new(client) },
                     config.jwks_min_refresh,
@@ -347,10 +373,7 @@ enum JwksLocation {
     Url { uri: http::Uri, client: Box<JwksClient> },
 }
 
-type JwksClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Empty<Bytes>,
->;
+type JwksClient = super::idp_http::IdpClient;
 
 type KeyMap = HashMap<String, Arc<DecodingKey>>;
 
@@ -419,7 +442,7 @@ impl JwksSource {
     async fn load(&self) -> Result<KeyMap, String> {
         let bytes = match &self.location {
             JwksLocation::File(path) => tokio::fs::read(path).await.map_err(|e| e.to_string())?.into(),
-            JwksLocation::Url { uri, client } => fetch(client, uri).await?,
+            JwksLocation::Url { uri, client } => super::idp_http::get(client, uri, None).await?,
         };
         Self::parse(&bytes)
     }
@@ -432,20 +455,6 @@ fn verified_email(claims: &serde_json::Map<String, serde_json::Value>, claim: &s
         return None;
     }
     claims.get(claim).and_then(|v| v.as_str()).filter(|e| !e.is_empty()).map(str::to_owned)
-}
-
-/// GETs a JWK Set, bounded in time and size.
-async fn fetch(client: &JwksClient, uri: &http::Uri) -> Result<Bytes, String> {
-    use http_body_util::BodyExt;
-    let request = async {
-        let response = client.get(uri.clone()).await.map_err(|e| format!("GET {uri}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("GET {uri}: HTTP {}", response.status()));
-        }
-        let body = http_body_util::Limited::new(response.into_body(), JWKS_MAX_BYTES);
-        Ok(body.collect().await.map_err(|e| format!("GET {uri}: {e}"))?.to_bytes())
-    };
-    tokio::time::timeout(JWKS_FETCH_TIMEOUT, request).await.map_err(|_| format!("GET {uri}: timed out"))?
 }
 
 #[cfg(test)]
@@ -471,5 +480,34 @@ mod tests {
         for bad in ["garbage", "a.!!.b", "a.e30.b"] {
             assert!(unverified_issuer(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn id_tokens_and_bearer_tokens_are_not_each_other() {
+        let config: JwtProviderConfig = toml::from_str(
+            r#"
+name = "sso"
+issuer = "https://idp.test/"
+audiences = ["doltgate-api"]
+algorithms = ["HS256"]
+secret = "0123456789abcdef0123456789abcdef"
+"#,
+        )
+        .unwrap();
+        let provider = Provider::build("auth.jwt[0]", &config, &Secrets::read()).unwrap();
+        let token = |aud: &str| {
+            let claims =
+                serde_json::json!({"iss": "https://idp.test/", "aud": aud, "exp": 4_000_000_000u64, "sub": "erin"});
+            let key = jsonwebtoken::EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+        };
+        let header = Header::new(Algorithm::HS256);
+        let id_token = token("web-client");
+        let bearer = token("doltgate-api");
+        assert!(provider.verify_id_token(&id_token, "web-client").await.is_ok());
+        let as_bearer = provider.verify(&id_token, &header).await.unwrap_err().to_string();
+        assert!(as_bearer.contains("audience"), "an ID token is no bearer token: {as_bearer}");
+        let as_id = provider.verify_id_token(&bearer, "web-client").await.unwrap_err().to_string();
+        assert!(as_id.contains("audience"), "a bearer token is no ID token: {as_id}");
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod cache;
 pub mod dolt_keys;
+pub mod idp_http;
 pub mod jwt;
 pub mod password;
 pub mod throttle;
@@ -188,7 +189,7 @@ impl Authenticator {
 
 /// Whatever proved it, a principal's name is matched against grants, rules
 /// and mirrored rows: no control characters in it, from any credential kind.
-fn printable_name(principal: Principal) -> Result<Principal, GatewayError> {
+pub(crate) fn printable_name(principal: Principal) -> Result<Principal, GatewayError> {
     if principal.name.chars().any(char::is_control) {
         return Err(unauthenticated(format!("user name {} contains a control character", shown(&principal.name))));
     }
@@ -315,6 +316,11 @@ impl Authenticator {
             cache: cache::VerdictCache::new(&config.cache),
             registered_keys: None,
         })
+    }
+
+    /// The `[[auth.jwt]]` provider called `name`.
+    pub fn provider_named(&self, name: &str) -> Option<&jwt::Provider> {
+        self.providers.iter().find(|provider| provider.name() == name)
     }
 
     /// Also accepts the keys `directory` holds (registered through `[login]`).

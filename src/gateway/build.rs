@@ -46,8 +46,11 @@ impl Gateway {
         // 3. Routes to those clusters.
         let router = Router::build(&topology.routes, |name| clusters.get(name).cloned())?;
         // 4. Self-hosted `dolt login`, whose registered keys authentication accepts.
-        let login =
-            config.login.as_ref().map(|login| Login::build(login, &clusters, config.auth.is_some())).transpose()?;
+        let login = config
+            .login
+            .as_ref()
+            .map(|login| Login::build(login, &clusters, config.auth.as_ref(), &secrets))
+            .transpose()?;
         // 5. Who may call and what they may change.
         let auth = config
             .auth

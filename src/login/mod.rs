@@ -9,7 +9,10 @@
 //! It reads the public key from the URL fragment (which browsers never
 //! send), and every request it makes carries a per-page token that must
 //! match a `SameSite=Strict` cookie, so another site cannot register a key.
+//! With `[login.oidc]` the page also offers signing in with an OpenID Connect
+//! provider ([`oidc`]).
 
+pub mod oidc;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -23,7 +26,7 @@ use prost::Message;
 
 use crate::authn::{self, Audience};
 use crate::cluster::Cluster;
-use crate::config::{check_positive, invalid, ConfigError, LoginConfig};
+use crate::config::{check_positive, invalid, AuthConfig, ConfigError, LoginConfig, Secrets};
 use crate::error::GatewayError;
 use crate::gateway::{ConnectionInfo, Gateway};
 use crate::plumbing::{full_body, ResponseBody};
@@ -36,12 +39,14 @@ const CSRF_COOKIE: &str = "doltgate_login_csrf";
 const CSRF_HEADER: &str = "x-doltgate-csrf";
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
 const PAGE: &str = include_str!("page.html");
+const OUTCOME_PAGE: &str = include_str!("outcome.html");
 
 #[derive(Debug)]
 pub struct Login {
     path: String,
     store: Arc<KeyStore>,
     email_template: String,
+    oidc: Option<oidc::OidcLogin>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -55,9 +60,10 @@ impl Login {
     pub fn build(
         config: &LoginConfig,
         clusters: &BTreeMap<String, Arc<Cluster>>,
-        has_auth: bool,
+        auth: Option<&AuthConfig>,
+        secrets: &Secrets,
     ) -> Result<Login, ConfigError> {
-        if !has_auth {
+        if auth.is_none() {
             return Err(invalid("login", "needs [auth]: keys are registered by users who prove their password"));
         }
         let path = config.path.trim_end_matches('/');
@@ -76,10 +82,12 @@ impl Login {
             return Err(invalid("login.database", "use lowercase letters, digits and '_'"));
         }
         check_positive("login.cache_ttl", config.cache_ttl)?;
+        let oidc = config.oidc.as_ref().map(|oidc| oidc::OidcLogin::build(oidc, path, auth, secrets)).transpose()?;
         Ok(Login {
             path: path.to_owned(),
             store: Arc::new(KeyStore::new(cluster.clone(), &config.database, config.cache_ttl)),
             email_template: config.email_template.clone(),
+            oidc,
         })
     }
 
@@ -120,6 +128,8 @@ impl Login {
             (&Method::GET, "" | "/") => Ok(self.page()),
             (&Method::POST, "/key-id") => self.key_id(request).await,
             (&Method::POST, "/register") => self.register(gateway, request, connection).await,
+            (&Method::POST, oidc::START_PATH) => self.start_oidc(request).await,
+            (&Method::GET, oidc::CALLBACK_PATH) => Ok(self.finish_oidc(gateway, request, connection).await),
             _ => Err(GatewayError::BadLoginRequest(format!("no such login endpoint: {} {rest}", request.method()))),
         };
         answer.unwrap_or_else(|err| json(err.http_status(), &serde_json::json!({ "error": err.to_string() })))
@@ -128,28 +138,78 @@ impl Login {
     fn page(&self) -> Response<ResponseBody> {
         let csrf = random_token();
         let nonce = random_token();
-        let html = PAGE.replace("{{csrf}}", &csrf).replace("{{nonce}}", &nonce).replace("{{base}}", &self.path);
-        let mut response = Response::new(full_body(Bytes::from(html)));
-        let headers = response.headers_mut();
-        let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(name, value);
-            }
+        let oidc_button = match &self.oidc {
+            Some(oidc) => format!(r#"<button id="oidc" type="button" disabled>{}</button>"#, escape_html(oidc.label())),
+            None => String::new(),
         };
-        set(headers, "content-type", "text/html; charset=utf-8".into());
-        set(headers, "cache-control", "no-store".into());
-        set(headers, "referrer-policy", "no-referrer".into());
-        set(headers, "x-frame-options", "DENY".into());
-        set(headers, "x-content-type-options", "nosniff".into());
-        set(
-            headers,
-            "content-security-policy",
-            format!(
-                "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; \
-                 form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
-            ),
+        let html = PAGE
+            .replace("{{csrf}}", &csrf)
+            .replace("{{nonce}}", &nonce)
+            .replace("{{base}}", &self.path)
+            .replace("{{oidc}}", &oidc_button);
+        let mut response = html_response(StatusCode::OK, html, &nonce);
+        set_header(
+            response.headers_mut(),
+            "set-cookie",
+            format!("{CSRF_COOKIE}={csrf}; Path={}; HttpOnly; SameSite=Strict", self.path),
         );
-        set(headers, "set-cookie", format!("{CSRF_COOKIE}={csrf}; Path={}; HttpOnly; SameSite=Strict", self.path));
+        response
+    }
+
+    /// The page's "sign in with" button: where the provider is, and the flow cookie.
+    async fn start_oidc(&self, request: Request<Incoming>) -> Result<Response<ResponseBody>, GatewayError> {
+        let oidc =
+            self.oidc.as_ref().ok_or_else(|| GatewayError::BadLoginRequest("no [login.oidc] is configured".into()))?;
+        let form: KeyForm = read_json(request).await?;
+        authn::dolt_keys::parse_public_key(&form.public_key).map_err(GatewayError::BadLoginRequest)?;
+        let started = oidc.start(&form.public_key, &self.path).await?;
+        let mut response = json(StatusCode::OK, &serde_json::json!({ "authorize_url": started.authorize_url }));
+        set_header(response.headers_mut(), "set-cookie", started.cookie);
+        Ok(response)
+    }
+
+    /// Where the provider sends the browser back: a page saying what happened.
+    async fn finish_oidc(
+        &self,
+        gateway: &Gateway,
+        request: Request<Incoming>,
+        connection: &ConnectionInfo,
+    ) -> Response<ResponseBody> {
+        let outcome = async {
+            let oidc = self
+                .oidc
+                .as_ref()
+                .ok_or_else(|| GatewayError::BadLoginRequest("no [login.oidc] is configured".into()))?;
+            let provider = gateway
+                .auth
+                .as_ref()
+                .and_then(|auth| auth.authenticator.provider_named(oidc.provider_name()))
+                .ok_or_else(|| GatewayError::Internal("login.oidc.provider is not among [[auth.jwt]]".into()))?;
+            let cookie = cookie_value(request.headers(), oidc::FLOW_COOKIE);
+            let signed_in = oidc.finish(provider, request.uri().query().unwrap_or_default(), cookie).await;
+            let signed_in = signed_in.inspect_err(|err| self.refused("", connection, err))?;
+            let principal = &signed_in.principal;
+            self.register_key(&signed_in.public_key, principal, connection).await
+        };
+        let nonce = random_token();
+        let (status, class, message) = match outcome.await {
+            Ok((key_id, user)) => (
+                StatusCode::OK,
+                "ok",
+                format!("Registered key {key_id} for {user}. dolt login finishes within a few seconds; you can close this page."),
+            ),
+            Err(err) => (err.http_status(), "error", err.to_string()),
+        };
+        let html = OUTCOME_PAGE
+            .replace("{{nonce}}", &nonce)
+            .replace("{{class}}", class)
+            .replace("{{message}}", &escape_html(&message));
+        let mut response = html_response(status, html, &nonce);
+        set_header(
+            response.headers_mut(),
+            "set-cookie",
+            format!("{}=; Path={}; Max-Age=0", oidc::FLOW_COOKIE, self.path),
+        );
         response
     }
 
@@ -174,19 +234,32 @@ impl Login {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::AUTHORIZATION, authorization);
         let credential = authn::read_credential(&headers, None)?;
-        let proven = self.authenticate(gateway, &credential, &host, connection).await;
-        let principal = match proven {
-            Ok(principal) => principal,
-            Err(err) => {
-                crate::metrics::metrics().login_keys.with_label_values(&["refused"]).inc();
-                tracing::info!(target: "doltgate::audit", event = "key registration refused", user = %authn::shown(&form.user), from = %connection.remote.ip(), error = %err);
-                return Err(err);
-            }
-        };
-        let key_id = self.store.register(&form.public_key, &principal.name).await?;
+        let principal = self
+            .authenticate(gateway, &credential, &host, connection)
+            .await
+            .inspect_err(|err| self.refused(&form.user, connection, err))?;
+        let (key_id, user) = self.register_key(&form.public_key, &principal, connection).await?;
+        Ok(json(StatusCode::OK, &serde_json::json!({ "key_id": key_id, "user": user })))
+    }
+
+    /// Registers `public_key` for `principal`, audited and counted.
+    async fn register_key(
+        &self,
+        public_key: &str,
+        principal: &authn::Principal,
+        connection: &ConnectionInfo,
+    ) -> Result<(String, String), GatewayError> {
+        let key_id = self.store.register(public_key, &principal.name, principal.email.as_deref()).await?;
         crate::metrics::metrics().login_keys.with_label_values(&["registered"]).inc();
         tracing::info!(target: "doltgate::audit", event = "key registered", %key_id, user = %authn::shown(&principal.name), from = %connection.remote.ip());
-        Ok(json(StatusCode::OK, &serde_json::json!({ "key_id": key_id, "user": principal.name })))
+        Ok((key_id, principal.name.clone()))
+    }
+
+    /// Counts and audits a registration refused because `user` (as claimed,
+    /// empty when a provider's sign-in failed) was not proven.
+    fn refused(&self, user: &str, connection: &ConnectionInfo, err: &GatewayError) {
+        crate::metrics::metrics().login_keys.with_label_values(&["refused"]).inc();
+        tracing::info!(target: "doltgate::audit", event = "key registration refused", user = %authn::shown(user), from = %connection.remote.ip(), error = %err);
     }
 
     /// `CredentialsService/WhoAmI` for a Dolt key token: who the key is registered to.
@@ -206,7 +279,10 @@ impl Login {
             Ok(WhoAmIResponse {
                 username: principal.name.clone(),
                 display_name: principal.name.clone(),
-                email_address: self.email_template.replace("{user}", &principal.name),
+                email_address: principal
+                    .email
+                    .clone()
+                    .unwrap_or_else(|| self.email_template.replace("{user}", &principal.name)),
             })
         };
         match answer.await {
@@ -240,12 +316,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -
 }
 
 fn check_csrf(headers: &HeaderMap) -> Result<(), GatewayError> {
-    let cookie = headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(CSRF_COOKIE).and_then(|rest| rest.strip_prefix('=')));
+    let cookie = cookie_value(headers, CSRF_COOKIE);
     let sent = headers.get(CSRF_HEADER).and_then(|value| value.to_str().ok());
     let same = match (cookie, sent) {
         (Some(cookie), Some(sent)) if !cookie.is_empty() => same_bytes(cookie.as_bytes(), sent.as_bytes()),
@@ -260,8 +331,62 @@ fn check_csrf(headers: &HeaderMap) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// The value of cookie `name` in a request's `Cookie` headers.
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+}
+
+/// An HTML page with the headers every login page carries: no caching, no
+/// framing, no referrer, and a policy allowing only its own nonce'd script and style.
+fn html_response(status: StatusCode, html: String, nonce: &str) -> Response<ResponseBody> {
+    let mut response = Response::new(full_body(Bytes::from(html)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    set_header(headers, "content-type", "text/html; charset=utf-8".into());
+    set_header(headers, "cache-control", "no-store".into());
+    set_header(headers, "referrer-policy", "no-referrer".into());
+    set_header(headers, "x-frame-options", "DENY".into());
+    set_header(headers, "x-content-type-options", "nosniff".into());
+    set_header(
+        headers,
+        "content-security-policy",
+        format!(
+            "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; \
+             form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+        ),
+    );
+    response
+}
+
+fn set_header(headers: &mut HeaderMap, name: &'static str, value: String) {
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.append(name, value);
+    }
+}
+
+/// `text` safe inside HTML elements and quoted attributes.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Equality that takes as long whichever byte differs.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 

@@ -28,6 +28,8 @@ pub struct KeyRecord {
     pub key_id: String,
     pub public_key: String,
     pub user: String,
+    /// The e-mail the identity provider vouched for (`[login.oidc]` sign-ins).
+    pub email: Option<String>,
     pub registered_at: String,
     pub revoked_at: Option<String>,
 }
@@ -62,16 +64,17 @@ impl KeyStore {
         &self.database
     }
 
-    /// Registers `public_key` (Dolt's base32) for `user`, replacing an earlier
-    /// registration of the same key. Returns the key id.
-    pub async fn register(&self, public_key: &str, user: &str) -> Result<String, GatewayError> {
+    /// Registers `public_key` (Dolt's base32) for `user`, with the e-mail an
+    /// identity provider vouched for if any, replacing an earlier registration
+    /// of the same key. Returns the key id.
+    pub async fn register(&self, public_key: &str, user: &str, email: Option<&str>) -> Result<String, GatewayError> {
         let public = parse_public_key(public_key).map_err(GatewayError::BadLoginRequest)?;
         let key_id = crate::authn::dolt_keys::key_id(&public);
         let statement = format!(
-            "REPLACE INTO {} (key_id, public_key, user_name, registered_at, revoked_at) VALUES (?, ?, ?, NOW(), NULL)",
+            "REPLACE INTO {} (key_id, public_key, user_name, email, registered_at, revoked_at) VALUES (?, ?, ?, ?, NOW(), NULL)",
             self.table()
         );
-        let params = (key_id.clone(), public_key.trim().to_owned(), user.to_owned());
+        let params = (key_id.clone(), public_key.trim().to_owned(), user.to_owned(), email.map(str::to_owned));
         self.run(async move |conn| conn.exec_drop(statement, params).await).await?;
         self.forget(&key_id);
         Ok(key_id)
@@ -94,14 +97,15 @@ impl KeyStore {
 
     pub async fn list(&self) -> Result<Vec<KeyRecord>, GatewayError> {
         let query = format!(
-            "SELECT key_id, public_key, user_name, CAST(registered_at AS CHAR), CAST(revoked_at AS CHAR) FROM {} ORDER BY registered_at",
+            "SELECT key_id, public_key, user_name, email, CAST(registered_at AS CHAR), CAST(revoked_at AS CHAR) FROM {} ORDER BY registered_at",
             self.table()
         );
         self.run(async move |conn| {
-            conn.query_map(query, |(key_id, public_key, user, registered_at, revoked_at)| KeyRecord {
+            conn.query_map(query, |(key_id, public_key, user, email, registered_at, revoked_at)| KeyRecord {
                 key_id,
                 public_key,
                 user,
+                email,
                 registered_at,
                 revoked_at,
             })
@@ -115,14 +119,18 @@ impl KeyStore {
         if let Some(cached) = self.cached(key_id) {
             return Ok(cached);
         }
-        let query =
-            format!("SELECT public_key, user_name FROM {} WHERE key_id = ? AND revoked_at IS NULL", self.table());
+        let query = format!(
+            "SELECT public_key, user_name, email FROM {} WHERE key_id = ? AND revoked_at IS NULL",
+            self.table()
+        );
         let key = key_id.to_owned();
-        let row: Option<(String, String)> = self.run(async move |conn| conn.exec_first(query, (key,)).await).await?;
+        let row: Option<(String, String, Option<String>)> =
+            self.run(async move |conn| conn.exec_first(query, (key,)).await).await?;
         let found = match row {
-            Some((public_key, user)) => {
+            Some((public_key, user, email)) => {
                 let public = parse_public_key(&public_key).map_err(GatewayError::Internal)?;
-                Some(Arc::new(RegisteredKey::new(&public, user, Vec::new()).map_err(GatewayError::Internal)?))
+                let key = RegisteredKey::new(&public, user, Vec::new()).map_err(GatewayError::Internal)?;
+                Some(Arc::new(key.with_email(email)))
             }
             None => None,
         };
@@ -159,12 +167,23 @@ impl KeyStore {
         let database = format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database.replace('`', "``"));
         let table = format!(
             "CREATE TABLE IF NOT EXISTS {} (key_id VARCHAR(64) PRIMARY KEY, public_key VARCHAR(64) NOT NULL, \
-             user_name VARCHAR(255) NOT NULL, registered_at DATETIME NOT NULL, revoked_at DATETIME NULL)",
+             user_name VARCHAR(255) NOT NULL, email VARCHAR(255) NULL, registered_at DATETIME NOT NULL, \
+             revoked_at DATETIME NULL)",
             self.table()
         );
+        // Tables made before e-mails were kept lack the column.
+        let has_email = "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? \
+             AND column_name = 'email'";
+        let add_email = format!("ALTER TABLE {} ADD COLUMN email VARCHAR(255) NULL", self.table());
+        let schema = self.database.clone();
         self.on_cluster(async move |conn| {
             conn.query_drop(database).await?;
-            conn.query_drop(table).await
+            conn.query_drop(table).await?;
+            let columns: Option<u64> = conn.exec_first(has_email, (schema, TABLE)).await?;
+            if columns == Some(0) {
+                conn.query_drop(add_email).await?;
+            }
+            Ok(())
         })
         .await
     }

@@ -101,6 +101,52 @@ fn key_id_of(client: &DoltEnv) -> String {
     names[0].clone()
 }
 
+/// Starts `dolt login` against doltgate on `port`; it opens the page with
+/// xdg-open, whose stand-in records the URL. Returns the process and that URL.
+fn start_dolt_login(client: &DoltEnv, port: u16, login_url: &str) -> (std::process::Child, String) {
+    let bin = client.path().join("fake-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let opened = client.path().join("opened-url");
+    std::fs::write(bin.join("xdg-open"), format!("#!/bin/sh\nprintf '%s' \"$1\" > {}\n", opened.display())).unwrap();
+    std::process::Command::new("chmod").args(["+x", bin.join("xdg-open").to_str().unwrap()]).status().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let endpoint = format!("127.0.0.1:{port}");
+    let login = client
+        .command(client.path(), &["login", "-e", &endpoint, "-i", "--login-url", login_url])
+        .env("PATH", path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !opened.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = std::fs::read_to_string(&opened).expect("dolt login opened the login page");
+    assert!(url.starts_with(&format!("{login_url}#")), "{url}");
+    (login, url)
+}
+
+/// Waits for `dolt login` (it polls WhoAmI every 5 s and ends once the key is
+/// registered); what it printed.
+fn finish_dolt_login(mut login: std::process::Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = login.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = login.kill();
+            panic!("dolt login did not finish: {}", text(&login.wait_with_output().unwrap()));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut printed = String::new();
+    login.stdout.take().unwrap().read_to_string(&mut printed).unwrap();
+    assert!(status.success(), "dolt login failed: {printed}");
+    printed
+}
+
 /// Runs the login page at `url` in the browser: waits for the key id it
 /// shows, fills in the form, submits, and returns (key id, outcome text).
 async fn use_login_page(browser: &mut Browser, url: &str, user: &str, password: &str, shot: &str) -> (String, String) {
@@ -131,28 +177,7 @@ async fn use_login_page(browser: &mut Browser, url: &str, user: &str, password: 
 fn dolt_login_through_the_page_then_clone_and_push_without_a_password() {
     let s = Setup::new();
     let client = DoltEnv::new();
-    // `dolt login` opens the page with xdg-open: a stand-in records the URL it was given.
-    let bin = client.path().join("fake-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let opened = client.path().join("opened-url");
-    std::fs::write(bin.join("xdg-open"), format!("#!/bin/sh\nprintf '%s' \"$1\" > {}\n", opened.display())).unwrap();
-    std::process::Command::new("chmod").args(["+x", bin.join("xdg-open").to_str().unwrap()]).status().unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let endpoint = format!("127.0.0.1:{}", s.gateway.port);
-    let login_url = s.login_url();
-    let mut login = client
-        .command(client.path(), &["login", "-e", &endpoint, "-i", "--login-url", &login_url])
-        .env("PATH", path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !opened.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let url = std::fs::read_to_string(&opened).expect("dolt login opened the login page");
-    assert!(url.starts_with(&format!("{login_url}#")), "{url}");
+    let (login, url) = start_dolt_login(&client, s.gateway.port, &s.login_url());
     let key_id = key_id_of(&client);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -163,21 +188,7 @@ fn dolt_login_through_the_page_then_clone_and_push_without_a_password() {
     assert_eq!(shown, key_id, "the page shows the id of the key dolt login made");
     assert!(outcome.contains("Registered key") && outcome.contains(BOB), "{outcome}");
 
-    // dolt login polls WhoAmI every 5 s; it ends once the key is registered.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let status = loop {
-        if let Some(status) = login.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = login.kill();
-            panic!("dolt login did not finish: {}", text(&login.wait_with_output().unwrap()));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let mut printed = String::new();
-    login.stdout.take().unwrap().read_to_string(&mut printed).unwrap();
-    assert!(status.success(), "dolt login failed: {printed}");
+    let printed = finish_dolt_login(login);
     assert!(
         printed.contains(&format!("Key successfully associated with user: {BOB} email {BOB}@example.test")),
         "{printed}"
@@ -265,4 +276,139 @@ fn a_wrong_password_or_another_site_registers_nothing() {
     let metrics = scrape(s.admin_port);
     assert!(total(&metrics, "doltgate_login_keys_total", &[("event", "refused")]) >= 1.0);
     assert_eq!(total(&metrics, "doltgate_login_keys_total", &[("event", "registered")]), 0.0);
+}
+
+const ERIN: &str = "erin";
+const ERIN_PASSWORD: &str = "erins-sso-pw";
+const ERIN_EMAIL: &str = "erin@sso.test";
+
+#[test]
+fn dolt_login_by_signing_in_with_an_openid_provider() {
+    let env = DoltEnv::new();
+    let data = env.path().join("server");
+    env.seed_items_database(&data.join("shop"));
+    let server = DoltServer::start(&env, &data);
+    let (port, admin_port) = (free_port(), free_port());
+    let callback = format!("http://127.0.0.1:{port}/login/oidc/callback");
+    let provider = OidcProvider::start(env.path(), &callback, &[(ERIN, ERIN_PASSWORD, ERIN_EMAIL)]);
+    let issuer = provider.issuer();
+    let config = env.path().join("doltgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[admin]
+address = "127.0.0.1:{admin_port}"
+
+{cluster}
+[auth]
+upstream_credentials = "service"
+dolt_key_audiences = ["127.0.0.1"]
+
+# The provider's ID tokens are judged here; "doltgate-api" is the audience of
+# bearer tokens, which ID tokens (audience: the client id) are not.
+[[auth.jwt]]
+name = "sso"
+issuer = "{issuer}"
+audiences = ["doltgate-api"]
+algorithms = ["RS256"]
+jwks_url = "{issuer}keys"
+jwks_allow_http = true
+user_claim = "preferred_username"
+
+[[auth.grants]]
+databases = ["shop"]
+users = ["sso:{ERIN}"]
+permission = "write"
+
+[login]
+cluster = "main"
+cache_ttl = "2s"
+email_template = "{{user}}@template.test"
+
+[login.oidc]
+provider = "sso"
+discovery_url = "{issuer}.well-known/openid-configuration"
+client_id = "web"
+client_secret = "secret"
+redirect_url = "{callback}"
+label = "Sign in with the test SSO"
+allow_http = true
+"#,
+            cluster = service_cluster_config(&server),
+        ),
+    )
+    .unwrap();
+    let gateway = Doltgate::start_with_config_on(env.path(), &config, port, &[("SERVICE_PASSWORD", PASSWORD)]);
+    let client = DoltEnv::new();
+    let (login, url) = start_dolt_login(&client, gateway.port, &format!("http://127.0.0.1:{port}/login"));
+    let key_id = key_id_of(&client);
+
+    // The page, then the provider's own login form, then back to doltgate.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (shown, outcome, landed_at) = runtime.block_on(async {
+        let mut browser = Browser::launch(client.path()).await;
+        browser.navigate(&url).await;
+        let shown = browser
+            .wait_for(
+                "(function(){var t=document.getElementById('key-id');var b=document.getElementById('oidc');\
+                 return t&&b&&!b.disabled&&t.textContent.length==45?t.textContent:''})()",
+                Duration::from_secs(20),
+            )
+            .await;
+        browser.evaluate("document.getElementById('oidc').click();true").await;
+        browser
+            .wait_for(
+                "location.host.indexOf('localhost:')==0&&document.getElementById('username')?'form':''",
+                Duration::from_secs(20),
+            )
+            .await;
+        let sign_in = format!(
+            "document.getElementById('username').value={ERIN:?};document.getElementById('password').value={ERIN_PASSWORD:?};\
+             document.querySelector('form').submit();true"
+        );
+        browser.evaluate(&sign_in).await;
+        let outcome = browser
+            .wait_for(
+                "(function(){var r=document.getElementById('result');\
+                 return location.pathname=='/login/oidc/callback'&&r&&r.className?r.textContent:''})()",
+                Duration::from_secs(20),
+            )
+            .await;
+        let artifact = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/login-oidc.png");
+        browser.screenshot(&artifact).await;
+        let landed_at = browser.evaluate("location.href").await;
+        (shown.as_str().unwrap().to_owned(), outcome.as_str().unwrap().to_owned(), landed_at.as_str().unwrap().to_owned())
+    });
+    assert_eq!(shown, key_id, "the page shows the id of the key dolt login made");
+    assert!(outcome.contains(&format!("Registered key {key_id} for sso:{ERIN}")), "{outcome}");
+
+    // WhoAmI answers with the provider's name for the user and its verified e-mail.
+    let printed = finish_dolt_login(login);
+    assert!(
+        printed.contains(&format!("Key successfully associated with user: sso:{ERIN} email {ERIN_EMAIL}")),
+        "{printed}"
+    );
+
+    // No --user, no password: the key is sso:erin, with sso:erin's grant.
+    let clone = client.path().join("shop");
+    client.ok(client.path(), &["clone", &gateway.url("shop"), clone.to_str().unwrap()]);
+    client.ok(&clone, &["checkout", "-b", "from-sso"]);
+    client.ok(&clone, &["sql", "-q", "INSERT INTO items VALUES (901, 'pushed after signing in with SSO')"]);
+    client.ok(&clone, &["commit", "-Am", "after an SSO sign-in"]);
+    client.ok(&clone, &["push", "origin", "from-sso"]);
+    let branches = server.sql(&env, "SELECT name FROM shop.dolt_branches");
+    assert!(branches.contains("from-sso"), "the push landed: {branches}");
+
+    // The provider's answer replayed from anywhere but the browser that began
+    // the sign-in carries no flow cookie: refused before the code is redeemed.
+    let callback_path = landed_at.strip_prefix(&format!("http://127.0.0.1:{port}")).expect("back on doltgate");
+    assert!(callback_path.contains("code=") && callback_path.contains("state="), "{callback_path}");
+    let (status, page) = http_get(port, callback_path);
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("started no sign-in"), "{page}");
+    let metrics = scrape(admin_port);
+    assert_eq!(total(&metrics, "doltgate_login_keys_total", &[("event", "registered")]), 1.0);
+    assert!(total(&metrics, "doltgate_login_keys_total", &[("event", "refused")]) >= 1.0);
+    let log = gateway.process.log();
+    assert!(log.contains("key registered") && log.contains("sso:erin"), "the registration is audited");
 }

@@ -31,6 +31,13 @@ impl Doltgate {
         Doltgate::spawn_with_env(log_dir, &["--config", config.to_str().unwrap()], env)
     }
 
+    /// Like `start_with_config_env`, listening on `port`: for configurations
+    /// that must name doltgate's own address (an OpenID redirect URL).
+    pub fn start_with_config_on(log_dir: &Path, config: &Path, port: u16, env: &[(&str, &str)]) -> Doltgate {
+        Doltgate::try_spawn(log_dir, port, &["--config", config.to_str().unwrap()], env)
+            .unwrap_or_else(|| panic!("port {port} was taken before doltgate could bind it"))
+    }
+
     fn spawn(log_dir: &Path, args: &[&str]) -> Doltgate {
         Doltgate::spawn_with_env(log_dir, args, &[])
     }
@@ -38,35 +45,38 @@ impl Doltgate {
     /// A port asked for free can be taken by another process before doltgate
     /// binds it (tests run in parallel); that one case is retried on a new port.
     fn spawn_with_env(log_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Doltgate {
-        for _ in 0..5 {
-            let port = free_port();
-            let log = log_dir.join(format!("doltgate-{port}.log"));
-            let mut command = Command::new(env!("CARGO_BIN_EXE_doltgate"));
-            command.args(["--listen", &format!("127.0.0.1:{port}")]).args(args);
-            command.env("RUST_LOG", "doltgate=debug,info");
-            command.envs(env.iter().copied());
-            let mut child = spawn_logged(command, &log);
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let raced = loop {
-                if Instant::now() > deadline {
-                    break false;
-                }
-                if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200))
-                    .is_ok()
-                {
-                    break false;
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break read_log(&log).contains("Address already in use");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            if !raced {
-                wait_for_port(port, &mut child, "doltgate", &log);
-                return Doltgate { process: ChildGuard { child, log }, port };
+        (0..5)
+            .find_map(|_| Doltgate::try_spawn(log_dir, free_port(), args, env))
+            .unwrap_or_else(|| panic!("doltgate could not bind a free port in 5 attempts"))
+    }
+
+    /// Starts doltgate on `port`; `None` when another process took the port first.
+    fn try_spawn(log_dir: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Option<Doltgate> {
+        let log = log_dir.join(format!("doltgate-{port}.log"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_doltgate"));
+        command.args(["--listen", &format!("127.0.0.1:{port}")]).args(args);
+        command.env("RUST_LOG", "doltgate=debug,info");
+        command.envs(env.iter().copied());
+        let mut child = spawn_logged(command, &log);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let raced = loop {
+            if Instant::now() > deadline {
+                break false;
             }
+            if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200)).is_ok()
+            {
+                break false;
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break read_log(&log).contains("Address already in use");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if raced {
+            return None;
         }
-        panic!("doltgate could not bind a free port in 5 attempts");
+        wait_for_port(port, &mut child, "doltgate", &log);
+        Some(Doltgate { process: ChildGuard { child, log }, port })
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -12,6 +12,7 @@ mod dolt;
 mod doltgate;
 mod ghz;
 mod gpg;
+mod oidc;
 mod process;
 mod prometheus;
 mod relay;
@@ -21,5 +22,6 @@ mod tls;
 // Each test binary uses its own subset.
 #[allow(unused_imports)]
 pub use {
-    browser::*, data::*, dolt::*, doltgate::*, ghz::*, gpg::*, process::*, prometheus::*, relay::*, s3::*, tls::*,
+    browser::*, data::*, dolt::*, doltgate::*, ghz::*, gpg::*, oidc::*, process::*, prometheus::*, relay::*, s3::*,
+    tls::*,
 };
