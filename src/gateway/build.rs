@@ -273,6 +273,59 @@ mod tests {
         }
     }
 
+    /// `[login.oidc]` is checked against `[auth]` and `[login]` at start.
+    #[tokio::test]
+    async fn login_oidc_errors_name_the_key() {
+        let base = r#"
+[clusters.main]
+endpoints = [{ name = "a", remotesapi = "h:1", sql = "h:2" }]
+sql_user = "doltgate"
+sql_password = "pw"
+[[routes]]
+database = "x"
+cluster = "main"
+[auth]
+upstream_credentials = "service"
+[[auth.jwt]]
+name = "sso"
+issuer = "https://idp.test/"
+audiences = ["api"]
+algorithms = ["RS256"]
+jwks_url = "https://idp.test/keys"
+[login]
+cluster = "main"
+[login.oidc]
+provider = "sso"
+discovery_url = "https://idp.test/.well-known/openid-configuration"
+client_id = "web"
+client_secret = "s"
+redirect_url = "https://dolt.test/login/oidc/callback"
+"#;
+        check(base).unwrap();
+        let cases = [
+            (r#"provider = "sso""#, r#"provider = "other""#, "login.oidc.provider"),
+            ("https://idp.test/.well-known", "http://idp.test/.well-known", "login.oidc.discovery_url"),
+            ("dolt.test/login/oidc/callback", "dolt.test/elsewhere", "login.oidc.redirect_url"),
+            ("dolt.test/login/oidc/callback", "dolt.test/login/oidc/callback?x=1", "login.oidc.redirect_url"),
+            (r#"client_id = "web""#, r#"client_id = """#, "login.oidc.client_id"),
+            (r#"client_secret = "s""#, "", "login.oidc"),
+            (r#"client_secret = "s""#, "client_secret = \"s\"\nclient_secret_env = \"E\"", "login.oidc.client_secret"),
+            (r#"client_id = "web""#, "client_id = \"web\"\nscopes = [\"email\"]", "login.oidc.scopes"),
+        ];
+        for (from, to, key) in cases {
+            let text = base.replace(from, to);
+            assert_eq!(key_of(check(&text).unwrap_err()), key, "{text}");
+        }
+        let moved = base.replace("[login]\n", "[login]\npath = \"/sso\"\n").replace("/login/oidc", "/sso/oidc");
+        check(&moved).unwrap();
+        check(
+            &base
+                .replace("https://idp.test/.well-known", "http://idp.test/.well-known")
+                .replace("[login.oidc]\n", "[login.oidc]\nallow_http = true\n"),
+        )
+        .unwrap();
+    }
+
     /// Serving reads secrets; checking only needs them named.
     #[tokio::test]
     async fn only_serving_needs_the_secrets() {

@@ -461,9 +461,139 @@ issuer = "https://idp.test/"
 audiences = ["api"]
 algorithms = ["HS256"]
 secret = "0123456789abcdef0123456789abcdef"
+user_claim = "preferred_username"
 "#,
         )
         .unwrap();
         Provider::build("auth.jwt[0]", &config, &Secrets::read()).unwrap()
+    }
+
+    /// What the fake provider answers, and what it saw.
+    #[derive(Default)]
+    struct Script {
+        /// The `nonce` its ID token carries; `None`: the one the authorization request sent.
+        nonce: Option<String>,
+        audience: Option<String>,
+        userinfo_subject: Option<String>,
+        /// The PKCE challenge the authorization request carried.
+        challenge: String,
+        sent_nonce: String,
+        redeemed_with_verifier: bool,
+    }
+
+    /// A provider at 127.0.0.1 speaking just enough OpenID Connect: discovery,
+    /// a token endpoint that checks the client and the PKCE verifier, userinfo.
+    async fn fake_provider(script: Arc<std::sync::Mutex<Script>>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let base = origin.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (script, base) = (script.clone(), base.clone());
+                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let (script, base) = (script.clone(), base.clone());
+                    async move {
+                        let answer = fake_answer(request, &script, &base).await;
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(answer))))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+            }
+        });
+        origin
+    }
+
+    async fn fake_answer(
+        request: Request<hyper::body::Incoming>,
+        script: &std::sync::Mutex<Script>,
+        base: &str,
+    ) -> String {
+        use http_body_util::BodyExt;
+        let path = request.uri().path().to_owned();
+        let basic = request.headers().get(http::header::AUTHORIZATION).cloned();
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let mut script = script.lock().unwrap();
+        match path.as_str() {
+            "/.well-known/openid-configuration" => serde_json::json!({
+                "issuer": "https://idp.test/",
+                "authorization_endpoint": format!("{base}/authorize"),
+                "token_endpoint": format!("{base}/token"),
+                "userinfo_endpoint": format!("{base}/userinfo"),
+            })
+            .to_string(),
+            "/token" => {
+                let form: std::collections::HashMap<String, String> =
+                    form_urlencoded::parse(&body).into_owned().collect();
+                assert_eq!(basic.unwrap(), format!("Basic {}", base64_std(b"doltgate:secret")));
+                let verifier = form.get("code_verifier").unwrap();
+                let hashed = base64_url(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
+                script.redeemed_with_verifier = hashed == script.challenge;
+                let claims = serde_json::json!({
+                    "iss": "https://idp.test/",
+                    "aud": script.audience.clone().unwrap_or_else(|| "doltgate".into()),
+                    "exp": unix_now() + 60,
+                    "sub": "erin-id",
+                    "nonce": script.nonce.clone().unwrap_or_else(|| script.sent_nonce.clone()),
+                });
+                let key = jsonwebtoken::EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
+                let id_token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+                serde_json::json!({ "access_token": "at", "token_type": "Bearer", "id_token": id_token }).to_string()
+            }
+            "/userinfo" => serde_json::json!({
+                "sub": script.userinfo_subject.clone().unwrap_or_else(|| "erin-id".into()),
+                "preferred_username": "erin",
+                "email": "erin@idp.test",
+                "email_verified": true,
+            })
+            .to_string(),
+            other => panic!("the fake provider has no {other}"),
+        }
+    }
+
+    /// Runs one sign-in against the fake provider scripted by `setup`.
+    async fn sign_in(setup: impl FnOnce(&mut Script)) -> (Result<SignedIn, GatewayError>, bool) {
+        let script = Arc::new(std::sync::Mutex::new(Script::default()));
+        let origin = fake_provider(script.clone()).await;
+        let mut login = login(b"secret");
+        login.discovery_url = format!("{origin}/.well-known/openid-configuration").parse().unwrap();
+        login.allow_http = true;
+        let started = login.start("the-key", "/login").await.unwrap();
+        let query = started.authorize_url.split_once('?').unwrap().1.to_owned();
+        let sent: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        {
+            let mut script = script.lock().unwrap();
+            script.challenge = sent["code_challenge"].clone();
+            script.sent_nonce = sent["nonce"].clone();
+            setup(&mut script);
+        }
+        let cookie = started.cookie.split_once('=').unwrap().1.split(';').next().unwrap().to_owned();
+        let callback = format!("code=c&state={}", sent["state"]);
+        let outcome = login.finish(&test_provider(), &callback, Some(&cookie)).await;
+        let redeemed = script.lock().unwrap().redeemed_with_verifier;
+        (outcome, redeemed)
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_is_judged_on_the_providers_tokens() {
+        let (outcome, redeemed) = sign_in(|_| {}).await;
+        let signed_in = outcome.unwrap_or_else(|e| panic!("{e}"));
+        assert!(redeemed, "the code was redeemed with the verifier whose hash the authorization request sent");
+        assert_eq!(signed_in.principal.name, "sso:erin", "the user claim came from userinfo, in the namespace");
+        assert_eq!(signed_in.principal.email.as_deref(), Some("erin@idp.test"));
+        assert_eq!(signed_in.public_key, "the-key");
+
+        let refusal = |outcome: Result<SignedIn, GatewayError>| match outcome {
+            Ok(_) => panic!("accepted"),
+            Err(err) => err.to_string(),
+        };
+        let (outcome, _) = sign_in(|s| s.nonce = Some("a-nonce-from-another-sign-in".into())).await;
+        assert!(refusal(outcome).contains("nonce"), "an ID token minted for another sign-in is refused");
+        let (outcome, _) = sign_in(|s| s.audience = Some("api".into())).await;
+        assert!(refusal(outcome).contains("audience"), "a token for another audience is no ID token");
+        let (outcome, _) = sign_in(|s| s.userinfo_subject = Some("mallory-id".into())).await;
+        assert!(refusal(outcome).contains("another subject"), "userinfo about someone else is refused");
     }
 }
