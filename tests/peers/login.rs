@@ -5,6 +5,8 @@
 //! registered the key and with that user's grants; the key through a second
 //! replica; revocation; a wrong password on the page; a page request from
 //! another site; the key store's database unreachable through doltgate.
+//! And signing in with a real OpenID Connect provider instead of a password,
+//! its answer replayed without the sign-in's cookie.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
