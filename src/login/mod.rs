@@ -40,6 +40,8 @@ const CSRF_HEADER: &str = "x-doltgate-csrf";
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
 const PAGE: &str = include_str!("page.html");
 const OUTCOME_PAGE: &str = include_str!("outcome.html");
+/// The pages' one stylesheet, inlined (the pages load nothing else).
+const STYLE: &str = include_str!("style.css");
 
 #[derive(Debug)]
 pub struct Login {
@@ -139,10 +141,14 @@ impl Login {
         let csrf = random_token();
         let nonce = random_token();
         let oidc_button = match &self.oidc {
-            Some(oidc) => format!(r#"<button id="oidc" type="button" disabled>{}</button>"#, escape_html(oidc.label())),
+            Some(oidc) => format!(
+                r#"<button id="oidc" type="button" disabled>{}</button><p class="or">or with your database user's password:</p>"#,
+                escape_html(oidc.label())
+            ),
             None => String::new(),
         };
         let html = PAGE
+            .replace("{{style}}", STYLE)
             .replace("{{csrf}}", &csrf)
             .replace("{{nonce}}", &nonce)
             .replace("{{base}}", &self.path)
@@ -201,6 +207,7 @@ impl Login {
             Err(err) => (err.http_status(), "error", err.to_string()),
         };
         let html = OUTCOME_PAGE
+            .replace("{{style}}", STYLE)
             .replace("{{nonce}}", &nonce)
             .replace("{{class}}", class)
             .replace("{{message}}", &escape_html(&message));

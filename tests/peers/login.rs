@@ -290,6 +290,13 @@ fn dolt_login_by_signing_in_with_an_openid_provider() {
     let data = env.path().join("server");
     env.seed_items_database(&data.join("shop"));
     let server = DoltServer::start(&env, &data);
+    // A key store an earlier doltgate made, before e-mails were kept: upgraded in place.
+    server.sql(
+        &env,
+        "CREATE DATABASE doltgate_keys; CREATE TABLE doltgate_keys.registered_keys (key_id VARCHAR(64) PRIMARY KEY, \
+         public_key VARCHAR(64) NOT NULL, user_name VARCHAR(255) NOT NULL, registered_at DATETIME NOT NULL, \
+         revoked_at DATETIME NULL)",
+    );
     let (port, admin_port) = (free_port(), free_port());
     let callback = format!("http://127.0.0.1:{port}/login/oidc/callback");
     let provider = OidcProvider::start(env.path(), &callback, &[(ERIN, ERIN_PASSWORD, ERIN_EMAIL)]);
@@ -357,6 +364,8 @@ allow_http = true
                 Duration::from_secs(20),
             )
             .await;
+        let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+        browser.screenshot(&artifacts.join("login-oidc-page.png")).await;
         browser.evaluate("document.getElementById('oidc').click();true").await;
         browser
             .wait_for(
@@ -376,8 +385,7 @@ allow_http = true
                 Duration::from_secs(20),
             )
             .await;
-        let artifact = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/login-oidc.png");
-        browser.screenshot(&artifact).await;
+        browser.screenshot(&artifacts.join("login-oidc.png")).await;
         let landed_at = browser.evaluate("location.href").await;
         (shown.as_str().unwrap().to_owned(), outcome.as_str().unwrap().to_owned(), landed_at.as_str().unwrap().to_owned())
     });
