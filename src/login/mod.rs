@@ -38,8 +38,13 @@ pub const WHO_AM_I_PATH: &str = "/dolt.services.remotesapi.v1alpha1.CredentialsS
 const CSRF_COOKIE: &str = "doltgate_login_csrf";
 const CSRF_HEADER: &str = "x-doltgate-csrf";
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
-const PAGE: &str = include_str!("page.html");
-const OUTCOME_PAGE: &str = include_str!("outcome.html");
+/// Every page's frame; `{{main}}` is the page's own content.
+const LAYOUT: &str = include_str!("layout.html");
+/// The page `dolt login` opens: the key id, the sign-in choices and its script.
+const FORM: &str = include_str!("form.html");
+/// The page a provider's sign-in ends on.
+const OUTCOME: &str = r#"  <p id="result" class="{{class}}" role="status">{{message}}</p>
+"#;
 /// The pages' one stylesheet, inlined (the pages load nothing else).
 const STYLE: &str = include_str!("style.css");
 
@@ -147,12 +152,7 @@ impl Login {
             ),
             None => String::new(),
         };
-        let html = PAGE
-            .replace("{{style}}", STYLE)
-            .replace("{{csrf}}", &csrf)
-            .replace("{{nonce}}", &nonce)
-            .replace("{{base}}", &self.path)
-            .replace("{{oidc}}", &oidc_button);
+        let html = self.render(FORM, &csrf, &nonce).replace("{{oidc}}", &oidc_button);
         let mut response = html_response(StatusCode::OK, html, &nonce);
         set_header(
             response.headers_mut(),
@@ -160,6 +160,16 @@ impl Login {
             format!("{CSRF_COOKIE}={csrf}; Path={}; HttpOnly; SameSite=Strict", self.path),
         );
         response
+    }
+
+    /// `main` in the pages' frame, with the page's request token and script nonce.
+    fn render(&self, main: &str, csrf: &str, nonce: &str) -> String {
+        LAYOUT
+            .replace("{{style}}", STYLE)
+            .replace("{{main}}", main)
+            .replace("{{csrf}}", csrf)
+            .replace("{{nonce}}", nonce)
+            .replace("{{base}}", &self.path)
     }
 
     /// The page's "sign in with" button: where the provider is, and the flow cookie.
@@ -206,11 +216,9 @@ impl Login {
             ),
             Err(err) => (err.http_status(), "error", err.to_string()),
         };
-        let html = OUTCOME_PAGE
-            .replace("{{style}}", STYLE)
-            .replace("{{nonce}}", &nonce)
-            .replace("{{class}}", class)
-            .replace("{{message}}", &escape_html(&message));
+        // The message is replaced last: no placeholder inside it is filled in.
+        let html =
+            self.render(OUTCOME, "", &nonce).replace("{{class}}", class).replace("{{message}}", &escape_html(&message));
         let mut response = html_response(status, html, &nonce);
         set_header(
             response.headers_mut(),
