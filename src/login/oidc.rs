@@ -41,6 +41,8 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 
 pub struct OidcLogin {
     provider: String,
+    /// The issuer the `[[auth.jwt]]` entry expects, which discovery must name.
+    issuer: String,
     discovery_url: Uri,
     client_id: String,
     client_secret: Vec<u8>,
@@ -107,13 +109,13 @@ impl OidcLogin {
         auth: Option<&AuthConfig>,
         secrets: &Secrets,
     ) -> Result<OidcLogin, ConfigError> {
-        let judged = auth.is_some_and(|auth| auth.jwt.iter().any(|jwt| jwt.name == config.provider));
-        if !judged {
+        let judge = auth.and_then(|auth| auth.jwt.iter().find(|jwt| jwt.name == config.provider));
+        let Some(judge) = judge else {
             return Err(invalid(
                 "login.oidc.provider",
                 format!("no [[auth.jwt]] entry is named {:?}: it judges the provider's ID tokens", config.provider),
             ));
-        }
+        };
         let discovery_url = provider_url("login.oidc.discovery_url", &config.discovery_url, config.allow_http)?;
         let redirect: Uri = config
             .redirect_url
@@ -144,6 +146,7 @@ impl OidcLogin {
         let client = idp_http::client(config.ca_file.as_deref()).map_err(|e| invalid("login.oidc.ca_file", e))?;
         Ok(OidcLogin {
             provider: config.provider.clone(),
+            issuer: judge.issuer.clone(),
             discovery_url,
             client_id: config.client_id.clone(),
             seal: seal_key(&client_secret),
@@ -263,6 +266,13 @@ impl OidcLogin {
         let discovery: Discovery = serde_json::from_slice(&bytes).map_err(|e| {
             GatewayError::IdentityProvider(format!("{}: not a discovery document: {e}", self.discovery_url))
         })?;
+        // OpenID Connect Discovery 4.3: the document names the issuer its tokens carry.
+        if discovery.issuer != self.issuer {
+            return Err(GatewayError::IdentityProvider(format!(
+                "{} names issuer {:?}, but [[auth.jwt]] {:?} expects {:?}",
+                self.discovery_url, discovery.issuer, self.provider, self.issuer
+            )));
+        }
         for (field, url) in [
             ("authorization_endpoint", Some(&discovery.authorization_endpoint)),
             ("token_endpoint", Some(&discovery.token_endpoint)),
@@ -386,6 +396,7 @@ mod tests {
     fn login(secret: &[u8]) -> OidcLogin {
         OidcLogin {
             provider: "sso".into(),
+            issuer: "https://idp.test/".into(),
             discovery_url: "https://idp.test/.well-known/openid-configuration".parse().unwrap(),
             client_id: "doltgate".into(),
             client_secret: secret.to_vec(),
@@ -574,6 +585,19 @@ user_claim = "preferred_username"
         let outcome = login.finish(&test_provider(), &callback, Some(&cookie)).await;
         let redeemed = script.lock().unwrap().redeemed_with_verifier;
         (outcome, redeemed)
+    }
+
+    #[tokio::test]
+    async fn a_discovery_document_naming_another_issuer_sends_nobody_to_the_provider() {
+        let origin = fake_provider(Arc::default()).await;
+        let mut login = login(b"secret");
+        login.discovery_url = format!("{origin}/.well-known/openid-configuration").parse().unwrap();
+        login.allow_http = true;
+        login.issuer = "https://another-idp.test/".into();
+        match login.start("the-key", "/login").await {
+            Ok(_) => panic!("a sign-in began against a provider whose tokens the judge would refuse"),
+            Err(err) => assert!(err.to_string().contains("expects \"https://another-idp.test/\""), "{err}"),
+        }
     }
 
     #[tokio::test]
