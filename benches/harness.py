@@ -256,7 +256,9 @@ class Procs:
 
 
 def dolt_env(home):
-    env = dict(os.environ, HOME=home, DOLT_ROOT_PATH=home, NO_COLOR="1")
+    # DOLT_DISABLE_EVENT_FLUSH: no `dolt send-metrics` left running after each command, writing under
+    # `home` (go/cmd/dolt/dolt.go, flushEventsDir; `metrics.disabled` does not stop it).
+    env = dict(os.environ, HOME=home, DOLT_ROOT_PATH=home, NO_COLOR="1", DOLT_DISABLE_EVENT_FLUSH="1")
     env.pop("DOLT_REMOTE_PASSWORD", None)
     return env
 

@@ -78,6 +78,7 @@ fn dolt(dolt: &Path, home: &Path, cwd: &Path, args: &[&str]) -> String {
         .env("HOME", home)
         .env("DOLT_ROOT_PATH", home)
         .env("NO_COLOR", "1")
+        .env("DOLT_DISABLE_EVENT_FLUSH", "1") // no `dolt send-metrics` left running (see tests/support/dolt.rs)
         .env_remove("DOLT_REMOTE_PASSWORD")
         .stdin(Stdio::null())
         .output()

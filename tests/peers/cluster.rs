@@ -148,21 +148,11 @@ fn pushes_follow_a_graceful_failover() {
     assert!(started.elapsed() < Duration::from_secs(20), "a refusal must not be retried for long");
 
     // A push sent now waits for a primary...
-    let push_repo = repo.clone();
     let second = commit(&client, &repo, "during failover");
     let push = {
-        let home = client.home();
-        let dolt = dolt_binary();
-        std::thread::spawn(move || {
-            std::process::Command::new(dolt)
-                .args(["push", "--user", USER, "origin", "main"])
-                .current_dir(push_repo)
-                .env("HOME", &home)
-                .env("DOLT_ROOT_PATH", &home)
-                .env("DOLT_REMOTE_PASSWORD", PASSWORD)
-                .output()
-                .unwrap()
-        })
+        let mut push = client.command(&repo, &["push", "--user", USER, "origin", "main"]);
+        push.env("DOLT_REMOTE_PASSWORD", PASSWORD);
+        std::thread::spawn(move || push.output().unwrap())
     };
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(a.head(), first, "nothing may land on a standby");

@@ -48,6 +48,10 @@ impl DoltEnv {
             .env("HOME", self.home())
             .env("DOLT_ROOT_PATH", self.home())
             .env("NO_COLOR", "1")
+            // Otherwise each dolt command ends by starting a `dolt send-metrics` that outlives
+            // it and writes under $HOME while the test removes it (go/cmd/dolt/dolt.go,
+            // flushEventsDir; `metrics.disabled` does not stop it).
+            .env("DOLT_DISABLE_EVENT_FLUSH", "1")
             .env_remove("DOLT_REMOTE_PASSWORD")
             .stdin(Stdio::null());
         command
